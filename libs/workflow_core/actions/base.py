@@ -1,0 +1,104 @@
+"""What an action executor receives and what it may use.
+
+An executor is `async def execute(call, config, deps) -> dict`: `call` says which run, step and
+attempt it serves; `config` is its validated config; `deps` are the only doors to the outside
+(mail, HTTP, records, the effect ledger). What it returns lands in `steps.<step_id>` of the run's
+context. It raises `RetryableActionError` or `PermanentActionError` (workflow_core.errors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any, Protocol
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ActionCall:
+    run_id: UUID
+    workflow_id: UUID
+    org_id: str | None
+    submission_id: UUID | None
+    step_id: str
+    step_seq: int
+    index: int
+    attempt: int
+    key: str
+    """Idempotency key of this action in this visit of the step: the same on every attempt."""
+    context: Mapping[str, Any] = field(repr=False)
+    claimed: bool = False
+    """An earlier attempt claimed this effect in the ledger and may have carried it out."""
+
+
+class CommitHook(Protocol):
+    def __call__(self) -> Awaitable[None]: ...
+
+
+class Mailer(Protocol):
+    async def send(self, message: EmailMessage, *, before_data: CommitHook) -> None:
+        """Deliver `message`. `before_data` runs once the recipients are accepted and before the
+        message is handed over; if it raises, nothing is sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body_excerpt: str
+
+
+class HttpClient(Protocol):
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        timeout: float,
+    ) -> HttpResponse: ...
+
+
+class Records(Protocol):
+    """Tickets and tasks, stored in Flowline's database."""
+
+    async def create_ticket(
+        self, ticket_id: UUID, call: ActionCall, fields: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def update_ticket(
+        self, ticket_id: UUID, changes: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def create_task(
+        self, task_id: UUID, call: ActionCall, fields: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+
+    async def update_task(self, task_id: UUID, changes: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class EffectLedger(Protocol):
+    async def claim(self, call: ActionCall) -> None:
+        """Record, durably, that the effect of `call` is being handed over. Raises
+        `EffectAlreadyClaimed` when an earlier attempt got that far."""
+
+    async def release(self, call: ActionCall) -> None:
+        """Withdraw a claim whose effect was refused outright: nothing was delivered."""
+
+
+class EffectAlreadyClaimed(Exception):
+    """An earlier attempt already handed this effect over; it must not be repeated."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionDeps:
+    mailer: Mailer
+    http: HttpClient
+    records: Records
+    ledger: EffectLedger
+    from_email: str
+    now: Callable[[], datetime]
+    settings: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,136 @@
+"""send_email: a UTF-8 email through the configured SMTP server, exactly once per run step.
+
+The idempotency claim is written after the server accepted the recipients and before the
+message is handed over: a crash before it means nothing was sent (the retry sends), a crash
+after it means the server may hold the message (the retry does not send again).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from workflow_core.actions.base import ActionCall, ActionDeps, EffectAlreadyClaimed
+from workflow_core.actions.registry import ActionType, register
+from workflow_core.engine.paths import MISSING, resolve
+from workflow_core.engine.templates import render, render_header, strip_line_breaks
+from workflow_core.errors import PermanentActionError, RetryableActionError
+from workflow_core.ids import derived_id
+
+_ADDRESS = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+$")
+
+Recipients = str | list[str] | None
+
+
+class SendEmailConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    to: Recipients = None
+    to_path: str | None = None
+    cc: Recipients = None
+    cc_path: str | None = None
+    bcc: Recipients = None
+    bcc_path: str | None = None
+    reply_to: str | None = None
+    subject: str = Field(default="", max_length=2000)
+    body: str = ""
+    html_body: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_recipient(self) -> SendEmailConfig:
+        if not self.to and not self.to_path:
+            raise ValueError("send_email needs `to` or `to_path`")
+        return self
+
+
+def _addresses(literal: Recipients, path: str | None, context: Mapping[str, Any]) -> list[str]:
+    found: list[str] = []
+    if literal:
+        for item in [literal] if isinstance(literal, str) else literal:
+            found.extend(render_header(item, context).replace(";", ",").split(","))
+    if path:
+        value = resolve(context, path)
+        if value is not MISSING and value is not None:
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    found.extend(strip_line_breaks(item).replace(";", ",").split(","))
+    return [address.strip() for address in found if address.strip()]
+
+
+def preview(config: SendEmailConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The email this action would send in `context`."""
+    email: dict[str, Any] = {
+        "to": _addresses(config.to, config.to_path, context),
+        "cc": _addresses(config.cc, config.cc_path, context),
+        "bcc": _addresses(config.bcc, config.bcc_path, context),
+        "subject": render_header(config.subject, context),
+        "body": render(config.body, context),
+    }
+    if config.reply_to:
+        email["reply_to"] = render_header(config.reply_to, context)
+    if config.html_body is not None:
+        email["html_body"] = render(config.html_body, context)
+    return email
+
+
+def build_message(call: ActionCall, email: Mapping[str, Any], from_email: str) -> EmailMessage:
+    bad = [a for a in [*email["to"], *email["cc"], *email["bcc"]] if not _ADDRESS.match(a)]
+    if bad:
+        raise PermanentActionError(f"not an email address: {', '.join(map(repr, bad))}")
+    if not email["to"]:
+        raise PermanentActionError("no recipient: `to`/`to_path` gave no address in this context")
+    domain = from_email.rpartition("@")[2] or "flowline.local"
+    message = EmailMessage()
+    message["From"] = from_email
+    message["To"] = ", ".join(email["to"])
+    if email["cc"]:
+        message["Cc"] = ", ".join(email["cc"])
+    if email.get("reply_to"):
+        message["Reply-To"] = email["reply_to"]
+    message["Subject"] = email["subject"]
+    message["Date"] = formatdate(localtime=False)
+    # Derived from the idempotency key: a receiver can tell a repeat by its Message-ID.
+    message["Message-ID"] = f"<{derived_id(call.key)}@{domain}>"
+    message["X-Flowline-Run-Id"] = str(call.run_id)
+    if call.submission_id:
+        message["X-Flowline-Submission-Id"] = str(call.submission_id)
+    message.set_content(email["body"], charset="utf-8")
+    if email.get("html_body") is not None:
+        message.add_alternative(email["html_body"], subtype="html", charset="utf-8")
+    if email["bcc"]:
+        # Envelope-only recipients: the SMTP adapter reads and removes this header.
+        message["Bcc"] = ", ".join(email["bcc"])
+    return message
+
+
+async def execute(call: ActionCall, config: SendEmailConfig, deps: ActionDeps) -> dict[str, Any]:
+    email = preview(config, call.context)
+    message = build_message(call, email, deps.from_email)
+    result = {"message_id": message["Message-ID"], "to": email["to"], "subject": email["subject"]}
+    if call.claimed:
+        return {**result, "deduplicated": True}
+    claimed = False
+
+    async def claim() -> None:
+        nonlocal claimed
+        await deps.ledger.claim(call)
+        claimed = True
+
+    try:
+        await deps.mailer.send(message, before_data=claim)
+    except EffectAlreadyClaimed:
+        return {**result, "deduplicated": True}
+    except (RetryableActionError, PermanentActionError):
+        # The server refused the message outright: nothing was delivered, so a retry may send.
+        if claimed:
+            await deps.ledger.release(call)
+        raise
+    return result
+
+
+register(ActionType("send_email", SendEmailConfig, execute, preview))

@@ -1,0 +1,190 @@
+"""SMTP delivery with aiosmtplib over a small pool of reused connections.
+
+Errors are sorted here, where they are caught: a refusal before the message was handed over
+(connection refused, 4xx) is retryable, a 5xx is permanent, and a connection lost or timed out
+after the message was handed over is `OutcomeUnknown` (the server may have it: never resent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from email.message import EmailMessage
+
+import aiosmtplib
+from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
+
+from workflow_core.actions.base import CommitHook
+from workflow_core.errors import OutcomeUnknown, PermanentActionError, RetryableActionError
+from workflow_core.log import get_logger
+from workflow_core.settings import Settings
+
+log = get_logger(__name__)
+
+_TRANSPORT_ERRORS = (
+    aiosmtplib.SMTPServerDisconnected,
+    aiosmtplib.SMTPTimeoutError,
+    aiosmtplib.SMTPConnectError,
+    OSError,
+    TimeoutError,
+)
+
+
+def classify(error: Exception, stage: str) -> Exception:
+    """The Flowline error for an aiosmtplib/OS error raised before the message was handed over."""
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused) and error.recipients:
+        error = error.recipients[0]
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        text = f"SMTP {stage} refused: {error.code} {error.message}"
+        if 400 <= error.code < 500:
+            return RetryableActionError(text)
+        return PermanentActionError(text)
+    if isinstance(error, aiosmtplib.SMTPNotSupported):
+        return PermanentActionError(f"SMTP server does not support what is needed: {error}")
+    if isinstance(error, _TRANSPORT_ERRORS):
+        return RetryableActionError(
+            f"SMTP server unreachable during {stage}: {type(error).__name__}: {error}"
+        )
+    return PermanentActionError(f"SMTP {stage} failed: {type(error).__name__}: {error}")
+
+
+class SmtpMailer:
+    """A `Mailer` for one SMTP server; at most `pool_size` connections, reused between emails."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        username: str = "",
+        password: str = "",
+        use_tls: bool = False,
+        timeout: float = 10.0,
+        pool_size: int = 8,
+    ) -> None:
+        self._host, self._port = host, port
+        self._username, self._password = username or None, password or None
+        # Port 465 speaks TLS from the first byte; elsewhere TLS means STARTTLS.
+        self._implicit_tls = use_tls and port == 465
+        self._start_tls = use_tls and port != 465
+        self._timeout = timeout
+        self._slots = asyncio.Semaphore(pool_size)
+        self._idle: list[aiosmtplib.SMTP] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpMailer:
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_user,
+            password=settings.smtp_password,
+            use_tls=settings.smtp_use_tls,
+            timeout=settings.smtp_timeout_seconds,
+            pool_size=settings.smtp_pool_size,
+        )
+
+    async def send(self, message: EmailMessage, *, before_data: CommitHook) -> None:
+        sender = extract_sender(message) or ""
+        recipients = extract_recipients(message)
+        del message["Bcc"]
+        async with self._slots:
+            client = await self._open_envelope(sender, recipients)
+            await self._hand_over(client, message, before_data)
+
+    async def _open_envelope(self, sender: str, recipients: list[str]) -> aiosmtplib.SMTP:
+        """A connection on which MAIL and RCPT were accepted."""
+        client, reused = await self._checkout()
+        for last_try in (not reused, True):
+            try:
+                await self._envelope(client, sender, recipients)
+                return client
+            except _TRANSPORT_ERRORS as error:
+                self._discard(client)
+                if last_try:
+                    raise classify(error, "envelope") from None
+            except aiosmtplib.SMTPException as error:
+                await self._reset(client)
+                raise classify(error, "envelope") from None
+            # A pooled connection went stale (the server closed it): once more, afresh.
+            client = await self._connect()
+        raise AssertionError("unreachable")
+
+    async def _envelope(self, client: aiosmtplib.SMTP, sender: str, recipients: list[str]) -> None:
+        options = ["BODY=8BITMIME"] if client.supports_extension("8bitmime") else []
+        await client.mail(sender, options=options)
+        refused: list[aiosmtplib.SMTPRecipientRefused] = []
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient)
+            except aiosmtplib.SMTPRecipientRefused as error:
+                refused.append(error)
+        if len(refused) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(refused)
+
+    async def _hand_over(
+        self, client: aiosmtplib.SMTP, message: EmailMessage, before_data: CommitHook
+    ) -> None:
+        try:
+            await before_data()
+        except BaseException:
+            await self._reset(client)
+            raise
+        data = flatten_message(
+            message, cte_type="8bit" if client.supports_extension("8bitmime") else "7bit"
+        )
+        try:
+            await client.data(data)
+        except aiosmtplib.SMTPDataError as error:
+            # A reply was read: the server refused the message; nothing was delivered.
+            await self._reset(client)
+            raise classify(error, "DATA") from None
+        except _TRANSPORT_ERRORS as error:
+            self._discard(client)
+            raise OutcomeUnknown(
+                f"connection to the SMTP server lost after the message was "
+                f"handed over ({type(error).__name__}); not resent"
+            ) from None
+        self._idle.append(client)
+
+    async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client, True
+        return await self._connect(), False
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(
+            hostname=self._host,
+            port=self._port,
+            username=self._username,
+            password=self._password,
+            use_tls=self._implicit_tls,
+            start_tls=self._start_tls,
+            timeout=self._timeout,
+        )
+        try:
+            await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()  # learn the extensions (8BITMIME) before MAIL
+        except Exception as error:
+            raise classify(error, "connect") from None
+        return client
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.rset()
+        except Exception:
+            self._discard(client)
+        else:
+            self._idle.append(client)
+
+    def _discard(self, client: aiosmtplib.SMTP) -> None:
+        with contextlib.suppress(Exception):
+            client.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.quit(), timeout=2)

@@ -1,0 +1,86 @@
+"""A workflow definition as pydantic models: the trigger, the steps, their actions and
+transitions. Parsing checks shapes only; `validate.validate_definition` checks the meaning."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+StepType = Literal["auto_action", "human_task", "wait"]
+STEP_TYPES: tuple[str, ...] = ("auto_action", "human_task", "wait")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Strict):
+    """Per-action override of the retry schedule (seconds)."""
+
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    initial_delay: float = Field(default=1.0, ge=0, le=86_400)
+    max_delay: float = Field(default=300.0, ge=0, le=86_400)
+
+
+class ActionSpec(_Strict):
+    type: str = Field(min_length=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy | None = None
+
+
+class TransitionSpec(_Strict):
+    to: str = Field(min_length=1)
+    conditions: Any = None
+
+
+class StepSpec(_Strict):
+    id: str = Field(min_length=1, max_length=200)
+    name: str = ""
+    description: str = ""
+    type: StepType
+    actions: list[ActionSpec] = Field(default_factory=list)
+    transitions: list[TransitionSpec] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class TriggerSpec(_Strict):
+    type: str = Field(min_length=1)
+    conditions: Any = None
+
+
+class WorkflowDefinition(_Strict):
+    trigger: TriggerSpec
+    initial_step_id: str = Field(min_length=1)
+    steps: list[StepSpec] = Field(min_length=1)
+
+    def step(self, step_id: str) -> StepSpec:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+
+class HumanTaskConfig(_Strict):
+    """`config` of a human_task step."""
+
+    title: str | None = None
+    description: str | None = None
+    assignee: str | None = None
+    assignee_email: str | None = None
+    due_in: str | float | None = None
+
+
+class WaitConfig(_Strict):
+    """`config` of a wait step: either a duration or a path to a timestamp in the context."""
+
+    for_: str | float | None = Field(default=None, alias="for")
+    until_path: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+STEP_CONFIGS: dict[str, type[_Strict]] = {
+    "human_task": HumanTaskConfig,
+    "wait": WaitConfig,
+}

@@ -1,0 +1,41 @@
+"""The event context a run sees: what a template or condition path can start with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CONTEXT_ROOTS = frozenset(
+    {
+        "submission_id",
+        "template_id",
+        "org_id",
+        "data",
+        "submitted_at",
+        "event_type",
+        "workflow_id",
+        "run_id",
+        "task",
+        "steps",
+    }
+)
+
+
+def initial_context(
+    *,
+    submission: dict[str, Any],
+    workflow_id: str,
+    run_id: str,
+    event_type: str = "form_submitted",
+) -> dict[str, Any]:
+    """The context a run starts with: the submission, who runs it, and room for step results."""
+    return {
+        "submission_id": submission["submission_id"],
+        "template_id": submission["template_id"],
+        "org_id": submission["org_id"],
+        "data": submission["data"],
+        "submitted_at": submission.get("submitted_at"),
+        "event_type": event_type,
+        "workflow_id": workflow_id,
+        "run_id": run_id,
+        "steps": {},
+    }

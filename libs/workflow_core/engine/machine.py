@@ -1,0 +1,185 @@
+"""The step machine: given a definition and where a run stands, decide what happens next.
+
+Pure: every function takes what it needs (the context, the time) and returns a decision; the
+worker carries decisions out (runs actions, opens tasks, sets timers, records the run).
+
+A run enters a step (`RunStep`), the worker runs the step's actions, then `after_actions`
+says what follows: a human task to open (`OpenTask`), a timer to wait for (`Sleep`), the next
+step, or the end (`Complete`). A run that waited resumes through `after_wait`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from workflow_core.definitions.models import (
+    HumanTaskConfig,
+    StepSpec,
+    WaitConfig,
+    WorkflowDefinition,
+)
+from workflow_core.engine.conditions import evaluate
+from workflow_core.engine.durations import parse_duration, parse_timestamp
+from workflow_core.engine.paths import MISSING, resolve
+from workflow_core.engine.templates import render, strip_line_breaks
+
+
+@dataclass(frozen=True, slots=True)
+class RunStep:
+    """Enter `step` as visit number `seq` of the run and run its actions."""
+
+    step: StepSpec
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTask:
+    """Open a human task for the step and wait for it to be completed."""
+
+    step: StepSpec
+    seq: int
+    title: str
+    description: str | None
+    assignee: str | None
+    assignee_email: str | None
+    due_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait until `until`, then resume with `after_wait`."""
+
+    step: StepSpec
+    seq: int
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """No transition holds: the run is done."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    reason: str
+
+
+Decision = RunStep | OpenTask | Sleep | Complete | Fail
+
+
+def start(definition: WorkflowDefinition) -> Decision:
+    return RunStep(definition.step(definition.initial_step_id), 1)
+
+
+def matches_trigger(
+    definition: WorkflowDefinition, workflow_org_id: str | None, event: Mapping[str, Any]
+) -> bool:
+    """A workflow starts for an event when the trigger type equals the event's type, the
+    workflow belongs to the event's organisation (or to none), and the conditions hold."""
+    if definition.trigger.type != event.get("event_type"):
+        return False
+    if workflow_org_id is not None and workflow_org_id != event.get("org_id"):
+        return False
+    return evaluate(definition.trigger.conditions, event)
+
+
+def after_actions(
+    definition: WorkflowDefinition,
+    step: StepSpec,
+    seq: int,
+    context: Mapping[str, Any],
+    now: datetime,
+    step_budget: int,
+) -> Decision:
+    """What follows once the actions of `step` have all succeeded."""
+    if step.type == "human_task":
+        return _open_task(step, seq, context, now)
+    if step.type == "wait":
+        until = wake_time(step, context, now)
+        if isinstance(until, Fail):
+            return until
+        if until > now:
+            return Sleep(step, seq, until)
+    return next_step(definition, step, seq, context, step_budget)
+
+
+def after_wait(
+    definition: WorkflowDefinition,
+    step: StepSpec,
+    seq: int,
+    context: Mapping[str, Any],
+    step_budget: int,
+) -> Decision:
+    """What follows once a task was completed or a timer fired."""
+    return next_step(definition, step, seq, context, step_budget)
+
+
+def next_step(
+    definition: WorkflowDefinition,
+    step: StepSpec,
+    seq: int,
+    context: Mapping[str, Any],
+    step_budget: int,
+) -> Decision:
+    """The first transition whose condition holds, in order; none -> the run completes."""
+    for transition in step.transitions:
+        if evaluate(transition.conditions, context):
+            if seq >= step_budget:
+                return Fail(
+                    f"step budget exhausted: the run entered {seq} steps (limit "
+                    f"{step_budget}); is there a loop without an exit?"
+                )
+            return RunStep(definition.step(transition.to), seq + 1)
+    return Complete()
+
+
+def wake_time(step: StepSpec, context: Mapping[str, Any], now: datetime) -> datetime | Fail:
+    config = WaitConfig.model_validate(step.config)
+    if config.for_ is not None:
+        return now + parse_duration(config.for_)
+    value = resolve(context, config.until_path or "")
+    until = None if value is MISSING else parse_timestamp(value)
+    if until is None:
+        return Fail(
+            f"wait step {step.id!r}: {config.until_path} holds no timestamp "
+            f"(got {'nothing' if value is MISSING else repr(value)})"
+        )
+    return until
+
+
+def _open_task(step: StepSpec, seq: int, context: Mapping[str, Any], now: datetime) -> OpenTask:
+    config = HumanTaskConfig.model_validate(step.config)
+    title = strip_line_breaks(render(config.title or step.name or step.id, context))
+    return OpenTask(
+        step=step,
+        seq=seq,
+        title=title,
+        description=render(config.description, context) if config.description else None,
+        assignee=render(config.assignee, context) if config.assignee else None,
+        assignee_email=(
+            strip_line_breaks(render(config.assignee_email, context))
+            if config.assignee_email
+            else None
+        ),
+        due_at=now + parse_duration(config.due_in) if config.due_in is not None else None,
+    )
+
+
+def with_step_results(
+    context: Mapping[str, Any], step_id: str, results: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The context after a step: `steps.<id>` holds its actions' results, merged (later ones
+    win), with the list of each result under `actions`."""
+    merged: dict[str, Any] = {}
+    for result in results:
+        merged.update(result)
+    merged["actions"] = results
+    return {**context, "steps": {**context.get("steps", {}), step_id: merged}}
+
+
+def with_task_result(context: Mapping[str, Any], task: Mapping[str, Any]) -> dict[str, Any]:
+    """The context after a human task is completed: `task.outcome`, `task.data` and more."""
+    return {**context, "task": dict(task)}

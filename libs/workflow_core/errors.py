@@ -1,0 +1,69 @@
+"""Flowline's exceptions. Every one derives from `FlowlineError`; its docstring is its default
+message, so `raise NotFound()` reads well and prints well.
+
+    FlowlineError
+    ├── DefinitionInvalid        a workflow definition failed validation (carries the problems)
+    ├── NotFound                 an id that does not exist
+    ├── Conflict                 the object is not in a state that allows the request
+    ├── Unavailable              a dependency (PostgreSQL, Redis) does not answer
+    └── ActionFailed             an action could not do its work
+        ├── RetryableActionError     try again later (connection refused, 4xx SMTP, 5xx HTTP)
+        ├── PermanentActionError     do not try again (bad recipient, 4xx HTTP, bad config)
+        └── OutcomeUnknown           the effect may or may not have happened; never repeated
+
+The adapters (smtp.py, http.py) turn library exceptions into these; nothing from aiosmtplib or
+httpx travels further.
+"""
+
+from __future__ import annotations
+
+
+class FlowlineError(Exception):
+    """Flowline failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip().splitlines()[0])
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class NotFound(FlowlineError):
+    """Not found."""
+
+
+class Conflict(FlowlineError):
+    """The object's state does not allow this."""
+
+
+class Unavailable(FlowlineError):
+    """A dependency is unavailable."""
+
+
+class DefinitionInvalid(FlowlineError):
+    """The workflow definition is invalid."""
+
+    def __init__(self, problems: list[dict[str, object]]) -> None:
+        super().__init__("; ".join(f"{p['path']}: {p['msg']}" for p in problems))
+        self.problems = problems
+
+
+class ActionFailed(FlowlineError):
+    """The action failed."""
+
+
+class RetryableActionError(ActionFailed):
+    """The action failed for a reason that may pass; it will be tried again."""
+
+    def __init__(self, message: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentActionError(ActionFailed):
+    """The action failed for a reason that trying again will not change."""
+
+
+class OutcomeUnknown(ActionFailed):
+    """The effect was handed over but its confirmation was lost; it is not repeated."""

@@ -1,0 +1,227 @@
+"""The database schema as SQLAlchemy Core tables. Alembic migrations (migrations/) create it;
+the repositories query it. Times are `timestamptz`, ids UUIDs, documents JSONB."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _created() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+def _updated() -> Column[object]:
+    return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("org_id", Text, nullable=True),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("current_version", Integer, nullable=False),
+    _created(),
+    _updated(),
+    Index("ix_workflows_active_org", "active", "org_id"),
+)
+
+workflow_versions = Table(
+    "workflow_versions",
+    metadata,
+    Column("workflow_id", UUID(as_uuid=True), ForeignKey("workflows.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("definition", JSONB, nullable=False),
+    _created(),
+    PrimaryKeyConstraint("workflow_id", "version"),
+)
+
+submissions = Table(
+    "submissions",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("template_id", Text, nullable=False),
+    Column("org_id", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    _created(),
+    Index("ix_submissions_org_created", "org_id", "created_at"),
+)
+
+# Events waiting to be published to the stream; written in the same transaction as what they
+# announce, published by the relay, kept a while for inspection.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("submission_id", UUID(as_uuid=True), nullable=True),
+    _created(),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("stream_entry_id", Text, nullable=True),
+    Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+    Index("ix_outbox_submission", "submission_id"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("workflow_id", UUID(as_uuid=True), ForeignKey("workflows.id"), nullable=False),
+    Column("workflow_version", Integer, nullable=False),
+    Column("submission_id", UUID(as_uuid=True), ForeignKey("submissions.id"), nullable=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    Column("org_id", Text, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("current_step_id", Text, nullable=True),
+    Column("step_seq", Integer, nullable=False, server_default=text("0")),
+    Column("context", JSONB, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("deliveries", Integer, nullable=False, server_default=text("1")),
+    # Bumped by every write: a writer that loaded an older revision lost a race and backs off.
+    Column("revision", Integer, nullable=False, server_default=text("0")),
+    _created(),
+    _updated(),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("event_id", "workflow_id"),
+    Index("ix_runs_submission", "submission_id"),
+    Index("ix_runs_workflow_status", "workflow_id", "status", "created_at"),
+    Index("ix_runs_status_created", "status", "created_at"),
+)
+
+run_steps = Table(
+    "run_steps",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("run_id", UUID(as_uuid=True), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("step_id", Text, nullable=False),
+    Column("step_type", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("entered_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("transition_to", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("run_id", "seq"),
+)
+
+run_actions = Table(
+    "run_actions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("run_id", UUID(as_uuid=True), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("step_seq", Integer, nullable=False),
+    Column("step_id", Text, nullable=False),
+    Column("action_index", Integer, nullable=False),
+    Column("action_type", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("result", JSONB, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("delivery", Integer, nullable=True),
+    Index("ix_run_actions_run", "run_id", "step_seq", "action_index", "attempt"),
+)
+
+# One row per effect (email, webhook call, ticket ...): claimed before it is handed over,
+# marked done with its result when the step is recorded. A retry reads it and does not repeat.
+effects = Table(
+    "effects",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("run_id", UUID(as_uuid=True), nullable=False),
+    Column("state", Text, nullable=False),
+    Column("result", JSONB, nullable=True),
+    _created(),
+    _updated(),
+    Index("ix_effects_run", "run_id"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("kind", Text, nullable=False),  # "human" (pauses its run) or "todo"
+    Column("run_id", UUID(as_uuid=True), ForeignKey("runs.id"), nullable=True),
+    Column("workflow_id", UUID(as_uuid=True), nullable=True),
+    Column("step_id", Text, nullable=True),
+    Column("step_seq", Integer, nullable=True),
+    Column("submission_id", UUID(as_uuid=True), nullable=True),
+    Column("org_id", Text, nullable=True),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("assignee", Text, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("outcome", Text, nullable=True),
+    Column("data", JSONB, nullable=True),
+    Column("fields", JSONB, nullable=True),
+    Column("due_at", DateTime(timezone=True), nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Column("completed_by", Text, nullable=True),
+    _created(),
+    _updated(),
+    Index("ix_tasks_status_created", "status", "created_at"),
+    Index("ix_tasks_run", "run_id"),
+)
+
+tickets = Table(
+    "tickets",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("run_id", UUID(as_uuid=True), nullable=True),
+    Column("workflow_id", UUID(as_uuid=True), nullable=True),
+    Column("submission_id", UUID(as_uuid=True), nullable=True),
+    Column("org_id", Text, nullable=True),
+    Column("subject", Text, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("priority", Text, nullable=False),
+    Column("assignee", Text, nullable=True),
+    Column("fields", JSONB, nullable=False),
+    _created(),
+    _updated(),
+    Index("ix_tickets_org_created", "org_id", "created_at"),
+)
+
+# Durable wake-ups: a wait step's end, a task's deadline, an action's next attempt.
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("run_id", UUID(as_uuid=True), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("payload", JSONB, nullable=False),
+    _created(),
+    Column("fired_at", DateTime(timezone=True), nullable=True),
+    Index("ix_timers_due", "due_at", postgresql_where=text("fired_at IS NULL")),
+)

@@ -1,0 +1,132 @@
+"""Every setting Flowline reads, with its default and its bounds.
+
+Settings come from the environment or a `.env` file in the working directory. They are built
+once, in each process's `main()`, and passed down; nothing reads the environment elsewhere.
+A bad value stops the process with one line naming the setting (`load_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PositiveInt = Annotated[int, Field(ge=1)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    # PostgreSQL
+    database_url: str = "postgresql://postgres@localhost:5432/flowline"
+    db_pool_size: PositiveInt = 10
+    db_connect_timeout_seconds: PositiveFloat = 2.0
+    db_statement_timeout_seconds: PositiveFloat = 10.0
+
+    # Redis
+    redis_host: str = "localhost"
+    redis_port: Port = 6379
+    redis_db: Annotated[int, Field(ge=0)] = 0
+    redis_password: str = ""
+    redis_stream_name: Annotated[str, Field(min_length=1)] = "workflow_events"
+    redis_consumer_group: Annotated[str, Field(min_length=1)] = "flowline"
+    redis_max_connections: PositiveInt = 64
+    redis_socket_timeout_seconds: PositiveFloat = 5.0
+
+    # SMTP
+    smtp_host: str = "localhost"
+    smtp_port: Port = 1025
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_use_tls: bool = False
+    smtp_timeout_seconds: PositiveFloat = 10.0
+    smtp_pool_size: PositiveInt = 8
+    from_email: Annotated[str, Field(min_length=3)] = "flowline@localhost"
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8000
+    api_max_body_bytes: PositiveInt = 1024 * 1024
+
+    # Worker
+    worker_concurrency: PositiveInt = 32
+    worker_batch_size: PositiveInt = 64
+    worker_block_ms: PositiveInt = 2000
+    worker_consumer_name: str = ""
+    worker_shutdown_grace_seconds: PositiveFloat = 20.0
+    claim_idle_seconds: PositiveFloat = 30.0
+    claim_interval_seconds: PositiveFloat = 5.0
+    delivery_limit: PositiveInt = 5
+    run_step_budget: PositiveInt = 100
+
+    # Actions: how a failed action is retried unless its definition says otherwise
+    action_max_attempts: PositiveInt = 10
+    action_retry_initial_seconds: PositiveFloat = 1.0
+    action_retry_max_seconds: PositiveFloat = 60.0
+    webhook_timeout_seconds: PositiveFloat = 10.0
+
+    # Outbox relay (runs in every API and worker process)
+    outbox_batch_size: PositiveInt = 500
+    outbox_poll_seconds: PositiveFloat = 1.0
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
+            raise ValueError("must be a postgresql:// URL")
+        if not urlsplit(value).path.strip("/"):
+            raise ValueError("must name a database, e.g. postgresql://postgres@localhost/flowline")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def async_database_url(self) -> str:
+        """The URL with the asyncpg driver, whichever form the user gave."""
+        _, rest = self.database_url.split("://", 1)
+        return f"postgresql+asyncpg://{rest}"
+
+    @property
+    def consumer_name(self) -> str:
+        # hostname-pid: unique per process natively; stable across restarts of one container
+        # (pid 1), so a restarted container re-reads its own pending entries at once.
+        return self.worker_consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class SettingsError(SystemExit):
+    """A setting has a value Flowline cannot use; the message names it."""
+
+
+def describe_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+    value = first.get("input")
+    return f"invalid setting {name}={value!r}: {first['msg']}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, or stop the process with one line naming the bad one."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(f"flowline: {describe_error(error)}") from None

@@ -1,0 +1,66 @@
+"""The HTTP API: `create_app(settings)` builds it; the lifespan brings the database to the
+current schema, opens the pools, and runs the outbox relay beside the requests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.api import errors
+from services.api.deps import Database
+from services.api.routes import health, runs, submissions, workflows
+from workflow_core.adapters import streams
+from workflow_core.adapters.streams import StreamKeys
+from workflow_core.log import get_logger
+from workflow_core.persistence.db import create_engine
+from workflow_core.persistence.migrate import migrate
+from workflow_core.relay import OutboxRelay
+from workflow_core.settings import Settings
+
+log = get_logger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await migrate(settings)
+        engine = create_engine(settings, application_name="flowline-api")
+        redis = streams.client(settings)
+        keys = StreamKeys.from_settings(settings)
+        relay = OutboxRelay(
+            engine,
+            redis,
+            keys,
+            dsn=settings.async_database_url,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+        app.state.settings, app.state.database = settings, Database(engine)
+        app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
+        stop = asyncio.Event()
+        relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        log.info("api_started", host=settings.api_host, port=settings.api_port)
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(relay_task, return_exceptions=True)
+            await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
+            await redis.aclose()
+            await engine.dispose()
+            log.info("api_stopped", published=relay.published)
+
+    app = FastAPI(
+        title="Flowline",
+        version="0.1.0",
+        summary="Form submissions in; emails, webhooks, tickets and tasks out.",
+        lifespan=lifespan,
+        max_body_size=settings.api_max_body_bytes,
+    )
+    errors.install(app)
+    for module in (submissions, workflows, runs, health):
+        app.include_router(module.router)
+    return app

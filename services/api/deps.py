@@ -1,0 +1,56 @@
+"""Dependencies of the routes, as `Annotated` aliases so that signatures read like prose."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from workflow_core.adapters.streams import StreamKeys
+from workflow_core.persistence.db import translate_errors
+from workflow_core.settings import Settings
+
+
+class Database:
+    """The routes' door to PostgreSQL: a transaction, or a plain connection for reads."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with translate_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        async with translate_errors(), self.engine.connect() as conn:
+            yield conn
+
+
+def _database(request: Request) -> Database:
+    return request.app.state.database  # type: ignore[no-any-return]
+
+
+def _redis(request: Request) -> aioredis.Redis:
+    return request.app.state.redis  # type: ignore[no-any-return]
+
+
+def _keys(request: Request) -> StreamKeys:
+    return request.app.state.keys  # type: ignore[no-any-return]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+Db = Annotated[Database, Depends(_database)]
+Redis = Annotated[aioredis.Redis, Depends(_redis)]
+Keys = Annotated[StreamKeys, Depends(_keys)]
+AppSettings = Annotated[Settings, Depends(_settings)]
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Offset = Annotated[int, Query(ge=0, description="items to skip")]

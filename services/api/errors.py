@@ -1,0 +1,67 @@
+"""How errors become HTTP answers: every one is JSON with a `detail`, and bad input is a 4xx
+that says what is wrong, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from workflow_core.definitions.validate import format_path
+from workflow_core.errors import Conflict, DefinitionInvalid, NotFound, Unavailable
+from workflow_core.log import get_logger
+
+log = get_logger(__name__)
+
+
+def _problem(error: dict[str, Any]) -> dict[str, Any]:
+    loc = [part for part in error.get("loc", ()) if part != "body"]
+    return {
+        "loc": list(error.get("loc", ())),
+        "path": format_path(loc) if loc else "body",
+        "msg": str(error.get("msg", "")),
+        "type": str(error.get("type", "")),
+    }
+
+
+async def _validation(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse({"detail": [_problem(dict(e)) for e in error.errors()]}, status_code=422)
+
+
+async def _definition(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, DefinitionInvalid)
+    return JSONResponse({"detail": error.problems}, status_code=422)
+
+
+def _status(code: int) -> Any:
+    async def handler(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=code)
+
+    return handler
+
+
+async def _unavailable(request: Request, error: Exception) -> JSONResponse:
+    log.warning("dependency_unavailable", path=request.url.path, error=str(error))
+    return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
+
+
+async def _http(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    return JSONResponse(
+        {"detail": error.detail},
+        status_code=error.status_code,
+        headers=getattr(error, "headers", None),
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(DefinitionInvalid, _definition)
+    app.add_exception_handler(NotFound, _status(404))
+    app.add_exception_handler(Conflict, _status(409))
+    app.add_exception_handler(Unavailable, _unavailable)
+    app.add_exception_handler(HTTPException, _http)

@@ -1,0 +1,48 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from services.api.deps import Db, Redis
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str | None]:
+    try:
+        async with asyncio.timeout(1.0):
+            await probe()
+    except Exception as error:
+        return name, f"{type(error).__name__}: {error}".strip() or type(error).__name__
+    return name, None
+
+
+@router.get("/readyz", responses={503: {"description": "a dependency does not answer"}})
+async def readyz(db: Db, redis: Redis) -> JSONResponse:
+    """PostgreSQL and Redis answer (each within a second)."""
+
+    async def database() -> None:
+        async with db.reading() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    results = dict(await asyncio.gather(_check("database", database), _check("redis", redis.ping)))
+    checks = {
+        name: ("ok" if error is None else f"down: {error}") for name, error in results.items()
+    }
+    ready = all(error is None for error in results.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

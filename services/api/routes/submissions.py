@@ -1,0 +1,60 @@
+"""Form submissions: accepted in one transaction with their event, read back with their runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from services.api.deps import Db
+from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
+from workflow_core.errors import NotFound
+from workflow_core.persistence import runs, submissions
+
+router = APIRouter(tags=["submissions"])
+
+
+@router.post("/submit", status_code=202, response_model=SubmitAccepted)
+async def submit(body: SubmitRequest, db: Db) -> dict[str, Any]:
+    """Store the submission and its event together; the relay publishes the event, so a crash
+    (or Redis being away) cannot lose it."""
+    async with db.transaction() as conn:
+        submission_id, event_id = await submissions.create(
+            conn,
+            template_id=body.template_id,
+            org_id=body.org_id,
+            data=body.data,
+            now=datetime.now(UTC),
+        )
+    return {"submission_id": submission_id, "event_id": event_id, "status": "accepted"}
+
+
+def run_summary(run: runs.RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "run_id": run.id,
+        "workflow_id": run.workflow_id,
+        "workflow_version": run.workflow_version,
+        "status": run.status,
+        "current_step_id": run.current_step_id,
+        "error": run.error,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+    }
+
+
+@router.get(
+    "/submissions/{submission_id}",
+    response_model=SubmissionOut,
+    responses={404: {"description": "no such submission"}},
+)
+async def get_submission(submission_id: UUID, db: Db) -> dict[str, Any]:
+    """The submission, whether its event was published, and the runs it started."""
+    async with db.reading() as conn:
+        found = await submissions.get(conn, submission_id)
+        if found is None:
+            raise NotFound(f"no submission with id {submission_id}")
+        started = await runs.for_submission(conn, submission_id)
+    return {**found, "submission_id": found["id"], "runs": [run_summary(run) for run in started]}

@@ -1,0 +1,108 @@
+"""Workflow definitions: create, read, list, new versions, deactivate."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Response
+
+from services.api.deps import Db, Limit, Offset
+from services.api.schemas import WorkflowCreate, WorkflowOut, WorkflowUpdate
+from workflow_core.definitions import ValidationResult, validate_definition
+from workflow_core.errors import DefinitionInvalid, NotFound
+from workflow_core.persistence import workflows
+from workflow_core.persistence.workflows import WorkflowRecord
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such workflow"}}
+
+
+def checked(definition: dict[str, Any]) -> ValidationResult:
+    """The validation result, or a 422 naming every problem by its JSON path."""
+    result = validate_definition(definition)
+    if not result.ok:
+        raise DefinitionInvalid([p.as_dict(("body", "definition")) for p in result.errors])
+    return result
+
+
+def view(record: WorkflowRecord, result: ValidationResult | None = None) -> dict[str, Any]:
+    warnings = [p.as_dict(("body", "definition")) for p in result.warnings] if result else []
+    return {
+        "id": record.id,
+        "name": record.name,
+        "org_id": record.org_id,
+        "active": record.active,
+        "version": record.version,
+        "definition": record.definition,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "warnings": warnings,
+    }
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=WorkflowOut,
+    responses={422: {"description": "the definition is invalid; each problem names its JSON path"}},
+)
+async def create_workflow(body: WorkflowCreate, db: Db) -> dict[str, Any]:
+    result = checked(body.definition)
+    async with db.transaction() as conn:
+        record = await workflows.create(
+            conn, name=body.name, org_id=body.org_id, definition=body.definition
+        )
+    return view(record, result)
+
+
+@router.get("", response_model=list[WorkflowOut])
+async def list_workflows(
+    db: Db, limit: Limit = 100, offset: Offset = 0, org_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Active workflows, newest first."""
+    async with db.reading() as conn:
+        records = await workflows.list_workflows(conn, org_id=org_id, limit=limit, offset=offset)
+    return [view(record) for record in records]
+
+
+@router.get("/{workflow_id}", response_model=WorkflowOut, responses=NOT_FOUND)
+async def get_workflow(workflow_id: UUID, db: Db) -> dict[str, Any]:
+    async with db.reading() as conn:
+        record = await workflows.get(conn, workflow_id)
+    if record is None:
+        raise NotFound(f"no workflow with id {workflow_id}")
+    return view(record)
+
+
+@router.put("/{workflow_id}", response_model=WorkflowOut, responses=NOT_FOUND)
+async def update_workflow(workflow_id: UUID, body: WorkflowUpdate, db: Db) -> dict[str, Any]:
+    """Store a new version; runs already started finish on the version they began with."""
+    result = checked(body.definition)
+    async with db.transaction() as conn:
+        current = await workflows.get(conn, workflow_id)
+        if current is None:
+            raise NotFound(f"no workflow with id {workflow_id}")
+        record = await workflows.add_version(
+            conn, workflow_id, name=body.name or current.name, definition=body.definition
+        )
+    assert record is not None
+    return view(record, result)
+
+
+@router.get("/{workflow_id}/versions/{version}", response_model=WorkflowOut, responses=NOT_FOUND)
+async def get_workflow_version(workflow_id: UUID, version: int, db: Db) -> dict[str, Any]:
+    async with db.reading() as conn:
+        record = await workflows.get_version(conn, workflow_id, version)
+    if record is None:
+        raise NotFound(f"workflow {workflow_id} has no version {version}")
+    return view(record)
+
+
+@router.delete("/{workflow_id}", status_code=204, responses=NOT_FOUND)
+async def delete_workflow(workflow_id: UUID, db: Db) -> Response:
+    """Deactivate: no new runs start; runs and history are kept."""
+    async with db.transaction() as conn:
+        if not await workflows.deactivate(conn, workflow_id):
+            raise NotFound(f"no workflow with id {workflow_id}")
+    return Response(status_code=204)

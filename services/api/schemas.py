@@ -1,0 +1,177 @@
+"""Request and response bodies of the HTTP API (kept apart from the tables)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from workflow_core.definitions import WorkflowDefinition
+
+MAX_DEPTH = 64
+
+
+def check_document(value: Any, depth: int = 0) -> Any:
+    """Refuse what PostgreSQL's JSONB cannot store faithfully: NUL characters, NaN/Infinity,
+    and nesting deeper than MAX_DEPTH."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL (\\u0000) characters")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_document(key, depth + 1)
+            check_document(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_document(item, depth + 1)
+    return value
+
+
+Document = Annotated[dict[str, Any], AfterValidator(check_document)]
+Text = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_document)]
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "template_id": "form_submitted",
+                    "data": {
+                        "email": "user@example.com",
+                        "name": "John Doe",
+                        "message": "Hello world",
+                    },
+                    "org_id": "org_123",
+                }
+            ]
+        }
+    )
+
+    template_id: Text
+    data: Document
+    org_id: Text
+
+
+class SubmitAccepted(BaseModel):
+    submission_id: UUID
+    event_id: UUID
+    status: str = "accepted"
+
+
+DefinitionDocument = Annotated[
+    dict[str, Any],
+    AfterValidator(check_document),
+    WithJsonSchema(WorkflowDefinition.model_json_schema(by_alias=True)),
+]
+
+
+class WorkflowCreate(BaseModel):
+    name: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_document)]
+    definition: DefinitionDocument
+    org_id: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+
+
+class WorkflowUpdate(BaseModel):
+    name: (
+        Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_document)] | None
+    ) = None
+    definition: DefinitionDocument
+
+
+class Problem(BaseModel):
+    loc: list[str | int]
+    path: str
+    msg: str
+    type: str
+
+
+class WorkflowOut(BaseModel):
+    id: UUID
+    name: str
+    org_id: str | None
+    active: bool
+    version: int
+    definition: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    warnings: list[Problem] = Field(default_factory=list)
+
+
+class RunSummary(BaseModel):
+    id: UUID
+    run_id: UUID
+    workflow_id: UUID
+    workflow_version: int
+    status: str
+    current_step_id: str | None
+    error: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class SubmissionOut(BaseModel):
+    id: UUID
+    submission_id: UUID
+    template_id: str
+    org_id: str
+    data: dict[str, Any]
+    created_at: datetime
+    event_id: UUID | None
+    published_at: datetime | None
+    runs: list[RunSummary]
+
+
+class ActionAttempt(BaseModel):
+    action_index: int
+    action_type: str
+    attempt: int
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    error: str | None
+
+
+class StepVisit(BaseModel):
+    seq: int
+    step_id: str
+    step_type: str
+    status: str
+    entered_at: datetime
+    finished_at: datetime | None
+    transition_to: str | None
+    error: str | None
+    actions: list[ActionAttempt]
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    kind: str
+    step_id: str
+    seq: int
+    status: str
+    action_index: int | None = None
+    action_type: str | None = None
+    attempt: int | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+class RunOut(RunSummary):
+    submission_id: UUID | None
+    event_id: UUID
+    step_seq: int
+    deliveries: int
+    finished_at: datetime | None
+    context: dict[str, Any]
+    steps: list[StepVisit]
+    history: list[HistoryEntry]

@@ -1,0 +1,21 @@
+"""What a consumer does with one stream entry: decode it and hand it to the run driver."""
+
+from __future__ import annotations
+
+from services.worker.runner import RunDriver
+from workflow_core import events
+from workflow_core.adapters.streams import Entry
+
+
+class EventHandler:
+    def __init__(self, driver: RunDriver) -> None:
+        self._driver = driver
+
+    async def handle(self, entry: Entry) -> None:
+        """Process the entry; returns once its effects are recorded (then it may be acked).
+        Raises `events.MalformedEvent` for an entry that can never be processed."""
+        event = events.from_fields(entry.fields)
+        if event.type == events.FORM_SUBMITTED:
+            await self._driver.start_runs(event, entry.deliveries)
+        else:
+            await self._driver.resume(event, entry.deliveries)

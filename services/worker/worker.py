@@ -1,0 +1,457 @@
+"""The consumer side of the stream: one reader, WORKER_CONCURRENCY handler tasks, a batching
+acker, a reclaimer for other consumers' stalled entries, a heartbeat for our own long ones,
+and an orderly shutdown.
+
+    reader --(bounded queue)--> handlers --(ids)--> acker (XACK, pipelined)
+    reclaimer (XAUTOCLAIM idle > CLAIM_IDLE_SECONDS) --^   \\--> dead letters past DELIVERY_LIMIT
+
+One blocking XREADGROUP per process holds one connection; everything else shares a pool.
+On start the reader first re-reads this consumer's own pending entries (history `0`), then
+switches to new ones (`>`). Entries are acknowledged only after the handler returned, that is
+after the run's effects are recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from workflow_core import events
+from workflow_core.adapters import streams
+from workflow_core.adapters.streams import Entry, StreamKeys
+from workflow_core.errors import Unavailable
+from workflow_core.log import get_logger
+from workflow_core.settings import Settings
+
+log = get_logger(__name__)
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    consumer: str
+    concurrency: int = 32
+    batch_size: int = 64
+    block_ms: int = 2000
+    claim_idle_seconds: float = 30.0
+    claim_interval_seconds: float = 5.0
+    delivery_limit: int = 5
+    grace_seconds: float = 20.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerConfig:
+        return cls(
+            consumer=settings.consumer_name,
+            concurrency=settings.worker_concurrency,
+            batch_size=settings.worker_batch_size,
+            block_ms=settings.worker_block_ms,
+            claim_idle_seconds=settings.claim_idle_seconds,
+            claim_interval_seconds=min(
+                settings.claim_interval_seconds, settings.claim_idle_seconds
+            ),
+            delivery_limit=settings.delivery_limit,
+            grace_seconds=settings.worker_shutdown_grace_seconds,
+        )
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    handled: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    reclaimed: int = 0
+
+
+Handler = Callable[[Entry], Awaitable[None]]
+DeadLetterHook = Callable[[Entry, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Backoff:
+    failures: int = 0
+    ceiling: float = 5.0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return min(0.05 * 2.0**self.failures, self.ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        reader_redis: aioredis.Redis,
+        keys: StreamKeys,
+        handler: Handler,
+        config: WorkerConfig,
+        *,
+        on_dead_letter: DeadLetterHook | None = None,
+        database_probe: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._redis, self._reader_redis, self._keys = redis, reader_redis, keys
+        self._handler, self._config = handler, config
+        self._on_dead_letter = on_dead_letter
+        self._database_probe = database_probe
+        self._queue: asyncio.Queue[Entry] = asyncio.Queue()
+        # Entries held (queued or being handled) never exceed this: memory stays flat.
+        self._capacity = asyncio.Semaphore(config.concurrency + config.batch_size)
+        # Entries taken from the stream and not yet finished: the heartbeat keeps them ours.
+        self._inflight: set[str] = set()
+        self._to_ack: list[str] = []
+        self._ack_wanted = asyncio.Event()
+        self._database_up = asyncio.Event()
+        self._database_up.set()
+        self._probe: asyncio.Task[None] | None = None
+        self._busy = 0
+        self.stats = WorkerStats()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, burst: bool = False) -> None:
+        """Consume until `stop` is set (or, with `burst`, until the stream has nothing left for
+        this group), then shut down in order: stop fetching, let handlers finish within the
+        grace period, cancel what remains (those entries stay pending and are redelivered),
+        flush acknowledgements."""
+        await self._ensure_group()
+        fetchers = [
+            asyncio.create_task(self._read_loop(stop), name="reader"),
+            asyncio.create_task(self._reclaim_loop(stop), name="reclaimer"),
+            asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+        ]
+        handlers = [
+            asyncio.create_task(self._handle_loop(), name=f"handler-{n}")
+            for n in range(self._config.concurrency)
+        ]
+        acker = asyncio.create_task(self._ack_loop(), name="acker")
+        log.info(
+            "worker_started",
+            consumer=self._config.consumer,
+            stream=self._keys.stream,
+            group=self._keys.group,
+            concurrency=self._config.concurrency,
+        )
+        try:
+            if burst:
+                await self._until_drained(stop)
+            else:
+                await stop.wait()
+        finally:
+            await self._shutdown(fetchers, handlers, acker)
+
+    async def _until_drained(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+            if self._queue.empty() and self._busy == 0 and not self._to_ack:
+                pending = await self._redis.xpending(self._keys.stream, self._keys.group)
+                info = await self._redis.xinfo_groups(self._keys.stream)
+                lag = next((g.get("lag") for g in info if g["name"] == self._keys.group), 0)
+                if not pending["pending"] and not lag and self._queue.empty() and self._busy == 0:
+                    return
+
+    async def _shutdown(
+        self,
+        fetchers: list[asyncio.Task[None]],
+        handlers: list[asyncio.Task[None]],
+        acker: asyncio.Task[None],
+    ) -> None:
+        started = time.monotonic()
+        for task in fetchers:
+            task.cancel()
+        await asyncio.gather(*fetchers, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), self._config.grace_seconds)
+        unfinished = self._busy + self._queue.qsize()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        acker.cancel()
+        await asyncio.gather(acker, return_exceptions=True)
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._flush_acks()
+        log.info(
+            "worker_stopped",
+            consumer=self._config.consumer,
+            handled=self.stats.handled,
+            handed_back=unfinished,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def _ensure_group(self) -> None:
+        backoff = _Backoff()
+        while True:
+            try:
+                await streams.ensure_group(self._redis, self._keys)
+                return
+            except REDIS_ERRORS as error:
+                delay = backoff.next_delay()
+                log.warning("redis_unavailable", error=str(error), retry_in=delay)
+                await asyncio.sleep(delay)
+
+    # -- fetching -----------------------------------------------------------------------------
+
+    async def _take_capacity(self) -> int:
+        """Wait for room for one entry, then take as much more as is free, up to a batch."""
+        await self._capacity.acquire()
+        taken = 1
+        while taken < self._config.batch_size and not self._capacity.locked():
+            await self._capacity.acquire()
+            taken += 1
+        return taken
+
+    def _give_back(self, count: int) -> None:
+        for _ in range(count):
+            self._capacity.release()
+
+    async def _read_loop(self, stop: asyncio.Event) -> None:
+        history, backoff = True, _Backoff()
+        while not stop.is_set():
+            await self._database_up.wait()
+            room = await self._take_capacity()
+            try:
+                entries = await streams.read(
+                    self._reader_redis,
+                    self._keys,
+                    self._config.consumer,
+                    count=room,
+                    block_ms=self._config.block_ms,
+                    history=history,
+                )
+                if history and entries:
+                    counts = await streams.delivery_counts(
+                        self._redis, self._keys, [e.id for e in entries]
+                    )
+                    entries = [Entry(e.id, e.fields, counts.get(e.id, 1)) for e in entries]
+                backoff.reset()
+            except ResponseError as error:
+                self._give_back(room)
+                if "NOGROUP" not in str(error):
+                    raise
+                log.warning(
+                    "consumer_group_missing",
+                    stream=self._keys.stream,
+                    hint="the stream or group was deleted; recreating it",
+                )
+                await self._ensure_group()
+                continue
+            except REDIS_ERRORS as error:
+                self._give_back(room)
+                delay = backoff.next_delay()
+                log.warning(
+                    "redis_read_failed", error=f"{type(error).__name__}: {error}", retry_in=delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            if history and not entries:
+                history = False  # own history replayed: from now on, new entries only
+            self._give_back(room - len(entries))
+            for entry in entries:
+                self._accept(entry)
+
+    def _accept(self, entry: Entry) -> None:
+        self._inflight.add(entry.id)
+        self._queue.put_nowait(entry)
+
+    async def _reclaim_loop(self, stop: asyncio.Event) -> None:
+        backoff = _Backoff(ceiling=self._config.claim_interval_seconds)
+        while not stop.is_set():
+            await self._database_up.wait()
+            try:
+                await self._reclaim_once()
+                backoff.reset()
+                delay = self._config.claim_interval_seconds
+            except REDIS_ERRORS as error:
+                delay = backoff.next_delay()
+                log.warning("redis_reclaim_failed", error=str(error), retry_in=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _reclaim_once(self) -> None:
+        room = await self._take_capacity()
+        try:
+            claimed, deleted = await streams.autoclaim(
+                self._redis,
+                self._keys,
+                self._config.consumer,
+                min_idle_ms=int(self._config.claim_idle_seconds * 1000),
+                count=room,
+            )
+        except BaseException:
+            self._give_back(room)
+            raise
+        self._give_back(room - len(claimed))
+        if deleted:
+            log.warning(
+                "pending_entries_without_payload",
+                ids=deleted,
+                hint="trimmed or deleted while pending; acknowledged and skipped",
+            )
+            await streams.ack(self._redis, self._keys, deleted)
+        for entry in claimed:
+            self.stats.reclaimed += 1
+            self._inflight.add(entry.id)
+            if entry.fields is None:
+                await self._dead_letter_safely(entry, "its payload was deleted while pending")
+            elif entry.deliveries > self._config.delivery_limit:
+                await self._dead_letter_safely(entry, None)
+            else:
+                log.info("entry_reclaimed", entry_id=entry.id, deliveries=entry.deliveries)
+                self._queue.put_nowait(entry)
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        """Keep our own long-running entries from looking idle to other consumers' reclaimers
+        (XCLAIM to ourselves with JUSTID resets the idle time without counting a delivery)."""
+        interval = max(self._config.claim_idle_seconds / 3, 0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            ids: list[Any] = list(self._inflight)
+            if ids:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await self._redis.xclaim(
+                        self._keys.stream,
+                        self._keys.group,
+                        self._config.consumer,
+                        0,
+                        ids,
+                        justid=True,
+                    )
+
+    # -- handling -----------------------------------------------------------------------------
+
+    async def _handle_loop(self) -> None:
+        while True:
+            entry = await self._queue.get()
+            self._busy += 1
+            try:
+                await self._database_up.wait()
+                await self._handle(entry)
+            finally:
+                self._busy -= 1
+                self._queue.task_done()
+
+    async def _handle(self, entry: Entry) -> None:
+        try:
+            await self._handler(entry)
+        except events.MalformedEvent as error:
+            await self._dead_letter_safely(entry, f"malformed event: {error}")
+            return
+        except Unavailable as error:
+            # Not the event's fault: keep it (no ack, no delivery counted) until PostgreSQL is back.
+            log.warning("database_unavailable", entry_id=entry.id, error=str(error))
+            self._pause_for_database()
+            self._queue.put_nowait(entry)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self.stats.failed += 1
+            reason = f"{type(error).__name__}: {error}"
+            log.exception("event_failed", entry_id=entry.id, deliveries=entry.deliveries)
+            if entry.deliveries >= self._config.delivery_limit:
+                await self._dead_letter_safely(entry, reason)
+            else:
+                # Left pending: the reclaimer (of any worker) retries it after CLAIM_IDLE_SECONDS.
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await streams.remember_error(self._redis, self._keys, entry.id, reason)
+                self._release(entry)
+            return
+        self.stats.handled += 1
+        self._to_ack.append(entry.id)
+        self._ack_wanted.set()
+        self._release(entry)
+
+    async def _dead_letter_safely(self, entry: Entry, reason: str | None) -> None:
+        try:
+            await self._dead_letter(entry, reason)
+        except Exception as error:  # Redis or PostgreSQL away: the entry stays pending
+            log.warning(
+                "dead_letter_failed", entry_id=entry.id, error=f"{type(error).__name__}: {error}"
+            )
+        finally:
+            self._release(entry)
+
+    def _release(self, entry: Entry) -> None:
+        self._inflight.discard(entry.id)
+        self._capacity.release()
+
+    async def _dead_letter(self, entry: Entry, reason: str | None) -> None:
+        if reason is None:  # over the limit after crashes: the last error a handler recorded
+            last = await self._redis.hget(self._keys.errors, entry.id)
+            if isinstance(last, bytes):
+                last = last.decode(errors="replace")
+            cause = last or "no error recorded (did the worker holding it die?)"
+            reason = (
+                f"{cause}; delivered {entry.deliveries} times, limit {self._config.delivery_limit}"
+            )
+        error = reason
+        # The run is failed first: if that cannot be recorded, the entry stays for a retry.
+        if self._on_dead_letter is not None:
+            await self._on_dead_letter(entry, error)
+        dead_id = await streams.dead_letter(
+            self._redis, self._keys, entry, error, self._config.consumer
+        )
+        self.stats.dead_lettered += 1
+        log.warning(
+            "event_dead_lettered",
+            entry_id=entry.id,
+            dead_letter_id=dead_id,
+            deliveries=entry.deliveries,
+            error=error,
+        )
+
+    # -- database outages ---------------------------------------------------------------------
+
+    def _pause_for_database(self) -> None:
+        if self._database_up.is_set() and self._database_probe is not None:
+            self._database_up.clear()
+            self._probe = asyncio.create_task(self._wait_for_database(), name="database-probe")
+
+    async def _wait_for_database(self) -> None:
+        assert self._database_probe is not None
+        backoff = _Backoff(ceiling=2.0)
+        while True:
+            await asyncio.sleep(backoff.next_delay())
+            try:
+                await self._database_probe()
+            except Exception:
+                continue
+            log.info("database_available_again")
+            self._database_up.set()
+            return
+
+    # -- acknowledging ------------------------------------------------------------------------
+
+    async def _ack_loop(self) -> None:
+        backoff = _Backoff()
+        while True:
+            await self._ack_wanted.wait()
+            self._ack_wanted.clear()
+            try:
+                await self._flush_acks()
+                backoff.reset()
+            except REDIS_ERRORS as error:
+                delay = backoff.next_delay()
+                log.warning("redis_ack_failed", error=str(error), retry_in=delay)
+                await asyncio.sleep(delay)
+                self._ack_wanted.set()
+
+    async def _flush_acks(self) -> None:
+        ids, self._to_ack = self._to_ack, []
+        try:
+            await streams.ack(self._redis, self._keys, ids)
+        except BaseException:
+            self._to_ack[:0] = ids
+            raise
