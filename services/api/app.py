@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.api import errors
+from services.api.body_limit import BodyLimit
 from services.api.deps import Database
 from services.api.routes import health, runs, submissions, workflows
 from workflow_core.adapters import streams
@@ -58,8 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Form submissions in; emails, webhooks, tickets and tasks out.",
         lifespan=lifespan,
-        max_body_size=settings.api_max_body_bytes,
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     errors.install(app)
     for module in (submissions, workflows, runs, health):
         app.include_router(module.router)

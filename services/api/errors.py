@@ -49,8 +49,20 @@ async def _unavailable(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
 
 
+# FastAPI's answer to a body the JSON parser gave up on (too deep, a number too long).
+_UNPARSABLE = "There was an error parsing the body"
+
+
 async def _http(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
+    if error.status_code == 400 and error.detail == _UNPARSABLE:
+        problem = {
+            "loc": ["body"],
+            "path": "body",
+            "type": "json_invalid",
+            "msg": "the body is not JSON that can be read: nested too deeply or a number too long",
+        }
+        return JSONResponse({"detail": [problem]}, status_code=422)
     return JSONResponse(
         {"detail": error.detail},
         status_code=error.status_code,

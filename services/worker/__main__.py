@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import signal
 import sys
-from uuid import UUID
 
 from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,6 +22,7 @@ from workflow_core.adapters.http import HttpxClient
 from workflow_core.adapters.smtp import SmtpMailer
 from workflow_core.adapters.streams import Entry, StreamKeys
 from workflow_core.definitions.models import RetryPolicy
+from workflow_core.ids import parse_uuid
 from workflow_core.log import configure_logging, get_logger
 from workflow_core.persistence import runs
 from workflow_core.persistence.db import create_engine, translate_errors
@@ -116,7 +116,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
 
 
 async def fail_runs_of(engine: AsyncEngine, entry: Entry, reason: str) -> None:
-    """Mark failed the runs a dead-lettered entry was driving (if it can be decoded at all)."""
+    """Mark failed the runs a dead-lettered entry was driving, when it names any."""
     try:
         event = events.from_fields(entry.fields)
     except events.MalformedEvent:
@@ -124,7 +124,9 @@ async def fail_runs_of(engine: AsyncEngine, entry: Entry, reason: str) -> None:
     message = f"event {entry.id} dead-lettered: {reason}"
     async with translate_errors(), engine.begin() as conn:
         if event.type == events.RUN_RESUME:
-            await runs.mark_failed(conn, UUID(event.payload["run_id"]), message)
+            run_id = parse_uuid(str(event.payload.get("run_id")))
+            if run_id is not None:
+                await runs.mark_failed(conn, run_id, message)
         else:
             await conn.execute(
                 update(runs_table)

@@ -1,0 +1,81 @@
+"""`make run`: the whole stack on this machine, without Docker. Starts a local SMTP catcher
+(services.mailcatcher), the API and one worker as child processes against the PostgreSQL and
+Redis in your settings (.env or environment), prints where everything is, and stops them all
+on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from workflow_core.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    settings = load_settings()
+    mail_dir = ROOT / ".mail"
+    children = {
+        "mail": [
+            sys.executable,
+            "-m",
+            "services.mailcatcher",
+            "--host",
+            settings.smtp_host,
+            "--port",
+            str(settings.smtp_port),
+            "--dir",
+            str(mail_dir),
+        ],
+        "api": [sys.executable, "-m", "services.api"],
+        "worker": [sys.executable, "-m", "services.worker"],
+    }
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
+    }
+    processes = {
+        name: subprocess.Popen(command, cwd=ROOT, env=env) for name, command in children.items()
+    }
+    print(
+        f"""
+Flowline is starting:
+  API          http://{settings.api_host}:{settings.api_port}  (docs: /docs, health: /readyz)
+  SMTP catcher smtp://{settings.smtp_host}:{settings.smtp_port}  (emails printed here and saved
+               in {mail_dir}/)
+  PostgreSQL   {settings.database_url}
+  Redis        {settings.redis_host}:{settings.redis_port} stream {settings.redis_stream_name!r}
+Press Ctrl-C to stop.
+""",
+        flush=True,
+    )
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(p.poll() is None for p in processes.values()):
+        time.sleep(0.2)
+    for name, process in processes.items():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        elif not stopping:
+            print(f"{name} exited with {process.returncode}; stopping the others", flush=True)
+    for process in processes.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+if __name__ == "__main__":
+    main()

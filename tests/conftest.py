@@ -1,0 +1,249 @@
+"""Fixtures shared by the integration and end-to-end tests.
+
+Isolation is by name, never by wiping shared servers: each test run migrates its own template
+database, every test that needs a database gets a fresh copy of it (CREATE DATABASE ...
+TEMPLATE, dropped afterwards), and every test gets its own stream name (its keys deleted
+afterwards). Unit tests use none of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.support.net import free_port
+from tests.support.processes import Service, start, wait_http
+from tests.support.services import Servers, find_servers
+from tests.support.smtp import SmtpServer, start_smtp
+from workflow_core.adapters.streams import StreamKeys
+from workflow_core.persistence.db import create_engine
+from workflow_core.persistence.migrate import migrate
+from workflow_core.settings import Settings, load_settings
+
+RUN_TOKEN = uuid.uuid4().hex[:8]
+
+
+def _url_for(servers: Servers, database: str) -> str:
+    url = make_url(servers.database_url.replace("+asyncpg", "")).set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def _admin_dsn(servers: Servers) -> str:
+    return _url_for(servers, "postgres")
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    found, reason, containers = find_servers()
+    if found is None:
+        pytest.exit(reason, returncode=2)
+    yield found
+    for container in containers:
+        container.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+async def template_database(servers: Servers) -> AsyncIterator[str]:
+    """A database at the current schema, copied for each test that needs one."""
+    name = f"flowline_test_{RUN_TOKEN}_template"
+    await migrate(load_settings(database_url=_url_for(servers, name), _env_file=None))
+    yield name
+    await _drop(servers, name)
+
+
+async def _drop(servers: Servers, name: str) -> None:
+    connection = await asyncpg.connect(_admin_dsn(servers))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def _clone(servers: Servers, template: str) -> str:
+    name = f"flowline_test_{RUN_TOKEN}_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(_admin_dsn(servers))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await connection.close()
+    return name
+
+
+@pytest.fixture
+async def database_url(servers: Servers, template_database: str) -> AsyncIterator[str]:
+    name = await _clone(servers, template_database)
+    yield _url_for(servers, name)
+    await _drop(servers, name)
+
+
+@pytest.fixture
+def stream_name() -> str:
+    return f"flowline-test:{RUN_TOKEN}:{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = start_smtp()
+    yield server
+    server.stop()
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(
+    servers: Servers, database_url: str, stream_name: str, smtp: SmtpServer
+) -> SettingsFactory:
+    """Settings for this test's database, stream and SMTP server; keywords override."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "redis_host": servers.redis_host,
+            "redis_port": servers.redis_port,
+            "redis_password": servers.redis_password,
+            "redis_stream_name": stream_name,
+            "smtp_host": smtp.host,
+            "smtp_port": smtp.port,
+            "log_level": "WARNING",
+            "claim_idle_seconds": 2.0,
+            "claim_interval_seconds": 0.5,
+            "worker_block_ms": 200,
+            "action_retry_initial_seconds": 0.2,
+            "action_retry_max_seconds": 1.0,
+            "worker_shutdown_grace_seconds": 5.0,
+        }
+        values.update(overrides)
+        return load_settings(_env_file=None, **values)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings, application_name="flowline-tests")
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def redis(servers: Servers, stream_name: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(
+        host=servers.redis_host,
+        port=servers.redis_port,
+        password=servers.redis_password or None,
+        decode_responses=True,
+    )
+    yield client
+    keys = StreamKeys(stream_name, "flowline")
+    await client.delete(keys.stream, keys.dead, keys.errors, keys.replays)
+    await client.aclose()
+
+
+@pytest.fixture
+def keys(settings: Settings) -> StreamKeys:
+    return StreamKeys.from_settings(settings)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as the environment of a child process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+class Stack:
+    """The API and workers of one test, as processes."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.api_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.api_port}"
+        self.services: list[Service] = []
+
+    def env(self, **overrides: Any) -> dict[str, str]:
+        env = settings_env(self.settings)
+        env.update({"API_HOST": "127.0.0.1", "API_PORT": str(self.api_port)})
+        env.update({key.upper(): str(value) for key, value in overrides.items()})
+        return env
+
+    def start_api(self, **overrides: Any) -> Service:
+        service = start("services.api", self.env(**overrides), self.log_dir, "api")
+        self.services.append(service)
+        wait_http(service, f"{self.base_url}/healthz")
+        return service
+
+    def start_worker(self, name: str = "worker", **overrides: Any) -> Service:
+        overrides.setdefault("WORKER_CONSUMER_NAME", f"{name}-{uuid.uuid4().hex[:6]}")
+        service = start("services.worker", self.env(**overrides), self.log_dir, name)
+        self.services.append(service)
+        return service
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {s.name}\n{s.log()[-3000:]}" for s in self.services)
+
+    def close(self) -> None:
+        for service in self.services:
+            with contextlib.suppress(Exception):
+                service.stop(timeout=10)
+
+
+@pytest.fixture
+def stack(settings: Settings, log_dir: Path, redis: aioredis.Redis) -> Iterator[Stack]:
+    stack = Stack(settings, log_dir)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture(scope="module")
+async def shared_api(
+    servers: Servers, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    """One API process for a whole module, on its own database and stream, for tests that
+    only read and write through HTTP and do not care what else is in the database."""
+    name = await _clone(servers, template_database)
+    stream = f"flowline-test:{RUN_TOKEN}:{uuid.uuid4().hex[:8]}"
+    settings = load_settings(
+        _env_file=None,
+        database_url=_url_for(servers, name),
+        redis_host=servers.redis_host,
+        redis_port=servers.redis_port,
+        redis_password=servers.redis_password,
+        redis_stream_name=stream,
+        log_level="WARNING",
+    )
+    stack = Stack(settings, tmp_path_factory.mktemp("logs"))
+    stack.start_api()
+    yield stack
+    stack.close()
+    client = aioredis.Redis(
+        host=servers.redis_host, port=servers.redis_port, password=servers.redis_password or None
+    )
+    keys = StreamKeys(stream, settings.redis_consumer_group)
+    await client.delete(keys.stream, keys.dead, keys.errors, keys.replays)
+    await client.aclose()
+    await _drop(servers, name)

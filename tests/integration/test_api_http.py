@@ -1,0 +1,235 @@
+"""The HTTP surface of CONTRACT §3 against a real API process: every kind of bad input gets
+its 4xx with a message, never a 500; unknown ids are 404."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Stack
+from tests.support.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW, example_workflow
+
+
+@pytest.fixture
+async def client(shared_api: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=shared_api.base_url, timeout=10) as client:
+        yield client
+
+
+def _paths(response: httpx.Response) -> list[str]:
+    return [problem["path"] for problem in response.json()["detail"]]
+
+
+async def test_submit_accepts_the_example_form(client: httpx.AsyncClient) -> None:
+    response = await client.post("/submit", json=EXAMPLE_FORM)
+    assert response.status_code == 202
+    body = response.json()
+    assert uuid.UUID(body["submission_id"]) and uuid.UUID(body["event_id"])
+    stored = (await client.get(f"/submissions/{body['submission_id']}")).json()
+    assert stored["data"] == EXAMPLE_FORM["data"]
+    assert stored["org_id"] == "org_123" and stored["template_id"] == "form_submitted"
+    assert stored["runs"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"data": {}, "org_id": "o"}, "template_id"),
+        ({"template_id": "t", "org_id": "o"}, "data"),
+        ({"template_id": "t", "data": {}}, "org_id"),
+        ({"template_id": 7, "data": {}, "org_id": "o"}, "template_id"),
+        ({"template_id": "t", "data": [1, 2], "org_id": "o"}, "data"),
+        ({"template_id": "t", "data": "text", "org_id": "o"}, "data"),
+        ({"template_id": "t", "data": {}, "org_id": None}, "org_id"),
+        ({"template_id": "", "data": {}, "org_id": "o"}, "template_id"),
+        ({"template_id": "t", "data": {"x": "a\u0000b"}, "org_id": "o"}, "data"),
+        ([1, 2, 3], "body"),
+        ("just a string", "body"),
+    ],
+)
+async def test_submit_rejects_wrong_shapes_with_422(
+    client: httpx.AsyncClient, body: Any, path: str
+) -> None:
+    response = await client.post("/submit", json=body)
+    assert response.status_code == 422, response.text
+    assert path in _paths(response)
+    assert all(problem["msg"] for problem in response.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b'{"template_id": "t", "data": {"x": NaN}, "org_id": "o"}',
+        b'{"template_id": "t", "org_id": "o", "data": ' + b'{"a":' * 5000 + b"1" + b"}" * 5001,
+        b'{"template_id": "t", "org_id": "o", "data": {"a": ' + b"9" * 5000 + b"}}",
+        b"",
+    ],
+    ids=["broken", "nan", "too-deep", "huge-number", "empty"],
+)
+async def test_submit_rejects_unreadable_json_with_422(
+    client: httpx.AsyncClient, raw: bytes
+) -> None:
+    response = await client.post(
+        "/submit", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+
+
+async def test_body_over_the_limit_is_413_declared_or_streamed(client: httpx.AsyncClient) -> None:
+    big = b'{"template_id": "t", "org_id": "o", "data": {"a": "' + b"x" * (1024 * 1024) + b'"}}'
+    declared = await client.post(
+        "/submit", content=big, headers={"content-type": "application/json"}
+    )
+    assert declared.status_code == 413
+    assert "larger than 1048576 bytes" in declared.json()["detail"]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 64 * 1024):
+            yield big[start : start + 64 * 1024]
+
+    streamed = await client.post(
+        "/submit", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    just_under = b'{"template_id": "t", "org_id": "o", "data": {"a": "' + b"x" * 1_000_000 + b'"}}'
+    accepted = await client.post(
+        "/submit", content=just_under, headers={"content-type": "application/json"}
+    )
+    assert accepted.status_code == 202
+
+
+async def test_unknown_ids_are_404_and_malformed_ids_422(client: httpx.AsyncClient) -> None:
+    missing = uuid.uuid4()
+    for path in (
+        f"/workflows/{missing}",
+        f"/submissions/{missing}",
+        f"/runs/{missing}",
+        f"/workflows/{missing}/versions/1",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert str(missing) in response.json()["detail"]
+    for path in ("/workflows/nope", "/submissions/123", "/runs/not-a-uuid"):
+        assert (await client.get(path)).status_code == 422, path
+
+
+async def test_workflow_round_trip(client: httpx.AsyncClient) -> None:
+    created = await client.post("/workflows", json=EXAMPLE_WORKFLOW)
+    assert created.status_code == 201
+    body = created.json()
+    assert body["name"] == EXAMPLE_WORKFLOW["name"] and body["version"] == 1
+    assert body["active"] is True and body["org_id"] is None and body["warnings"] == []
+    fetched = (await client.get(f"/workflows/{body['id']}")).json()
+    assert fetched["definition"] == EXAMPLE_WORKFLOW["definition"]
+    scoped = await client.post("/workflows", json={**example_workflow(), "org_id": "org_9"})
+    assert scoped.json()["org_id"] == "org_9"
+    listed = {w["id"] for w in (await client.get("/workflows")).json()}
+    assert {body["id"], scoped.json()["id"]} <= listed
+
+
+def _definition(**changes: Any) -> dict[str, Any]:
+    definition = example_workflow()["definition"]
+    definition.update(changes)
+    return definition
+
+
+def _step(step_id: str, **changes: Any) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "name": step_id,
+        "type": "auto_action",
+        "actions": [],
+        "transitions": [],
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("definition", "path"),
+    [
+        (_definition(initial_step_id="nope"), "initial_step_id"),
+        ({k: v for k, v in _definition().items() if k != "initial_step_id"}, "initial_step_id"),
+        (_definition(steps=[]), "steps"),
+        (
+            _definition(steps=[_step("step1", transitions=[{"to": "ghost"}])]),
+            "steps[0].transitions[0].to",
+        ),
+        (
+            _definition(steps=[_step("step1", transitions=[{"to": "b"}]), _step("b"), _step("b")]),
+            "steps[2].id",
+        ),
+        (
+            _definition(steps=[_step("step1", actions=[{"type": "send_fax", "config": {}}])]),
+            "steps[0].actions[0].type",
+        ),
+        (
+            _definition(
+                steps=[
+                    _step(
+                        "step1",
+                        actions=[{"type": "send_email", "config": {"to": "a@b.c", "colour": 1}}],
+                    )
+                ]
+            ),
+            "steps[0].actions[0].config.colour",
+        ),
+        (
+            _definition(
+                trigger={
+                    "type": "form_submitted",
+                    "conditions": {"path": "x", "op": "equals", "value": 1},
+                }
+            ),
+            "trigger.conditions.op",
+        ),
+        (_definition(steps=[_step("step1", type="teleport")]), "steps[0].type"),
+        (_definition(trigger="form_submitted"), "trigger"),
+    ],
+    ids=[
+        "initial-unknown",
+        "initial-missing",
+        "no-steps",
+        "transition-target",
+        "duplicate-id",
+        "action-type",
+        "config-field",
+        "operator",
+        "step-type",
+        "trigger-shape",
+    ],
+)
+async def test_invalid_definitions_are_422_naming_the_path(
+    client: httpx.AsyncClient, definition: dict[str, Any], path: str
+) -> None:
+    response = await client.post("/workflows", json={"name": "bad", "definition": definition})
+    assert response.status_code == 422, response.text
+    assert path in _paths(response), response.text
+
+
+async def test_workflow_needs_a_name_and_an_object_definition(client: httpx.AsyncClient) -> None:
+    no_name = await client.post("/workflows", json={"definition": _definition()})
+    assert no_name.status_code == 422 and "name" in _paths(no_name)
+    not_object = await client.post("/workflows", json={"name": "x", "definition": [1]})
+    assert not_object.status_code == 422 and "definition" in _paths(not_object)
+
+
+async def test_health_ready_and_openapi(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+    spec = (await client.get("/openapi.json")).json()
+    assert {
+        "/submit",
+        "/workflows",
+        "/workflows/{workflow_id}",
+        "/submissions/{submission_id}",
+        "/runs/{run_id}",
+        "/healthz",
+        "/readyz",
+    } <= set(spec["paths"])

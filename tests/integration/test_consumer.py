@@ -1,0 +1,195 @@
+"""The worker against real PostgreSQL, Redis and SMTP, in this process: at-least-once
+consumption, acknowledgement after the work is recorded, idempotent effects, reclaiming,
+dead letters (CONTRACT §5)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import SettingsFactory
+from tests.support.examples import unique_email
+from tests.support.flows import (
+    create_workflow,
+    pending_count,
+    publish_all,
+    run_rows,
+    run_worker_until_drained,
+    submit,
+)
+from tests.support.smtp import SmtpServer
+from workflow_core import events
+from workflow_core.adapters.streams import StreamKeys
+from workflow_core.ids import effect_key, new_id, run_id_for
+from workflow_core.persistence import effects
+from workflow_core.persistence.tables import effects as effects_table
+from workflow_core.persistence.tables import outbox
+from workflow_core.settings import Settings
+
+
+async def _stream_fields(engine: AsyncEngine, event_id: object) -> dict[str, str]:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(outbox).where(outbox.c.event_id == event_id))).one()
+    return events.Event(row.event_id, row.event_type, row.payload).to_fields()
+
+
+async def test_an_event_becomes_an_email_a_completed_run_and_an_ack(
+    engine: AsyncEngine,
+    settings: Settings,
+    smtp: SmtpServer,
+    redis: aioredis.Redis,
+    keys: StreamKeys,
+) -> None:
+    workflow_id = await create_workflow(engine)
+    email = unique_email()
+    submission_id, event_id = await submit(engine, {"email": email, "name": "Ada"})
+    assert await publish_all(engine, settings) == 1
+
+    worker = await run_worker_until_drained(settings)
+
+    [mail] = smtp.to(email)
+    assert mail.message["Subject"] == "Form Submission Confirmation - form_submitted"
+    [run] = await run_rows(engine)
+    assert (run.status, run.workflow_id, run.submission_id) == (
+        "completed",
+        workflow_id,
+        submission_id,
+    )
+    assert run.id == run_id_for(event_id, workflow_id)
+    assert worker.stats.handled == 1
+    assert await pending_count(redis, keys) == 0
+
+
+async def test_a_redelivered_event_starts_no_second_run_and_sends_no_second_email(
+    engine: AsyncEngine,
+    settings: Settings,
+    smtp: SmtpServer,
+    redis: aioredis.Redis,
+    keys: StreamKeys,
+) -> None:
+    await create_workflow(engine)
+    email = unique_email()
+    _, event_id = await submit(engine, {"email": email})
+    await publish_all(engine, settings)
+    await redis.xadd(keys.stream, await _stream_fields(engine, event_id))  # the relay repeated it
+
+    await run_worker_until_drained(settings)
+    await redis.xadd(keys.stream, await _stream_fields(engine, event_id))  # and again, later
+    await run_worker_until_drained(settings)
+
+    assert len(smtp.to(email)) == 1
+    assert len(await run_rows(engine)) == 1
+
+
+async def test_an_email_claimed_by_a_crashed_attempt_is_not_sent_again(
+    engine: AsyncEngine,
+    settings: Settings,
+    smtp: SmtpServer,
+) -> None:
+    """A worker died after handing the message to the server and before recording it: the
+    ledger holds the claim, and the retry must not send a duplicate."""
+    workflow_id = await create_workflow(engine)
+    email = unique_email()
+    _, event_id = await submit(engine, {"email": email})
+    run_id = run_id_for(event_id, workflow_id)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(effects_table).values(
+                key=effect_key(run_id, 1, 0), run_id=run_id, state=effects.COMMITTING
+            )
+        )
+    await publish_all(engine, settings)
+
+    await run_worker_until_drained(settings)
+
+    assert smtp.to(email) == []
+    [run] = await run_rows(engine)
+    assert run.status == "completed"
+    assert run.context["steps"]["step1"]["deduplicated"] is True
+
+
+async def test_entries_of_a_dead_consumer_are_reclaimed(
+    engine: AsyncEngine,
+    make_settings: SettingsFactory,
+    smtp: SmtpServer,
+    redis: aioredis.Redis,
+    keys: StreamKeys,
+) -> None:
+    settings = make_settings(claim_idle_seconds=0.3, claim_interval_seconds=0.1)
+    await create_workflow(engine)
+    emails = [unique_email() for _ in range(3)]
+    for email in emails:
+        await submit(engine, {"email": email})
+    await publish_all(engine, settings)
+    await redis.xgroup_create(keys.stream, keys.group, id="0", mkstream=True)
+    taken = await redis.xreadgroup(keys.group, "died-holding-these", {keys.stream: ">"}, count=10)
+    assert len(taken[0][1]) == 3  # delivered to a consumer that will never ack
+
+    worker = await run_worker_until_drained(settings)
+
+    assert all(len(smtp.to(email)) == 1 for email in emails)
+    assert worker.stats.reclaimed == 3
+    assert await pending_count(redis, keys) == 0
+
+
+async def test_own_pending_history_is_read_first_then_new_entries(
+    engine: AsyncEngine,
+    make_settings: SettingsFactory,
+    smtp: SmtpServer,
+    redis: aioredis.Redis,
+    keys: StreamKeys,
+) -> None:
+    """A restarted worker (same consumer name) takes back what it held at once, and then goes
+    on to new entries: an empty history answer must not keep it re-reading history."""
+    settings = make_settings(worker_consumer_name="restarted", claim_idle_seconds=3600)
+    await create_workflow(engine)
+    held, fresh = unique_email(), unique_email()
+    await submit(engine, {"email": held})
+    await publish_all(engine, settings)
+    await redis.xgroup_create(keys.stream, keys.group, id="0", mkstream=True)
+    await redis.xreadgroup(keys.group, "restarted", {keys.stream: ">"}, count=10)
+    await submit(engine, {"email": fresh})
+    await publish_all(engine, settings)
+
+    worker = await run_worker_until_drained(settings, timeout=15)
+
+    assert len(smtp.to(held)) == 1 and len(smtp.to(fresh)) == 1
+    assert worker.stats.reclaimed == 0  # history, not XAUTOCLAIM, brought the held one back
+
+
+async def test_a_malformed_entry_goes_to_the_dead_letter_stream(
+    settings: Settings,
+    redis: aioredis.Redis,
+    keys: StreamKeys,
+) -> None:
+    entry_id = await redis.xadd(keys.stream, {"type": "form_submitted", "payload": "{oops"})
+
+    worker = await run_worker_until_drained(settings)
+
+    [(_, fields)] = await redis.xrange(keys.dead)
+    assert fields["original_id"] == entry_id
+    assert "malformed" in fields["error"]
+    assert fields["payload"] == "{oops"
+    assert worker.stats.dead_lettered == 1
+    assert await pending_count(redis, keys) == 0
+
+
+async def test_an_event_that_keeps_failing_is_dead_lettered_after_the_limit(
+    make_settings: SettingsFactory,
+    redis: aioredis.Redis,
+    keys: StreamKeys,
+) -> None:
+    settings = make_settings(delivery_limit=3, claim_idle_seconds=0.2, claim_interval_seconds=0.1)
+    event = events.run_resume(new_id(), new_id(), "task", step_seq="not-a-number")
+    fields = event.to_fields()
+    fields["payload"] = fields["payload"].replace(str(event.payload["run_id"]), "not-a-uuid")
+    await redis.xadd(keys.stream, fields)
+
+    worker = await run_worker_until_drained(settings)
+
+    [(_, dead)] = await redis.xrange(keys.dead)
+    assert dead["deliveries"] == "3"
+    assert "ValueError" in dead["error"]
+    assert worker.stats.dead_lettered == 1
+    assert await pending_count(redis, keys) == 0

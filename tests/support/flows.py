@@ -1,0 +1,92 @@
+"""Helpers for integration tests that drive the pipeline in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import redis.asyncio as aioredis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.worker.__main__ import serve
+from services.worker.worker import Worker
+from tests.support.examples import EXAMPLE_WORKFLOW
+from workflow_core.adapters import streams
+from workflow_core.adapters.streams import StreamKeys
+from workflow_core.persistence import submissions, workflows
+from workflow_core.persistence.tables import runs
+from workflow_core.relay import OutboxRelay
+from workflow_core.settings import Settings
+
+
+async def create_workflow(
+    engine: AsyncEngine,
+    definition: dict[str, Any] | None = None,
+    *,
+    name: str = "test",
+    org_id: str | None = None,
+) -> UUID:
+    async with engine.begin() as conn:
+        record = await workflows.create(
+            conn, name=name, org_id=org_id, definition=definition or EXAMPLE_WORKFLOW["definition"]
+        )
+    return record.id
+
+
+async def submit(
+    engine: AsyncEngine,
+    data: dict[str, Any],
+    *,
+    template_id: str = "form_submitted",
+    org_id: str = "org_123",
+) -> tuple[UUID, UUID]:
+    async with engine.begin() as conn:
+        return await submissions.create(
+            conn, template_id=template_id, org_id=org_id, data=data, now=datetime.now(UTC)
+        )
+
+
+async def publish_all(engine: AsyncEngine, settings: Settings) -> int:
+    redis = streams.client(settings)
+    try:
+        relay = OutboxRelay(
+            engine, redis, StreamKeys.from_settings(settings), dsn=settings.async_database_url
+        )
+        total = 0
+        while count := await relay.publish_batch():
+            total += count
+        return total
+    finally:
+        await redis.aclose()
+
+
+async def run_worker_until_drained(settings: Settings, timeout: float = 30.0) -> Worker:
+    """Run a worker in this process until the stream has nothing left for the group."""
+    stop = asyncio.Event()
+    return await asyncio.wait_for(serve(settings, stop, burst=True), timeout)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[asyncio.Task[Worker]]:
+    """A worker running in this process until the block ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def run_rows(engine: AsyncEngine) -> list[Any]:
+    async with engine.connect() as conn:
+        return list(await conn.execute(select(runs).order_by(runs.c.created_at)))
+
+
+async def pending_count(redis: aioredis.Redis, keys: StreamKeys) -> int:
+    return int((await redis.xpending(keys.stream, keys.group))["pending"])
