@@ -13,6 +13,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from workflow_core.actions.base import CommitHook
 from workflow_core.errors import OutcomeUnknown, PermanentActionError, RetryableActionError
@@ -124,26 +125,45 @@ class SmtpMailer:
     async def _hand_over(
         self, client: aiosmtplib.SMTP, message: EmailMessage, before_data: CommitHook
     ) -> None:
+        """DATA, then the commit hook, then the message: the hook (the idempotency claim) runs
+        as late as it can, once the server waits for the content, so that a crash between the
+        claim and the hand-over is as unlikely as it can be made."""
+        cte = "8bit" if client.supports_extension("8bitmime") else "7bit"
+        content = (
+            PERIOD_REGEX.sub(
+                b"..", normalize_message_line_endings(flatten_message(message, cte_type=cte))
+            )
+            + b".\r\n"
+        )
+        try:
+            reply = await client.execute_command(b"DATA")
+        except _TRANSPORT_ERRORS as error:
+            self._discard(client)
+            raise classify(error, "DATA") from None
+        if reply.code != 354:
+            await self._reset(client)
+            raise classify(aiosmtplib.SMTPDataError(reply.code, reply.message), "DATA")
         try:
             await before_data()
         except BaseException:
-            await self._reset(client)
+            self._discard(client)  # the server is reading content now: only closing aborts it
             raise
-        data = flatten_message(
-            message, cte_type="8bit" if client.supports_extension("8bitmime") else "7bit"
-        )
+        protocol = client.protocol
         try:
-            await client.data(data)
-        except aiosmtplib.SMTPDataError as error:
-            # A reply was read: the server refused the message; nothing was delivered.
-            await self._reset(client)
-            raise classify(error, "DATA") from None
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost before the content")
+            protocol.write(content)
+            reply = await protocol.read_response(timeout=self._timeout)
         except _TRANSPORT_ERRORS as error:
             self._discard(client)
             raise OutcomeUnknown(
-                f"connection to the SMTP server lost after the message was "
-                f"handed over ({type(error).__name__}); not resent"
+                f"connection to the SMTP server lost after the message was handed over "
+                f"({type(error).__name__}); not resent"
             ) from None
+        if reply.code != 250:
+            # A reply was read: the server refused the message; nothing was delivered.
+            await self._reset(client)
+            raise classify(aiosmtplib.SMTPDataError(reply.code, reply.message), "DATA")
         self._idle.append(client)
 
     async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:

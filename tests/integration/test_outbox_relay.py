@@ -1,0 +1,118 @@
+"""The transactional outbox and its relay on real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from workflow_core import events
+from workflow_core.adapters import streams
+from workflow_core.adapters.streams import StreamKeys
+from workflow_core.persistence.tables import outbox, submissions
+from workflow_core.relay import OutboxRelay
+from workflow_core.settings import Settings
+
+from tests.support.flows import submit
+from tests.support.net import free_port
+
+
+def _relay(engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, batch: int = 500) -> OutboxRelay:
+    return OutboxRelay(engine, redis, StreamKeys.from_settings(settings),
+                       dsn=settings.async_database_url, batch_size=batch)
+
+
+async def _unpublished(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        query = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_the_submission_and_its_event_commit_together_or_not_at_all(engine: AsyncEngine) -> None:
+    with pytest.raises(RuntimeError):
+        async with engine.begin() as conn:
+            from workflow_core.persistence import submissions as repo
+
+            await repo.create(conn, template_id="t", org_id="o", data={}, now=_now())
+            raise RuntimeError("crash before commit")
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(submissions))).scalar() == 0
+        assert (await conn.execute(select(func.count()).select_from(outbox))).scalar() == 0
+
+
+def _now():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+async def test_relay_publishes_in_order_and_marks_rows(
+    engine: AsyncEngine, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+) -> None:
+    submitted = [await submit(engine, {"n": n}) for n in range(5)]
+    relay = _relay(engine, streams.client(settings), settings, batch=2)
+
+    assert [await relay.publish_batch() for _ in range(4)] == [2, 2, 1, 0]
+
+    entries = await redis.xrange(keys.stream)
+    published = [events.from_fields(fields) for _, fields in entries]
+    assert [e.event_id for e in published] == [event_id for _, event_id in submitted]
+    assert [e.payload["data"]["n"] for e in published] == list(range(5))
+    async with engine.connect() as conn:
+        rows = list(await conn.execute(select(outbox.c.stream_entry_id).order_by(outbox.c.id)))
+    assert [row.stream_entry_id for row in rows] == [entry_id for entry_id, _ in entries]
+
+
+async def test_relays_in_several_processes_publish_each_event_once(
+    engine: AsyncEngine, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+) -> None:
+    for n in range(300):
+        await submit(engine, {"n": n})
+    relays = [_relay(engine, streams.client(settings), settings, batch=25) for _ in range(4)]
+
+    async def drain(relay: OutboxRelay) -> int:
+        total = 0
+        while count := await relay.publish_batch():
+            total += count
+        return total
+
+    counts = await asyncio.gather(*(drain(relay) for relay in relays))
+
+    assert sum(counts) == 300
+    entries = await redis.xrange(keys.stream)
+    assert len({fields["event_id"] for _, fields in entries}) == len(entries) == 300
+
+
+async def test_while_redis_is_away_events_wait_in_the_outbox(
+    engine: AsyncEngine, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+) -> None:
+    await submit(engine, {"n": 1})
+    nowhere = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
+    with pytest.raises(Exception):  # noqa: B017 - any connection error will do
+        await _relay(engine, nowhere, settings).publish_batch()
+    assert await _unpublished(engine) == 1
+
+    assert await _relay(engine, streams.client(settings), settings).publish_batch() == 1
+    assert await _unpublished(engine) == 0
+    assert len(await redis.xrange(keys.stream)) == 1
+
+
+async def test_the_running_relay_is_woken_by_new_rows(
+    engine: AsyncEngine, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+) -> None:
+    relay = OutboxRelay(engine, streams.client(settings), StreamKeys.from_settings(settings),
+                        dsn=settings.async_database_url, poll_seconds=30)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await asyncio.sleep(0.5)  # listening
+        await submit(engine, {"n": 1})
+        async with asyncio.timeout(5):  # far below the 30 s poll: the NOTIFY woke it
+            while not await redis.xlen(keys.stream):
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task

@@ -1,0 +1,88 @@
+"""Repositories on real PostgreSQL: workflows and versions, runs and checkpoints, the effect
+ledger, tickets and tasks records."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from workflow_core.actions.base import ActionCall, EffectAlreadyClaimed
+from workflow_core.ids import effect_key, new_id
+from workflow_core.persistence import effects, runs, workflows
+from workflow_core.persistence.effects import DbEffectLedger
+from workflow_core.persistence.runs import Journal, RunRecord, StaleRun
+
+from tests.support.examples import EXAMPLE_WORKFLOW
+from tests.support.flows import create_workflow, submit
+
+
+async def test_workflow_versions_and_deactivation(engine: AsyncEngine) -> None:
+    definition = EXAMPLE_WORKFLOW["definition"]
+    async with engine.begin() as conn:
+        created = await workflows.create(conn, name="w", org_id="org_1", definition=definition)
+        changed = {**definition, "initial_step_id": "step1"}
+        second = await workflows.add_version(conn, created.id, name="w2", definition=changed)
+    assert second is not None and second.version == 2 and second.name == "w2"
+    async with engine.begin() as conn:
+        first = await workflows.get_version(conn, created.id, 1)
+        assert first is not None and first.name == "w" and first.version == 1
+        assert [w.id for w in await workflows.active(conn)] == [created.id]
+        assert await workflows.deactivate(conn, created.id)
+        assert await workflows.active(conn) == []
+        assert (await workflows.get(conn, created.id)).active is False  # type: ignore[union-attr]
+        assert await workflows.add_version(conn, new_id(), name="x", definition=definition) is None
+        assert not await workflows.deactivate(conn, new_id())
+
+
+async def _run(engine: AsyncEngine) -> RunRecord:
+    workflow_id = await create_workflow(engine)
+    submission_id, event_id = await submit(engine, {"email": "a@b.c"})
+    return RunRecord(id=new_id(), workflow_id=workflow_id, workflow_version=1,
+                     submission_id=submission_id, event_id=event_id, org_id="org_123",
+                     status=runs.RUNNING, current_step_id="step1", step_seq=1, context={"a": 1})
+
+
+async def test_a_run_is_created_once_per_event_and_workflow(engine: AsyncEngine) -> None:
+    record = await _run(engine)
+    async with engine.begin() as conn:
+        first, created = await runs.insert_if_absent(conn, record)
+        again, created_again = await runs.insert_if_absent(conn, replace(record, context={"b": 2}))
+    assert created and not created_again
+    assert again.context == {"a": 1} and again.revision == first.revision == 0
+
+
+async def test_checkpoint_writes_everything_or_nothing_and_refuses_a_stale_run(engine: AsyncEngine) -> None:
+    record = await _run(engine)
+    async with engine.begin() as conn:
+        run, _ = await runs.insert_if_absent(conn, record)
+    journal = Journal(effects_done=[{"key": "k1", "run_id": run.id, "state": effects.DONE,
+                                     "result": {"ok": True}}])
+    async with engine.begin() as conn:
+        moved = await runs.checkpoint(conn, replace(run, status=runs.COMPLETED), journal)
+    assert moved.revision == 1
+
+    late = Journal(effects_done=[{"key": "k2", "run_id": run.id, "state": effects.DONE,
+                                  "result": {}}])
+    with pytest.raises(StaleRun):
+        async with engine.begin() as conn:
+            await runs.checkpoint(conn, replace(run, status=runs.FAILED), late)
+    async with engine.connect() as conn:
+        stored = await runs.get(conn, run.id)
+        ledger = await effects.for_run(conn, run.id)
+    assert stored is not None and stored.status == runs.COMPLETED and stored.finished_at
+    assert set(ledger) == {"k1"}
+
+
+async def test_an_effect_can_be_claimed_once_and_released(engine: AsyncEngine) -> None:
+    run_id = new_id()
+    call = ActionCall(run_id=run_id, workflow_id=new_id(), org_id=None, submission_id=None,
+                      step_id="s", step_seq=1, index=0, attempt=1, key=effect_key(run_id, 1, 0),
+                      context={})
+    ledger = DbEffectLedger(engine)
+    await ledger.claim(call)
+    with pytest.raises(EffectAlreadyClaimed):
+        await ledger.claim(call)
+    await ledger.release(call)
+    await ledger.claim(call)
