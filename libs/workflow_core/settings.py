@@ -8,7 +8,9 @@ A bad value stops the process with one line naming the setting (`load_settings`)
 from __future__ import annotations
 
 import os
+import re
 import socket
+from email.utils import parseaddr
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -95,6 +97,14 @@ class Settings(BaseSettings):
             raise ValueError("must name a database, e.g. postgresql://postgres@localhost/flowline")
         return value
 
+    @field_validator("from_email")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        address = parseaddr(value)[1]
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+", address):
+            raise ValueError("must be an email address such as flowline@example.com")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -121,7 +131,13 @@ def describe_error(error: ValidationError) -> str:
     first = error.errors()[0]
     name = str(first["loc"][0]).upper() if first["loc"] else "settings"
     value = first.get("input")
-    return f"invalid setting {name}={value!r}: {first['msg']}"
+    if "PASSWORD" in name:
+        shown = "'***'"
+    elif isinstance(value, str) and "://" in value:
+        shown = repr(re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", value))  # hide passwords
+    else:
+        shown = repr(value)
+    return f"invalid setting {name}={shown}: {first['msg']}"
 
 
 def load_settings(**overrides: object) -> Settings:

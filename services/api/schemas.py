@@ -25,6 +25,8 @@ def check_document(value: Any, depth: int = 0) -> Any:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("numbers must be finite (no NaN or Infinity)")
+    elif isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise ValueError("whole numbers must fit in 64 bits")
     elif isinstance(value, dict):
         for key, item in value.items():
             check_document(key, depth + 1)

@@ -47,6 +47,7 @@ async def test_submit_accepts_the_example_form(client: httpx.AsyncClient) -> Non
         ({"template_id": "t", "data": {}, "org_id": None}, "org_id"),
         ({"template_id": "", "data": {}, "org_id": "o"}, "template_id"),
         ({"template_id": "t", "data": {"x": "a\u0000b"}, "org_id": "o"}, "data"),
+        ({"template_id": "t", "data": {"x": 2**70}, "org_id": "o"}, "data"),
         ([1, 2, 3], "body"),
         ("just a string", "body"),
     ],

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.flows import submit
+from tests.support.net import free_port
+from tests.support.waiting import eventually
 from workflow_core import events
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
+from workflow_core.persistence import submissions as submissions_repo
 from workflow_core.persistence.tables import outbox, submissions
 from workflow_core.relay import OutboxRelay
 from workflow_core.settings import Settings
 
-from tests.support.flows import submit
-from tests.support.net import free_port
 
-
-def _relay(engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, batch: int = 500) -> OutboxRelay:
-    return OutboxRelay(engine, redis, StreamKeys.from_settings(settings),
-                       dsn=settings.async_database_url, batch_size=batch)
+def _relay(
+    engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, batch: int = 500
+) -> OutboxRelay:
+    return OutboxRelay(
+        engine,
+        redis,
+        StreamKeys.from_settings(settings),
+        dsn=settings.async_database_url,
+        batch_size=batch,
+    )
 
 
 async def _unpublished(engine: AsyncEngine) -> int:
@@ -31,22 +40,18 @@ async def _unpublished(engine: AsyncEngine) -> int:
         return int((await conn.execute(query)).scalar_one())
 
 
-async def test_the_submission_and_its_event_commit_together_or_not_at_all(engine: AsyncEngine) -> None:
+async def test_the_submission_and_its_event_commit_together_or_not_at_all(
+    engine: AsyncEngine,
+) -> None:
     with pytest.raises(RuntimeError):
         async with engine.begin() as conn:
-            from workflow_core.persistence import submissions as repo
-
-            await repo.create(conn, template_id="t", org_id="o", data={}, now=_now())
+            await submissions_repo.create(
+                conn, template_id="t", org_id="o", data={}, now=datetime.now(UTC)
+            )
             raise RuntimeError("crash before commit")
     async with engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(submissions))).scalar() == 0
         assert (await conn.execute(select(func.count()).select_from(outbox))).scalar() == 0
-
-
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 async def test_relay_publishes_in_order_and_marks_rows(
@@ -103,16 +108,20 @@ async def test_while_redis_is_away_events_wait_in_the_outbox(
 async def test_the_running_relay_is_woken_by_new_rows(
     engine: AsyncEngine, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:
-    relay = OutboxRelay(engine, streams.client(settings), StreamKeys.from_settings(settings),
-                        dsn=settings.async_database_url, poll_seconds=30)
+    relay = OutboxRelay(
+        engine,
+        streams.client(settings),
+        StreamKeys.from_settings(settings),
+        dsn=settings.async_database_url,
+        poll_seconds=30,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
         await asyncio.sleep(0.5)  # listening
         await submit(engine, {"n": 1})
-        async with asyncio.timeout(5):  # far below the 30 s poll: the NOTIFY woke it
-            while not await redis.xlen(keys.stream):
-                await asyncio.sleep(0.02)
+        # Far below the 30 s poll: the NOTIFY woke it.
+        await eventually(lambda: redis.xlen(keys.stream), timeout=5, what="the event published")
     finally:
         stop.set()
         await task

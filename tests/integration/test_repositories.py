@@ -8,14 +8,13 @@ from dataclasses import replace
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.support.examples import EXAMPLE_WORKFLOW
+from tests.support.flows import create_workflow, submit
 from workflow_core.actions.base import ActionCall, EffectAlreadyClaimed
 from workflow_core.ids import effect_key, new_id
 from workflow_core.persistence import effects, runs, workflows
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.runs import Journal, RunRecord, StaleRun
-
-from tests.support.examples import EXAMPLE_WORKFLOW
-from tests.support.flows import create_workflow, submit
 
 
 async def test_workflow_versions_and_deactivation(engine: AsyncEngine) -> None:
@@ -39,9 +38,18 @@ async def test_workflow_versions_and_deactivation(engine: AsyncEngine) -> None:
 async def _run(engine: AsyncEngine) -> RunRecord:
     workflow_id = await create_workflow(engine)
     submission_id, event_id = await submit(engine, {"email": "a@b.c"})
-    return RunRecord(id=new_id(), workflow_id=workflow_id, workflow_version=1,
-                     submission_id=submission_id, event_id=event_id, org_id="org_123",
-                     status=runs.RUNNING, current_step_id="step1", step_seq=1, context={"a": 1})
+    return RunRecord(
+        id=new_id(),
+        workflow_id=workflow_id,
+        workflow_version=1,
+        submission_id=submission_id,
+        event_id=event_id,
+        org_id="org_123",
+        status=runs.RUNNING,
+        current_step_id="step1",
+        step_seq=1,
+        context={"a": 1},
+    )
 
 
 async def test_a_run_is_created_once_per_event_and_workflow(engine: AsyncEngine) -> None:
@@ -53,18 +61,24 @@ async def test_a_run_is_created_once_per_event_and_workflow(engine: AsyncEngine)
     assert again.context == {"a": 1} and again.revision == first.revision == 0
 
 
-async def test_checkpoint_writes_everything_or_nothing_and_refuses_a_stale_run(engine: AsyncEngine) -> None:
+async def test_checkpoint_writes_everything_or_nothing_and_refuses_a_stale_run(
+    engine: AsyncEngine,
+) -> None:
     record = await _run(engine)
     async with engine.begin() as conn:
         run, _ = await runs.insert_if_absent(conn, record)
-    journal = Journal(effects_done=[{"key": "k1", "run_id": run.id, "state": effects.DONE,
-                                     "result": {"ok": True}}])
+    journal = Journal(
+        effects_done=[
+            {"key": "k1", "run_id": run.id, "state": effects.DONE, "result": {"ok": True}}
+        ]
+    )
     async with engine.begin() as conn:
         moved = await runs.checkpoint(conn, replace(run, status=runs.COMPLETED), journal)
     assert moved.revision == 1
 
-    late = Journal(effects_done=[{"key": "k2", "run_id": run.id, "state": effects.DONE,
-                                  "result": {}}])
+    late = Journal(
+        effects_done=[{"key": "k2", "run_id": run.id, "state": effects.DONE, "result": {}}]
+    )
     with pytest.raises(StaleRun):
         async with engine.begin() as conn:
             await runs.checkpoint(conn, replace(run, status=runs.FAILED), late)
@@ -77,9 +91,18 @@ async def test_checkpoint_writes_everything_or_nothing_and_refuses_a_stale_run(e
 
 async def test_an_effect_can_be_claimed_once_and_released(engine: AsyncEngine) -> None:
     run_id = new_id()
-    call = ActionCall(run_id=run_id, workflow_id=new_id(), org_id=None, submission_id=None,
-                      step_id="s", step_seq=1, index=0, attempt=1, key=effect_key(run_id, 1, 0),
-                      context={})
+    call = ActionCall(
+        run_id=run_id,
+        workflow_id=new_id(),
+        org_id=None,
+        submission_id=None,
+        step_id="s",
+        step_seq=1,
+        index=0,
+        attempt=1,
+        key=effect_key(run_id, 1, 0),
+        context={},
+    )
     ledger = DbEffectLedger(engine)
     await ledger.claim(call)
     with pytest.raises(EffectAlreadyClaimed):

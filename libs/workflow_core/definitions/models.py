@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 StepType = Literal["auto_action", "human_task", "wait"]
 STEP_TYPES: tuple[str, ...] = ("auto_action", "human_task", "wait")
@@ -68,13 +68,13 @@ class HumanTaskConfig(_Strict):
     description: str | None = None
     assignee: str | None = None
     assignee_email: str | None = None
-    due_in: str | float | None = None
+    due_in: str | StrictFloat | StrictInt | None = None
 
 
 class WaitConfig(_Strict):
     """`config` of a wait step: either a duration or a path to a timestamp in the context."""
 
-    for_: str | float | None = Field(default=None, alias="for")
+    for_: str | StrictFloat | StrictInt | None = Field(default=None, alias="for")
     until_path: str | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

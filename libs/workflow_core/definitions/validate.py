@@ -216,7 +216,7 @@ def _check_comparison(condition: Mapping[str, Any], loc: Loc) -> Iterator[Proble
             (*loc, "path"), "a comparison needs `path`, a dotted path such as data.email", "missing"
         )
     op = condition.get("op")
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:
         yield Problem(
             (*loc, "op"), f"unknown operator {op!r}; use one of {', '.join(OPERATORS)}", "operator"
         )
@@ -258,19 +258,23 @@ def parse_action_config(action_type: str, config: Mapping[str, Any]) -> BaseMode
 def _unresolvable_placeholders(definition: WorkflowDefinition) -> Iterator[Problem]:
     step_ids = {step.id for step in definition.steps}
     has_task = any(step.type == "human_task" for step in definition.steps)
+    for loc, text in _template_strings(definition):
+        for path in placeholders(text):
+            reason = _never_resolves(path, step_ids, has_task)
+            if reason:
+                yield Problem(
+                    loc,
+                    f"placeholder {{{path}}} {reason}; it will be left as written",
+                    "placeholder",
+                )
+
+
+def _template_strings(definition: WorkflowDefinition) -> Iterator[tuple[Loc, str]]:
+    """Every string that is rendered as a template: step configs and action configs."""
     for index, step in enumerate(definition.steps):
+        yield from _strings(step.config, ("steps", index, "config"))
         for a_index, action in enumerate(step.actions):
-            for loc, text in _strings(
-                action.config, ("steps", index, "actions", a_index, "config")
-            ):
-                for path in placeholders(text):
-                    reason = _never_resolves(path, step_ids, has_task)
-                    if reason:
-                        yield Problem(
-                            loc,
-                            f"placeholder {{{path}}} {reason}; it will be left as written",
-                            "placeholder",
-                        )
+            yield from _strings(action.config, ("steps", index, "actions", a_index, "config"))
 
 
 def _never_resolves(path: str, step_ids: set[str], has_task: bool) -> str | None:
@@ -279,7 +283,7 @@ def _never_resolves(path: str, step_ids: set[str], has_task: bool) -> str | None
         return (
             f"refers to {root!r}, which is not in the context ({', '.join(sorted(CONTEXT_ROOTS))})"
         )
-    if root == "steps" and rest.partition(".")[0] not in step_ids:
+    if root == "steps" and rest and rest.partition(".")[0] not in step_ids:
         return f"refers to step {rest.partition('.')[0]!r}, which this workflow does not have"
     if root == "task" and not has_task:
         return "refers to a task, but this workflow has no human_task step"

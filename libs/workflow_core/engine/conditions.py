@@ -90,7 +90,8 @@ def evaluate(condition: Any, context: Mapping[str, Any]) -> bool:
 
 
 def _compare(condition: Condition, context: Mapping[str, Any]) -> bool:
-    operator = OPERATORS.get(condition.get("op"))  # type: ignore[arg-type]
+    op = condition.get("op")
+    operator = OPERATORS.get(op) if isinstance(op, str) else None
     if operator is None:
         return False
     actual = resolve(context, condition.get("path"))  # type: ignore[arg-type]

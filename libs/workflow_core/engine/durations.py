@@ -13,20 +13,36 @@ _ISO = re.compile(
 )
 
 
+MAX_DURATION = timedelta(days=366 * 100)
+"""Longer waits are refused: they are mistakes, and they overflow date arithmetic."""
+
+
 def parse_duration(value: object) -> timedelta:
     """A duration from an ISO 8601 string or a number of seconds; ValueError otherwise.
     Years and months are refused: their length depends on the calendar."""
+    duration = _duration(value)
+    if duration > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than the longest duration allowed (100 years)")
+    return duration
+
+
+def _duration(value: object) -> timedelta:
     if isinstance(value, bool):
         raise ValueError("a duration must be an ISO 8601 string like PT10M or a number of seconds")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _ISO.match(value.strip().upper())
-        if match:
-            parts = {name: float(number) for name, number in match.groupdict().items() if number}
-            return timedelta(**parts)
+    try:
+        if isinstance(value, int | float):
+            if value < 0:
+                raise ValueError("a duration cannot be negative")
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            match = _ISO.match(value.strip().upper())
+            if match:
+                parts = {name: float(n) for name, n in match.groupdict().items() if n}
+                return timedelta(**parts)
+    except OverflowError:
+        raise ValueError(
+            f"{value!r} is longer than the longest duration allowed (100 years)"
+        ) from None
     raise ValueError(
         f"{value!r} is not a duration: use ISO 8601 like PT10M, P1D, PT1H30M, or seconds"
     )
@@ -46,5 +62,5 @@ def parse_timestamp(value: object) -> datetime | None:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None

@@ -36,4 +36,5 @@ def resolve(context: Mapping[str, Any], path: str) -> Any:
 
 
 def _is_index(part: str) -> bool:
-    return part.isdigit() or (part.startswith("-") and part[1:].isdigit())
+    digits = part[1:] if part.startswith("-") else part
+    return digits.isascii() and digits.isdigit()

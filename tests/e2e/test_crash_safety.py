@@ -1,0 +1,78 @@
+"""Crash safety with real processes: a worker killed with SIGKILL in the middle of a burst loses
+no event and sends no email twice once another worker takes over."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import Stack
+from tests.support.examples import EXAMPLE_WORKFLOW, example_form
+from tests.support.smtp import SmtpServer
+from tests.support.waiting import eventually
+from workflow_core.persistence.tables import runs
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
+
+
+async def _submit_all(client: httpx.AsyncClient, count: int, parallel: int = 16) -> list[str]:
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(count):
+        queue.put_nowait(n)
+    accepted: list[str] = []
+
+    async def sender() -> None:
+        while not queue.empty():
+            n = queue.get_nowait()
+            response = await client.post("/submit", json=example_form(email=f"user{n}@example.com"))
+            assert response.status_code == 202, response.text
+            accepted.append(response.json()["submission_id"])
+
+    await asyncio.gather(*(sender() for _ in range(parallel)))
+    return accepted
+
+
+async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
+    stack: Stack, smtp: SmtpServer, engine: AsyncEngine
+) -> None:
+    total = 1000
+    stack.start_api()
+    first = stack.start_worker("worker-a", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3)
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+        assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
+        submitting = asyncio.create_task(_submit_all(client, total))
+        await eventually(lambda: len(smtp.received) >= 150, timeout=60, what="150 emails")
+        first.signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+        killed_at = len(smtp.received)
+        stack.start_worker("worker-b", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3)
+        accepted = await submitting
+    assert len(accepted) == total
+
+    await eventually(
+        lambda: len(smtp.received) >= total,
+        timeout=90,
+        what=f"{total} emails (killed after {killed_at})",
+    )
+
+    async def finished() -> bool:
+        async with engine.connect() as conn:
+            query = select(func.count()).select_from(runs).where(runs.c.status == "completed")
+            return int((await conn.execute(query)).scalar_one()) == total
+
+    await eventually(finished, timeout=30, what="every run completed")
+    per_recipient = collections.Counter(r.rcpt_tos[0] for r in smtp.received)
+    duplicates = {address: n for address, n in per_recipient.items() if n > 1}
+    lost = {f"user{n}@example.com" for n in range(total)} - set(per_recipient)
+    print(
+        f"\nsubmitted={total} delivered={len(per_recipient)} duplicated={len(duplicates)} "
+        f"lost={len(lost)} killed_after={killed_at}"
+    )
+    assert not duplicates, stack.logs()
+    assert not lost, stack.logs()

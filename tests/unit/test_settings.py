@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workflow_core.settings import Settings, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting comes from the environment or from a `.env` file in the working directory."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("database_url", "postgresql://postgres@localhost:5432/flowline"),
+        ("redis_host", "localhost"),
+        ("redis_port", 6379),
+        ("redis_db", 0),
+        ("redis_password", ""),
+        ("redis_stream_name", "workflow_events"),
+        ("smtp_host", "localhost"),
+        ("smtp_port", 1025),
+        ("smtp_user", ""),
+        ("smtp_password", ""),
+        ("smtp_use_tls", False),
+        ("from_email", "flowline@localhost"),
+        ("api_host", "127.0.0.1"),
+        ("api_port", 8000),
+        ("worker_concurrency", 32),
+        ("claim_idle_seconds", 30),
+        ("delivery_limit", 5),
+    ],
+)
+def test_the_contracts_defaults(name: str, expected: Any) -> None:
+    assert getattr(load_settings(), name) == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ({"worker_concurrency": 0}, "WORKER_CONCURRENCY"),
+        ({"worker_concurrency": "many"}, "WORKER_CONCURRENCY"),
+        ({"redis_port": 70000}, "REDIS_PORT"),
+        ({"redis_port": 0}, "REDIS_PORT"),
+        ({"redis_db": -1}, "REDIS_DB"),
+        ({"database_url": "mysql://x/y"}, "DATABASE_URL"),
+        ({"database_url": "postgresql://localhost"}, "DATABASE_URL"),
+        ({"log_level": "LOUD"}, "LOG_LEVEL"),
+        ({"log_format": "xml"}, "LOG_FORMAT"),
+        ({"claim_idle_seconds": 0}, "CLAIM_IDLE_SECONDS"),
+        ({"delivery_limit": -1}, "DELIVERY_LIMIT"),
+        ({"smtp_use_tls": "perhaps"}, "SMTP_USE_TLS"),
+        ({"redis_stream_name": ""}, "REDIS_STREAM_NAME"),
+    ],
+)
+def test_a_bad_value_stops_with_one_line_naming_the_setting(
+    overrides: dict[str, Any], name: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**overrides)
+    message = str(caught.value)
+    assert name in message
+    assert len(message.splitlines()) == 1
+
+
+def test_a_settings_error_stops_the_process() -> None:
+    assert issubclass(SettingsError, SystemExit)
+
+
+def test_a_bad_value_from_the_environment_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_CONCURRENCY", "0")
+    with pytest.raises(SettingsError, match="WORKER_CONCURRENCY"):
+        load_settings()
+
+
+def test_values_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_PORT", "6380")
+    monkeypatch.setenv("SMTP_USE_TLS", "true")
+    monkeypatch.setenv("REDIS_STREAM_NAME", "events_test")
+    settings = load_settings()
+    assert settings.redis_port == 6380
+    assert settings.smtp_use_tls is True
+    assert settings.redis_stream_name == "events_test"
+
+
+def test_the_log_level_is_case_insensitive() -> None:
+    assert load_settings(log_level="debug").log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://user:pw@db:5432/flowline",
+        "postgres://user:pw@db:5432/flowline",
+        "postgresql+asyncpg://user:pw@db:5432/flowline",
+    ],
+)
+def test_the_async_database_url_uses_asyncpg(url: str) -> None:
+    settings = load_settings(database_url=url)
+    assert settings.async_database_url == "postgresql+asyncpg://user:pw@db:5432/flowline"
+
+
+def test_the_consumer_name_defaults_to_host_and_pid() -> None:
+    assert load_settings().consumer_name == f"{socket.gethostname()}-{os.getpid()}"
+
+
+def test_the_consumer_name_can_be_set() -> None:
+    assert load_settings(worker_consumer_name="worker-a").consumer_name == "worker-a"
+
+
+def test_a_rejected_database_url_does_not_reveal_its_password() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(database_url="mysql://admin:s3cr3t-pw@db/flowline")
+    assert "DATABASE_URL" in str(caught.value)
+    assert "s3cr3t-pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("from_email", ["flowline@", "not an address"])
+def test_a_from_email_that_is_not_an_address_is_named(from_email: str) -> None:
+    with pytest.raises(SettingsError, match="FROM_EMAIL"):
+        load_settings(from_email=from_email)
