@@ -76,3 +76,27 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
     )
     assert not duplicates, stack.logs()
     assert not lost, stack.logs()
+
+
+async def test_sigterm_finishes_in_flight_work_and_exits_zero(
+    stack: Stack, smtp: SmtpServer
+) -> None:
+    """SIGTERM while the SMTP server is slow: the worker stops reading, finishes the emails it
+    is sending, exits 0; nothing is lost and nothing repeats when the next worker starts."""
+    smtp.behaviour.data_delay = 0.3
+    stack.start_api()
+    worker = stack.start_worker(
+        "worker-a", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3, LOG_LEVEL="INFO"
+    )
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+        assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
+        await _submit_all(client, 60)
+        await eventually(lambda: len(smtp.received) >= 5, timeout=30, what="the first emails")
+        worker.signal(signal.SIGTERM)
+        code = await asyncio.to_thread(worker.process.wait, 15)
+    assert code == 0, worker.log()[-3000:]
+    assert "worker_stopped" in worker.log()
+    stack.start_worker("worker-b", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3)
+    await eventually(lambda: len(smtp.received) >= 60, timeout=60, what="all 60 emails")
+    per_recipient = collections.Counter(r.rcpt_tos[0] for r in smtp.received)
+    assert len(per_recipient) == 60 and max(per_recipient.values()) == 1
