@@ -7,9 +7,11 @@ is not performed again, so a redelivered event repeats nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -17,16 +19,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.worker.catalog import ActiveWorkflow, Catalog
 from workflow_core import actions, events
+from workflow_core.actions import send_email
 from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.definitions.models import RetryPolicy
 from workflow_core.engine import machine
 from workflow_core.engine.context import initial_context
 from workflow_core.engine.retry import GiveUp, next_attempt
-from workflow_core.errors import OutcomeUnknown, PermanentActionError, RetryableActionError
+from workflow_core.errors import (
+    ActionFailed,
+    OutcomeUnknown,
+    PermanentActionError,
+    RetryableActionError,
+)
 from workflow_core.ids import derived_id, effect_key, new_id, run_id_for
 from workflow_core.log import get_logger
-from workflow_core.persistence import effects, runs
+from workflow_core.persistence import effects, human_tasks, runs
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.runs import RUNNING, WAITING, Journal, RunRecord
 
@@ -70,6 +78,7 @@ class RunDriver:
     ) -> None:
         self._engine, self._catalog, self._deps = engine, catalog, deps
         self._budget, self._retry_policy, self._now = step_budget, retry_policy, now
+        self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}  # per run: lock, users
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -77,7 +86,8 @@ class RunDriver:
         """Start (or, on redelivery, continue) one run per matching workflow; returns how many."""
         matched = await self._catalog.matching(event.payload)
         for workflow in matched:
-            await self._start(event, workflow, deliveries)
+            run_id = run_id_for(event.event_id, workflow.id)
+            await self._exclusively(run_id, partial(self._start, event, workflow, deliveries))
         return len(matched)
 
     async def _start(self, event: events.Event, workflow: ActiveWorkflow, deliveries: int) -> None:
@@ -116,58 +126,94 @@ class RunDriver:
                 await self._ledger(run.id),
             )
 
+    async def _exclusively(self, run_id: UUID, work: Callable[[], Awaitable[None]]) -> None:
+        """One event at a time per run in this process (a duplicate waits, then finds the work
+        done); if a worker elsewhere moved the run on meanwhile, look again from the top."""
+        lock, users = self._locks.get(run_id, (asyncio.Lock(), 0))
+        self._locks[run_id] = (lock, users + 1)
+        try:
+            async with lock:
+                for attempt in range(1, 4):
+                    try:
+                        await work()
+                        return
+                    except runs.StaleRun:
+                        if attempt == 3:
+                            raise
+                        log.info("run_changed_elsewhere", run_id=str(run_id), attempt=attempt)
+        finally:
+            lock, users = self._locks[run_id]
+            if users == 1:
+                del self._locks[run_id]
+            else:
+                self._locks[run_id] = (lock, users - 1)
+
     async def resume(self, event: events.Event, deliveries: int) -> None:
-        """Wake a waiting run: its task was completed or one of its timers fired."""
+        """Wake a waiting run: its task was settled, its wait is over, or an action is due for
+        another attempt. Stale wake-ups (the run moved on) are ignored."""
+        run_id = UUID(event.payload["run_id"])
+        await self._exclusively(run_id, lambda: self._resume(run_id, event, deliveries))
+
+    async def _resume(self, run_id: UUID, event: events.Event, deliveries: int) -> None:
         payload = event.payload
         async with translate_errors(), self._engine.begin() as conn:
-            run = await runs.get(conn, UUID(payload["run_id"]))
+            run = await runs.get(conn, run_id)
         if run is None or run.status != WAITING or payload.get("step_seq") != run.step_seq:
             log.debug(
                 "resume_ignored",
-                run_id=payload["run_id"],
+                run_id=str(run_id),
                 cause=payload["cause"],
                 status=run.status if run else None,
             )
             return
         definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
         step = definition.step(run.current_step_id or definition.initial_step_id)
-        resumption = self._resumption(definition, step, run, payload)
-        if resumption is None:
-            return
-        run = replace(
-            run,
-            status=RUNNING,
-            deliveries=max(run.deliveries, deliveries),
-            context=payload.get("context", run.context),
-        )
-        await self._drive(run, definition, resumption, await self._ledger(run.id))
-
-    def _resumption(
-        self,
-        definition: WorkflowDefinition,
-        step: StepSpec,
-        run: RunRecord,
-        payload: dict[str, Any],
-    ) -> Resumption | None:
+        run = replace(run, status=RUNNING, deliveries=max(run.deliveries, deliveries))
+        journal = Journal()
         cause = payload["cause"]
         if cause == "retry":
-            return Resumption(
+            resumption = Resumption(
                 machine.RunStep(step, run.step_seq),
                 first_action=int(payload["action_index"]),
                 attempt=int(payload["attempt"]),
             )
-        if cause in {"wait", "task"}:
-            return Resumption(
-                machine.after_wait(
-                    definition,
-                    step,
-                    run.step_seq,
-                    payload.get("context", run.context),
-                    self._budget,
-                )
+        elif cause in {"task", "task_due"}:
+            task = await self._settled_task(
+                UUID(payload["task_id"]), run, time_out=cause == "task_due"
             )
-        log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
-        return None
+            if task is None:
+                return
+            run = replace(
+                run, context=machine.with_task_result(run.context, human_tasks.as_context(task))
+            )
+            resumption = self._after_wait(definition, step, run, journal)
+        elif cause == "wait":
+            resumption = self._after_wait(definition, step, run, journal)
+        else:
+            log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
+            return
+        await self._drive(run, definition, resumption, await self._ledger(run.id), journal)
+
+    async def _settled_task(
+        self, task_id: UUID, run: RunRecord, *, time_out: bool
+    ) -> dict[str, Any] | None:
+        """The run's task once completed or timed out (closing it first when its deadline
+        fired); None while it is still pending or when it is not this run's."""
+        async with translate_errors(), self._engine.begin() as conn:
+            task = (
+                await human_tasks.time_out(conn, task_id) if time_out else None
+            ) or await human_tasks.get(conn, task_id)
+        if task is None or task["run_id"] != run.id or task["step_seq"] != run.step_seq:
+            return None
+        return task if task["status"] in {human_tasks.COMPLETED, human_tasks.TIMED_OUT} else None
+
+    def _after_wait(
+        self, definition: WorkflowDefinition, step: StepSpec, run: RunRecord, journal: Journal
+    ) -> Resumption:
+        decision = machine.after_wait(definition, step, run.step_seq, run.context, self._budget)
+        now = self._now()
+        journal.steps.append(_finished_step_row(run.id, run.step_seq, step, decision, now, now))
+        return Resumption(decision)
 
     async def _ledger(self, run_id: UUID) -> dict[str, effects.EffectState]:
         async with translate_errors(), self._engine.connect() as conn:
@@ -181,8 +227,9 @@ class RunDriver:
         definition: WorkflowDefinition,
         resumption: Resumption,
         ledger: dict[str, effects.EffectState],
+        journal: Journal | None = None,
     ) -> RunRecord:
-        journal = Journal()
+        journal = journal or Journal()
         decision = resumption.decision
         first_action, attempt = resumption.first_action, resumption.attempt
         while True:
@@ -223,7 +270,19 @@ class RunDriver:
                     run = await self._checkpoint(run, journal)  # progress survives a crash
                 continue
             if isinstance(decision, machine.OpenTask):
-                journal.tasks.append(_task_row(run, decision, now))
+                task = _task_row(run, decision, now)
+                journal.tasks.append(task)
+                if decision.due_at is not None:
+                    journal.timers.append(
+                        _timer_row(
+                            run,
+                            "task_due",
+                            decision.due_at,
+                            {"step_seq": decision.seq, "task_id": str(task["id"])},
+                        )
+                    )
+                if decision.assignee_email:
+                    await self._notify_assignee(run, decision, task["id"], ledger, journal)
                 return await self._checkpoint(replace(run, status=WAITING), journal)
             if isinstance(decision, machine.Sleep):
                 journal.timers.append(
@@ -239,6 +298,60 @@ class RunDriver:
             return await self._checkpoint(
                 replace(run, status=runs.FAILED, error=decision.reason), journal
             )
+
+    async def _notify_assignee(
+        self,
+        run: RunRecord,
+        decision: machine.OpenTask,
+        task_id: UUID,
+        ledger: dict[str, effects.EffectState],
+        journal: Journal,
+    ) -> None:
+        """Email the assignee about a new task. Best effort: a failure is recorded in the run's
+        history and does not hold the task back."""
+        key = f"{run.id}/{decision.seq}/notify"
+        if key in ledger and ledger[key].state == effects.DONE:
+            return
+        index = len(decision.step.actions)  # after the step's own actions in the history
+        call = ActionCall(
+            run_id=run.id,
+            workflow_id=run.workflow_id,
+            org_id=run.org_id,
+            submission_id=run.submission_id,
+            step_id=decision.step.id,
+            step_seq=decision.seq,
+            index=index,
+            attempt=1,
+            key=key,
+            context=run.context,
+            claimed=key in ledger and ledger[key].state == effects.COMMITTING,
+        )
+        config = send_email.SendEmailConfig(
+            to=decision.assignee_email,
+            subject=f"Task for you: {decision.title}",
+            body=(
+                f"A task is waiting for you: {decision.title}\n\n"
+                f"{decision.description or ''}\n\nTask: {task_id}\nRun: {run.id}\n"
+                + (f"Due: {decision.due_at.isoformat()}\n" if decision.due_at else "")
+                + f"\nComplete it with POST /tasks/{task_id}/complete\n"
+            ),
+        )
+        started = self._now()
+        try:
+            result = await send_email.execute(call, config, self._deps)
+        except ActionFailed as error:
+            journal.actions.append(
+                _action_row(
+                    call, "notify_assignee", "failed", started, self._now(), error=error.message
+                )
+            )
+            return
+        journal.actions.append(
+            _action_row(call, "notify_assignee", "succeeded", started, self._now(), result=result)
+        )
+        journal.effects_done.append(
+            {"key": key, "run_id": run.id, "state": effects.DONE, "result": result}
+        )
 
     async def _checkpoint(self, run: RunRecord, journal: Journal) -> RunRecord:
         async with translate_errors(), self._engine.begin() as conn:

@@ -1,0 +1,51 @@
+"""What the worker needs of human tasks: read the one a run waits for, and close it when its
+deadline passes (unless a person completed it first)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workflow_core.persistence.tables import tasks
+
+PENDING, COMPLETED, TIMED_OUT, CANCELLED = "pending", "completed", "timed_out", "cancelled"
+TIMEOUT_OUTCOME = "timeout"
+
+
+async def get(conn: AsyncConnection, task_id: UUID) -> dict[str, Any] | None:
+    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
+    return dict(row._mapping) if row else None
+
+
+async def time_out(conn: AsyncConnection, task_id: UUID) -> dict[str, Any] | None:
+    """Close a pending task with outcome `timeout`; None when it is no longer pending."""
+    row = (
+        await conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.status == PENDING)
+            .values(
+                status=TIMED_OUT,
+                outcome=TIMEOUT_OUTCOME,
+                completed_at=func.now(),
+                completed_by="flowline (deadline)",
+                updated_at=func.now(),
+            )
+            .returning(*tasks.c)
+        )
+    ).first()
+    return dict(row._mapping) if row else None
+
+
+def as_context(task: dict[str, Any]) -> dict[str, Any]:
+    """The task as the run's context shows it under `task`."""
+    return {
+        "id": str(task["id"]),
+        "status": task["status"],
+        "outcome": task["outcome"],
+        "data": task["data"] or {},
+        "completed_by": task["completed_by"],
+        "completed_at": task["completed_at"].isoformat() if task["completed_at"] else None,
+    }
