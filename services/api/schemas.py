@@ -177,3 +177,26 @@ class RunOut(RunSummary):
     context: dict[str, Any]
     steps: list[StepVisit]
     history: list[HistoryEntry]
+
+
+class TaskOutcome(BaseModel):
+    """How a human task ends in a dry run."""
+
+    outcome: str | None = None
+    data: Document = Field(default_factory=dict)
+
+
+class DryRunRequest(BaseModel):
+    form: SubmitRequest
+    task_outcomes: dict[str, TaskOutcome] = Field(
+        default_factory=dict,
+        description="per human_task step id, how its task ends; without it the walk stops there",
+    )
+    version: int | None = Field(default=None, ge=1, description="default: the current version")
+
+
+class ValidateRequest(BaseModel):
+    definition: DefinitionDocument
+    org_id: str | None = None
+    form: SubmitRequest | None = Field(default=None, description="when given, a dry run too")
+    task_outcomes: dict[str, TaskOutcome] = Field(default_factory=dict)

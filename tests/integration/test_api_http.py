@@ -234,3 +234,44 @@ async def test_health_ready_and_openapi(client: httpx.AsyncClient) -> None:
         "/healthz",
         "/readyz",
     } <= set(spec["paths"])
+
+
+async def test_a_dry_run_of_a_saved_workflow_renders_without_sending(
+    client: httpx.AsyncClient,
+) -> None:
+    created = (
+        await client.post("/workflows", json={**EXAMPLE_WORKFLOW, "org_id": "org_dry"})
+    ).json()
+    report = await client.post(
+        f"/workflows/{created['id']}/test", json={"form": {**EXAMPLE_FORM, "org_id": "org_dry"}}
+    )
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["matched"] and body["status"] == "completed" and body["version"] == 1
+    assert body["steps"][0]["actions"][0]["would"]["subject"] == (
+        "Form Submission Confirmation - form_submitted"
+    )
+    elsewhere = (
+        await client.post(f"/workflows/{created['id']}/test", json={"form": EXAMPLE_FORM})
+    ).json()
+    assert not elsewhere["matched"] and "org_dry" in elsewhere["trigger"]
+    missing = await client.post(f"/workflows/{uuid.uuid4()}/test", json={"form": EXAMPLE_FORM})
+    assert missing.status_code == 404
+    bad = await client.post(f"/workflows/{created['id']}/test", json={"form": {"data": {}}})
+    assert bad.status_code == 422
+
+
+async def test_validate_answers_errors_warnings_and_a_dry_run(client: httpx.AsyncClient) -> None:
+    broken = _definition(steps=[_step("step1", transitions=[{"to": "ghost"}])])
+    answer = (await client.post("/workflows/validate", json={"definition": broken})).json()
+    assert answer["valid"] is False
+    assert [e["path"] for e in answer["errors"]] == ["steps[0].transitions[0].to"]
+
+    warned = example_workflow()["definition"]
+    warned["steps"][0]["actions"][0]["config"]["subject"] = "Hi {fist_name}"
+    answer = (
+        await client.post("/workflows/validate", json={"definition": warned, "form": EXAMPLE_FORM})
+    ).json()
+    assert answer["valid"] is True and answer["errors"] == []
+    assert answer["warnings"][0]["path"] == "steps[0].actions[0].config.subject"
+    assert answer["dry_run"]["steps"][0]["actions"][0]["would"]["subject"] == "Hi {fist_name}"

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from services.api.deps import Db, Limit, Offset
-from services.api.schemas import WorkflowCreate, WorkflowOut, WorkflowUpdate
-from workflow_core.definitions import ValidationResult, validate_definition
+from services.api.deps import AppSettings, Db, Limit, Offset
+from services.api.schemas import (
+    DryRunRequest,
+    SubmitRequest,
+    TaskOutcome,
+    ValidateRequest,
+    WorkflowCreate,
+    WorkflowOut,
+    WorkflowUpdate,
+)
+from workflow_core.definitions import ValidationResult, WorkflowDefinition, validate_definition
+from workflow_core.engine.dryrun import dry_run
 from workflow_core.errors import DefinitionInvalid, NotFound
 from workflow_core.persistence import workflows
 from workflow_core.persistence.workflows import WorkflowRecord
@@ -54,6 +64,73 @@ async def create_workflow(body: WorkflowCreate, db: Db) -> dict[str, Any]:
             conn, name=body.name, org_id=body.org_id, definition=body.definition
         )
     return view(record, result)
+
+
+@router.post("/validate")
+async def validate_workflow(body: ValidateRequest, settings: AppSettings) -> dict[str, Any]:
+    """Check a definition without saving it: its errors and warnings (each naming its JSON
+    path) and, with a sample `form`, a dry run of what it would do. Always 200."""
+    result = validate_definition(body.definition)
+    answer: dict[str, Any] = {
+        "valid": result.ok,
+        "errors": [p.as_dict(("body", "definition")) for p in result.errors],
+        "warnings": [p.as_dict(("body", "definition")) for p in result.warnings],
+    }
+    if result.definition is not None and body.form is not None:
+        answer["dry_run"] = walk(
+            result.definition, body.form, body.task_outcomes, body.org_id, settings
+        )
+    return answer
+
+
+@router.post("/{workflow_id}/test", responses=NOT_FOUND)
+async def test_workflow(
+    workflow_id: UUID, body: DryRunRequest, db: Db, settings: AppSettings
+) -> dict[str, Any]:
+    """A dry run of a saved workflow for a sample form: whether the trigger matches (and why
+    not), the path taken, and every email, webhook request, ticket and task it would create,
+    rendered. Nothing is sent or stored."""
+    async with db.reading() as conn:
+        record = (
+            await workflows.get_version(conn, workflow_id, body.version)
+            if body.version
+            else await workflows.get(conn, workflow_id)
+        )
+    if record is None:
+        raise NotFound(
+            f"no workflow with id {workflow_id}"
+            + (f" and version {body.version}" if body.version else "")
+        )
+    definition = checked(record.definition).definition
+    assert definition is not None
+    report = walk(
+        definition,
+        body.form,
+        body.task_outcomes,
+        record.org_id,
+        settings,
+        workflow_id=str(record.id),
+    )
+    return {"workflow_id": record.id, "version": record.version, **report}
+
+
+def walk(
+    definition: WorkflowDefinition,
+    form: SubmitRequest,
+    outcomes: dict[str, TaskOutcome],
+    org_id: str | None,
+    settings: AppSettings,
+    workflow_id: str = "dry-run",
+) -> dict[str, Any]:
+    return dry_run(
+        definition,
+        form=form.model_dump(),
+        workflow_org_id=org_id,
+        workflow_id=workflow_id,
+        task_outcomes={step: o.model_dump() for step, o in outcomes.items()},
+        now=datetime.now(UTC),
+        step_budget=settings.run_step_budget,
+    )
 
 
 @router.get("", response_model=list[WorkflowOut])
