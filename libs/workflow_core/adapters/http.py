@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -13,12 +15,41 @@ from workflow_core.errors import PermanentActionError, RetryableActionError
 EXCERPT_BYTES = 2048
 
 
+async def _excerpt(response: httpx.Response) -> str:
+    """The start of the body; the rest is never read (a huge answer costs nothing)."""
+    collected = b""
+    async for chunk in response.aiter_bytes():
+        collected += chunk
+        if len(collected) >= EXCERPT_BYTES:
+            break
+    return collected[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+
+
 def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds, given as a number or as an HTTP date."""
     value = response.headers.get("retry-after")
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _shown(url: str) -> str:
+    """The URL for messages and history: no credentials, no query string (tokens live there)."""
+    try:
+        parts = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "<invalid URL>"
+    return str(parts.copy_with(userinfo=b"", query=None, fragment=None))
 
 
 class HttpxClient:
@@ -40,33 +71,34 @@ class HttpxClient:
         content: bytes | None,
         timeout: float,
     ) -> HttpResponse:
+        where = f"{method} {_shown(url)}"
         try:
-            response = await self._client.request(
+            async with self._client.stream(
                 method, url, headers=dict(headers), content=content, timeout=timeout
-            )
-        except httpx.InvalidURL as error:
-            raise PermanentActionError(f"invalid URL {url!r}: {error}") from None
-        except httpx.UnsupportedProtocol as error:
-            raise PermanentActionError(f"unsupported URL {url!r}: {error}") from None
+            ) as response:
+                excerpt = await _excerpt(response)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
+            raise PermanentActionError(f"{where}: not a URL that can be called: {error}") from None
+        except httpx.LocalProtocolError as error:
+            raise PermanentActionError(
+                f"{where}: the request cannot be sent as given: {error}"
+            ) from None
+        except (UnicodeEncodeError, ValueError) as error:
+            raise PermanentActionError(
+                f"{where}: the request cannot be sent as given: {error}"
+            ) from None
         except httpx.TimeoutException as error:
-            raise RetryableActionError(
-                f"{method} {url} timed out ({type(error).__name__})"
-            ) from None
+            raise RetryableActionError(f"{where} timed out ({type(error).__name__})") from None
         except httpx.TransportError as error:
-            raise RetryableActionError(
-                f"{method} {url} failed: {type(error).__name__}: {error}"
-            ) from None
-        excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+            raise RetryableActionError(f"{where} failed: {type(error).__name__}: {error}") from None
         result = HttpResponse(response.status_code, dict(response.headers), excerpt)
         if response.status_code == 429 or response.status_code >= 500:
             raise RetryableActionError(
-                f"{method} {url} answered {response.status_code}: {excerpt[:200]}",
+                f"{where} answered {response.status_code}: {excerpt[:200]}",
                 retry_after=_retry_after(response),
             )
         if response.status_code >= 400:
-            raise PermanentActionError(
-                f"{method} {url} answered {response.status_code}: {excerpt[:200]}"
-            )
+            raise PermanentActionError(f"{where} answered {response.status_code}: {excerpt[:200]}")
         return result
 
     async def close(self) -> None:

@@ -1,0 +1,236 @@
+"""webhook: one HTTP request with a JSON body, signed the Standard Webhooks way.
+
+Delivery is at least once: a worker that dies after the receiver answered and before the run
+was recorded calls again. Every attempt of one action in one visit of a step carries the same
+`webhook-id` (derived from the idempotency key), so a receiver can tell a repeat. Once the
+run records the call as done, a redelivered event does not call again.
+
+What is retried is decided in the HTTP adapter (connection errors, timeouts, 5xx, 429 with its
+Retry-After); other 4xx fail the run, and so does a redirect, which is never followed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator
+from standardwebhooks.webhooks import Webhook
+
+from workflow_core.actions.base import ActionCall, ActionDeps, HttpResponse
+from workflow_core.actions.registry import ActionType, register
+from workflow_core.engine.paths import MISSING, resolve
+from workflow_core.engine.templates import placeholders, render_header, render_value, to_text
+from workflow_core.errors import PermanentActionError
+from workflow_core.ids import derived_id
+
+USER_AGENT = "Flowline-Webhooks/1"
+EXCERPT_BYTES = 1024
+DEFAULT_TIMEOUT_SECONDS = 10.0
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = (24, 64)  # what the Standard Webhooks specification asks of a secret
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+_PRINTABLE_ASCII = "".join(chr(code) for code in range(0x20, 0x7F))
+# Set by Flowline (the signature covers them) or by the HTTP client (message framing).
+RESERVED_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+    }
+)
+_NO_DEFAULT_BODY = frozenset({"GET", "DELETE"})
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+Method = Annotated[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], BeforeValidator(_upper)]
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1, max_length=4096)
+    method: Method = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: JsonValue = None
+    """Absent (or null): the whole run context, except for GET and DELETE, which send none."""
+    timeout: float | None = Field(default=None, gt=0, le=300)
+    secret: str | None = Field(default=None, repr=False)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.lower().startswith(("http://", "https://")):
+            raise ValueError("the URL must start with http:// or https://")
+        if _URL_FORBIDDEN.search(url):
+            raise ValueError("the URL may not contain spaces or control characters")
+        if not urlsplit(url).netloc:
+            raise ValueError("the URL has no host")
+        return url
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, headers: dict[str, str]) -> dict[str, str]:
+        seen: set[str] = set()
+        for name in headers:
+            if not _TOKEN.match(name):
+                raise ValueError(f"header name {name!r} is not an HTTP token")
+            lowered = name.lower()
+            if lowered in RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is set by Flowline and cannot be configured")
+            if lowered in seen:
+                raise ValueError(f"header {name!r} is given twice (names ignore case)")
+            seen.add(lowered)
+        return headers
+
+    @field_validator("secret")
+    @classmethod
+    def _standard_webhooks_secret(cls, secret: str | None) -> str | None:
+        if secret is not None:
+            signing_key(secret)
+        return secret
+
+
+def signing_key(secret: str) -> bytes:
+    """The key inside a `whsec_<base64>` secret; ValueError saying what is wrong with it."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"the secret must look like {SECRET_PREFIX}<base64>")
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError(f"the part of the secret after {SECRET_PREFIX} is not base64") from None
+    low, high = SECRET_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(f"the secret decodes to {len(key)} bytes; it needs {low} to {high}")
+    return key
+
+
+def render_url(template: str, context: Mapping[str, Any]) -> str:
+    """Render a URL template; each value is percent-encoded (as in RFC 6570's `{var}`), so form
+    data stays inside its part of the URL and cannot add a path, a query or another host."""
+    url = template
+    for path in dict.fromkeys(placeholders(template)):
+        value = resolve(context, path)
+        if value is not MISSING:
+            url = url.replace(f"{{{path}}}", quote(to_text(value), safe=""))
+    return url
+
+
+def header_value(template: str, context: Mapping[str, Any]) -> str:
+    """A header value: no line breaks or control characters (form data cannot add a header),
+    and anything outside ASCII percent-encoded as UTF-8, since HTTP headers carry ASCII."""
+    text = _CONTROL.sub(" ", render_header(template, context))
+    return quote(text, safe=_PRINTABLE_ASCII)
+
+
+def preview(config: WebhookConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The request this action would make in `context` (without the signing headers)."""
+    if config.body is not None:
+        body: Any = render_value(config.body, context)
+    else:
+        body = None if config.method in _NO_DEFAULT_BODY else dict(context)
+    headers = {"user-agent": USER_AGENT}
+    if body is not None:
+        headers["content-type"] = "application/json"
+    for name, template in config.headers.items():
+        headers[name.lower()] = header_value(template, context)
+    return {
+        "method": config.method,
+        "url": render_url(config.url, context),
+        "headers": headers,
+        "body": body,
+    }
+
+
+def webhook_id(call: ActionCall) -> str:
+    """The same for every attempt and redelivery of one action in one visit of a step."""
+    return f"msg_{derived_id(call.key).hex}"
+
+
+def signed_headers(
+    message_id: str, sent_at: datetime, content: str, secret: str | None
+) -> dict[str, str]:
+    """The Standard Webhooks headers: id, timestamp and (with a secret) the v1 signature."""
+    timestamp = int(sent_at.timestamp())
+    headers = {"webhook-id": message_id, "webhook-timestamp": str(timestamp)}
+    if secret is not None:
+        at = datetime.fromtimestamp(timestamp, UTC)
+        headers["webhook-signature"] = Webhook(secret).sign(message_id, at, content)
+    return headers
+
+
+def encode_body(body: Any) -> bytes:
+    try:
+        return orjson.dumps(body, default=_plain, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as error:
+        raise PermanentActionError(f"the webhook body is not JSON: {error}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _excerpt(response: HttpResponse) -> str:
+    return response.body_excerpt.encode()[:EXCERPT_BYTES].decode(errors="ignore")
+
+
+def _refusal(method: str, url: str, response: HttpResponse, excerpt: str) -> str:
+    """Why an answer the adapter let through is no success: a redirect is never followed, so
+    the receiver never saw the call."""
+    note = ""
+    if 300 <= response.status < 400:
+        location = {k.lower(): v for k, v in response.headers.items()}.get("location")
+        note = " (redirects are not followed" + (f"; Location: {location})" if location else ")")
+    return f"{method} {url} answered {response.status}{note}: {excerpt[:200]}"
+
+
+async def execute(call: ActionCall, config: WebhookConfig, deps: ActionDeps) -> dict[str, Any]:
+    request = preview(config, call.context)
+    content = None if request["body"] is None else encode_body(request["body"])
+    message_id = webhook_id(call)
+    headers = {
+        **request["headers"],
+        **signed_headers(message_id, deps.now(), (content or b"").decode(), config.secret),
+    }
+    timeout = config.timeout or float(
+        deps.settings.get("webhook_timeout_seconds", DEFAULT_TIMEOUT_SECONDS)
+    )
+    method, url = request["method"], request["url"]
+    response = await deps.http.request(
+        method, url, headers=headers, content=content, timeout=timeout
+    )
+    excerpt = _excerpt(response)
+    if response.status >= 300:
+        raise PermanentActionError(_refusal(method, url, response, excerpt))
+    return {
+        "status": response.status,
+        "webhook_id": message_id,
+        "url": url,
+        "response_excerpt": excerpt,
+    }
+
+
+register(ActionType("webhook", WebhookConfig, execute, preview))
