@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: Port = 8000
     api_max_body_bytes: PositiveInt = 1024 * 1024
+    api_db_timeout_seconds: PositiveFloat = 1.0
 
     # Worker
     worker_concurrency: PositiveInt = 32
@@ -71,7 +72,13 @@ class Settings(BaseSettings):
     claim_idle_seconds: PositiveFloat = 30.0
     claim_interval_seconds: PositiveFloat = 5.0
     delivery_limit: PositiveInt = 5
+    dead_letter_replay_limit: PositiveInt = 3
     run_step_budget: PositiveInt = 100
+
+    # Stream housekeeping (every worker, every HOUSEKEEPING_INTERVAL_SECONDS)
+    housekeeping_interval_seconds: PositiveFloat = 60.0
+    stream_retention_seconds: Annotated[float, Field(ge=0)] = 3600.0
+    consumer_gc_seconds: PositiveFloat = 3600.0
 
     # Actions: how a failed action is retried unless its definition says otherwise
     action_max_attempts: PositiveInt = 10

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from types import FrameType
+
 import uvicorn
 
 from services.api.app import create_app
@@ -9,18 +12,31 @@ from workflow_core.log import configure_logging
 from workflow_core.settings import load_settings
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT once it has shut down, so the process would end "killed
+    by signal"; after a graceful stop Flowline exits 0 instead."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list) and sig in captured:
+            captured.remove(sig)
+
+
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=settings.log_level == "DEBUG",
-        loop="auto",
         timeout_graceful_shutdown=int(settings.worker_shutdown_grace_seconds),
     )
+    server = _Server(config)
+    server.run()
+    sys.exit(0 if server.started else 3)  # 3: it never started (uvicorn's convention)
 
 
 if __name__ == "__main__":

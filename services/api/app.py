@@ -12,7 +12,15 @@ from fastapi import FastAPI
 from services.api import errors
 from services.api.body_limit import BodyLimit
 from services.api.deps import Database
-from services.api.routes import health, runs, submissions, workflows
+from services.api.routes import (
+    dead_letters,
+    health,
+    runs,
+    submissions,
+    tasks,
+    tickets,
+    workflows,
+)
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.log import get_logger
@@ -39,7 +47,8 @@ def create_app(settings: Settings) -> FastAPI:
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
         )
-        app.state.settings, app.state.database = settings, Database(engine)
+        app.state.settings = settings
+        app.state.database = Database(engine, settings.api_db_timeout_seconds)
         app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
@@ -62,6 +71,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     errors.install(app)
-    for module in (submissions, workflows, runs, health):
+    for module in (submissions, workflows, runs, tickets, tasks, dead_letters, health):
         app.include_router(module.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -11,24 +12,37 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workflow_core.adapters.streams import StreamKeys
+from workflow_core.errors import Unavailable
 from workflow_core.persistence.db import translate_errors
 from workflow_core.settings import Settings
 
 
 class Database:
-    """The routes' door to PostgreSQL: a transaction, or a plain connection for reads."""
+    """The routes' door to PostgreSQL: a transaction, or a plain connection for reads. Each is
+    bounded in time (API_DB_TIMEOUT_SECONDS): a database that stops answering costs a request
+    a 503 within that time, never a hang."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, engine: AsyncEngine, timeout: float) -> None:
+        self.engine, self.timeout = engine, timeout
+
+    @asynccontextmanager
+    async def _bounded(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                yield
+        except TimeoutError:
+            raise Unavailable(
+                f"database unavailable: no answer within {self.timeout:g} s"
+            ) from None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with translate_errors(), self.engine.begin() as conn:
+        async with self._bounded(), translate_errors(), self.engine.begin() as conn:
             yield conn
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
-        async with translate_errors(), self.engine.connect() as conn:
+        async with self._bounded(), translate_errors(), self.engine.connect() as conn:
             yield conn
 
 

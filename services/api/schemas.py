@@ -136,6 +136,7 @@ class ActionAttempt(BaseModel):
     action_index: int
     action_type: str
     attempt: int
+    delivery: int | None = Field(default=None, description="which delivery of the event")
     status: str
     started_at: datetime
     finished_at: datetime | None
@@ -164,6 +165,7 @@ class HistoryEntry(BaseModel):
     action_index: int | None = None
     action_type: str | None = None
     attempt: int | None = None
+    delivery: int | None = None
     finished_at: datetime | None = None
     error: str | None = None
 

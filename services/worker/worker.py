@@ -47,6 +47,9 @@ class WorkerConfig:
     claim_interval_seconds: float = 5.0
     delivery_limit: int = 5
     grace_seconds: float = 20.0
+    housekeeping_interval_seconds: float = 60.0
+    stream_retention_seconds: float = 3600.0
+    consumer_gc_seconds: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
@@ -61,6 +64,9 @@ class WorkerConfig:
             ),
             delivery_limit=settings.delivery_limit,
             grace_seconds=settings.worker_shutdown_grace_seconds,
+            housekeeping_interval_seconds=settings.housekeeping_interval_seconds,
+            stream_retention_seconds=settings.stream_retention_seconds,
+            consumer_gc_seconds=settings.consumer_gc_seconds,
         )
 
 
@@ -130,6 +136,7 @@ class Worker:
             asyncio.create_task(self._read_loop(stop), name="reader"),
             asyncio.create_task(self._reclaim_loop(stop), name="reclaimer"),
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
+            asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"),
         ]
         handlers = [
             asyncio.create_task(self._handle_loop(), name=f"handler-{n}")
@@ -329,6 +336,33 @@ class Worker:
                         justid=True,
                     )
 
+    async def _housekeeping_loop(self, stop: asyncio.Event) -> None:
+        """Trim acknowledged history older than STREAM_RETENTION_SECONDS (never an entry a group
+        still needs) and forget consumers of workers that are gone (only with nothing pending)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._config.housekeeping_interval_seconds)
+            if stop.is_set():
+                return
+            try:
+                trimmed = await streams.trim(
+                    self._redis,
+                    self._keys,
+                    keep_seconds=self._config.stream_retention_seconds,
+                    now_ms=int(time.time() * 1000),
+                )
+                forgotten = await streams.forget_idle_consumers(
+                    self._redis,
+                    self._keys,
+                    idle_ms=int(self._config.consumer_gc_seconds * 1000),
+                    keep=self._config.consumer,
+                )
+            except REDIS_ERRORS as error:
+                log.warning("housekeeping_failed", error=str(error))
+                continue
+            if trimmed or forgotten:
+                log.info("stream_housekeeping", trimmed=trimmed, consumers_removed=forgotten)
+
     # -- handling -----------------------------------------------------------------------------
 
     async def _handle_loop(self) -> None:
@@ -400,7 +434,7 @@ class Worker:
         # The run is failed first: if that cannot be recorded, the entry stays for a retry.
         if self._on_dead_letter is not None:
             await self._on_dead_letter(entry, error)
-        dead_id = await streams.dead_letter(
+        dead_id = await streams.move_to_dead_letters(
             self._redis, self._keys, entry, error, self._config.consumer
         )
         self.stats.dead_lettered += 1

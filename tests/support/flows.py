@@ -80,7 +80,19 @@ async def running_worker(settings: Settings) -> AsyncIterator[asyncio.Task[Worke
         yield task
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        except TimeoutError:
+            _print_stacks("the worker did not stop within 30 s")
+            raise
+
+
+def _print_stacks(why: str) -> None:
+    """Where every task is stuck (a hang is otherwise a bare TimeoutError)."""
+    print(f"--- {why}; tasks:", flush=True)
+    for task in asyncio.all_tasks():
+        print(f"* {task.get_name()}: {task.get_coro()}", flush=True)
+        task.print_stack(limit=12)
 
 
 async def run_rows(engine: AsyncEngine) -> list[Any]:

@@ -9,10 +9,12 @@ Keys, for a stream named S (REDIS_STREAM_NAME):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -188,7 +190,7 @@ async def remember_error(
     await redis.hset(keys.errors, entry_id, error[:2000])
 
 
-async def dead_letter(
+async def move_to_dead_letters(
     redis: aioredis.Redis, keys: StreamKeys, entry: Entry, error: str | None, consumer: str
 ) -> str:
     """Copy the entry to the dead-letter stream with its error and delivery count, then
@@ -208,3 +210,136 @@ async def dead_letter(
     dead_id = await redis.xadd(keys.dead, fields)  # type: ignore[arg-type]
     await ack(redis, keys, [entry.id])
     return str(dead_id)
+
+
+def _id_from_millis(millis: int) -> str:
+    return f"{max(millis, 0)}-0"
+
+
+async def safe_trim_id(redis: aioredis.Redis, keys: StreamKeys) -> str | None:
+    """The lowest entry id no consumer group still needs: below the oldest pending entry and
+    the last delivered one of every group. None when there is no group (trim nothing)."""
+    try:
+        groups = await redis.xinfo_groups(keys.stream)
+    except ResponseError:  # no such stream
+        return None
+    if not groups:
+        return None
+    floor: tuple[int, int] | None = None
+    for group in groups:
+        candidates = [str(group["last-delivered-id"])]
+        if int(group.get("pending") or 0):
+            summary = await redis.xpending(keys.stream, str(group["name"]))
+            if summary.get("min"):
+                candidates.append(str(summary["min"]))
+        lowest = min(_id_key(candidate) for candidate in candidates)
+        floor = lowest if floor is None else min(floor, lowest)
+    assert floor is not None
+    return f"{floor[0]}-{floor[1]}"
+
+
+async def trim(
+    redis: aioredis.Redis,
+    keys: StreamKeys,
+    *,
+    keep_seconds: float,
+    now_ms: int,
+    approximate: bool = True,
+) -> int:
+    """Drop acknowledged entries older than `keep_seconds` (XTRIM MINID ~: whole blocks only,
+    which is cheap), never one that a group has pending or has not delivered yet; returns how
+    many went."""
+    safe = await safe_trim_id(redis, keys)
+    if safe is None:
+        return 0
+    minid = min(_id_key(safe), _id_key(_id_from_millis(now_ms - int(keep_seconds * 1000))))
+    return int(
+        await redis.xtrim(keys.stream, minid=f"{minid[0]}-{minid[1]}", approximate=approximate)
+    )
+
+
+async def forget_idle_consumers(
+    redis: aioredis.Redis, keys: StreamKeys, *, idle_ms: int, keep: str
+) -> list[str]:
+    """Remove consumers that hold nothing and have not been heard of for `idle_ms` (dead
+    workers). A consumer with pending entries is never removed: XGROUP DELCONSUMER would make
+    them unclaimable."""
+    removed: list[str] = []
+    try:
+        consumers = await redis.xinfo_consumers(keys.stream, keys.group)
+    except ResponseError:
+        return removed
+    for consumer in consumers:
+        name = str(consumer["name"])
+        if name != keep and not int(consumer["pending"]) and int(consumer["idle"]) > idle_ms:
+            # Deleting returns the pending count it dropped: 0 unless it read in between.
+            dropped = await redis.xgroup_delconsumer(keys.stream, keys.group, name)
+            if dropped:
+                log.error("consumer_removed_with_pending", consumer=name, pending=dropped)
+            removed.append(name)
+    return removed
+
+
+def dead_letter_view(entry_id: str, fields: dict[str, str], replays: int) -> dict[str, Any]:
+    """A dead-letter entry as the API shows it."""
+    event: Any = fields.get("payload")
+    with contextlib.suppress(orjson.JSONDecodeError, TypeError):
+        event = orjson.loads(event)  # malformed payloads are shown as the text they were
+    return {
+        "id": entry_id,
+        "dead_at_ms": int(entry_id.split("-", 1)[0]),
+        "original_id": fields.get("original_id"),
+        "deliveries": int(fields.get("deliveries", "0") or 0),
+        "error": fields.get("error"),
+        "consumer": fields.get("consumer"),
+        "type": fields.get("type"),
+        "event_id": fields.get("event_id"),
+        "event": event,
+        "replays": replays,
+    }
+
+
+async def dead_letters(
+    redis: aioredis.Redis, keys: StreamKeys, *, count: int, before: str | None = None
+) -> list[dict[str, Any]]:
+    """Dead letters, newest first; `before` pages on (an id from the previous page)."""
+    entries: list[Any] = list(
+        await redis.xrevrange(keys.dead, max=f"({before}" if before else "+", min="-", count=count)
+        or []
+    )
+    ids: list[Any] = [entry_id for entry_id, _ in entries]
+    counts: list[Any] = list(await redis.hmget(keys.replays, ids)) if ids else []
+    return [
+        dead_letter_view(str(entry_id), fields, int(n or 0))
+        for (entry_id, fields), n in zip(entries, counts, strict=True)
+    ]
+
+
+async def read_dead_letter(
+    redis: aioredis.Redis, keys: StreamKeys, entry_id: str
+) -> dict[str, Any] | None:
+    """One dead letter: its raw `fields` and its API `view`; None when there is none."""
+    entries: list[Any] = list(
+        await redis.xrange(keys.dead, min=entry_id, max=entry_id, count=1) or []
+    )
+    if not entries:
+        return None
+    replays = await redis.hget(keys.replays, entry_id)
+    fields = dict(entries[0][1])
+    return {"fields": fields, "view": dead_letter_view(entry_id, fields, int(replays or 0))}
+
+
+async def count_replay(redis: aioredis.Redis, keys: StreamKeys, entry_id: str) -> int:
+    """Count one more replay of a dead letter (atomically); returns the new count."""
+    return int(await redis.hincrby(keys.replays, entry_id, 1))
+
+
+async def uncount_replay(redis: aioredis.Redis, keys: StreamKeys, entry_id: str) -> None:
+    await redis.hincrby(keys.replays, entry_id, -1)
+
+
+def original_fields(fields: dict[str, str]) -> dict[str, str]:
+    """The fields of the entry as it was on the main stream."""
+    return {
+        name: value for name, value in fields.items() if name in {"type", "event_id", "payload"}
+    }

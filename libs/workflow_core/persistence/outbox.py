@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.events import Event
@@ -19,15 +18,15 @@ CHANNEL = "flowline_outbox"
 
 
 async def add(conn: AsyncConnection, event: Event, *, submission_id: UUID | None = None) -> None:
+    """Queue `event` in the caller's transaction. The same event may be queued again (a
+    replay); the worker's idempotency makes a repeat harmless."""
     await conn.execute(
-        insert(outbox)
-        .values(
+        insert(outbox).values(
             event_id=event.event_id,
             event_type=event.type,
             payload=event.payload,
             submission_id=submission_id,
         )
-        .on_conflict_do_nothing(index_elements=["event_id"])
     )
 
 

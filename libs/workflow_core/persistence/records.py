@@ -1,6 +1,14 @@
-"""Tickets and to-do tasks as the actions create and update them (the `Records` door of
-actions/base.py). Ids are derived from the action's idempotency key, so a repeated create
-finds the record it made the first time."""
+"""Tickets and tasks.
+
+`DbRecords` is the `Records` door of actions/base.py: the actions create and update tickets
+and to-do tasks through it. Ids are derived from the action's idempotency key, so a repeated
+create finds the record it made the first time; an update merges `fields` in its one UPDATE
+statement, so concurrent updates never lose each other's keys.
+
+The functions below it are what the HTTP API reads and does, each in the caller's transaction:
+list and get tickets and tasks, and complete a task (a human task's run is woken through the
+outbox, in the same transaction).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +16,27 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, Select, Table, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from workflow_core import events
 from workflow_core.actions.base import ActionCall
-from workflow_core.errors import PermanentActionError
+from workflow_core.errors import Conflict, NotFound, PermanentActionError
+from workflow_core.ids import new_id
+from workflow_core.persistence import outbox, runs
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.tables import tasks, tickets
 
+HUMAN, TODO = "human", "todo"
+PENDING, COMPLETED, TIMED_OUT, CANCELLED = "pending", "completed", "timed_out", "cancelled"
+
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A record as JSON-ready values (what lands in the run's context)."""
+    """A record as JSON-ready values (what lands in the run's context). Keys become plain
+    `str`: SQLAlchemy's are a subclass that orjson refuses as object keys."""
     return {
-        key: (
+        str(key): (
             str(value)
             if isinstance(value, UUID)
             else value.isoformat()
@@ -47,19 +62,30 @@ class DbRecords:
         return public(dict(row._mapping))
 
     async def _update(
-        self, table: Table, kind: str, record_id: UUID, changes: Mapping[str, Any]
+        self,
+        table: Table,
+        kind: str,
+        record_id: UUID,
+        changes: Mapping[str, Any],
+        *,
+        only: ColumnElement[bool] | None = None,
+        refused: str = "",
     ) -> dict[str, Any]:
+        """Apply `changes` to the record, its `fields` merged into the stored ones, when it
+        matches `only` (else PermanentActionError with `refused`)."""
+        values: dict[str, Any] = {**changes, "updated_at": func.now()}
+        if changes.get("fields") is not None:
+            values["fields"] = merged_fields(table, changes["fields"])
+        query = update(table).where(table.c.id == record_id).values(values).returning(*table.c)
+        if only is not None:
+            query = query.where(only)
         async with translate_errors(), self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    update(table)
-                    .where(table.c.id == record_id)
-                    .values(**changes, updated_at=func.now())
-                    .returning(*table.c)
-                )
-            ).first()
-        if row is None:
-            raise PermanentActionError(f"no {kind} with id {record_id}")
+            row = (await conn.execute(query)).first()
+            if row is None:
+                found = await conn.execute(select(table.c.id).where(table.c.id == record_id))
+                if found.first() is None:
+                    raise PermanentActionError(f"no {kind} with id {record_id}")
+                raise PermanentActionError(refused)
         return public(dict(row._mapping))
 
     async def create_ticket(
@@ -87,16 +113,170 @@ class DbRecords:
             tasks,
             task_id,
             {
-                "kind": "todo",
+                "kind": TODO,
                 "run_id": call.run_id,
                 "workflow_id": call.workflow_id,
                 "step_id": call.step_id,
                 "step_seq": call.step_seq,
                 "submission_id": call.submission_id,
                 "org_id": call.org_id,
+                "status": PENDING,
                 **fields,
             },
         )
 
     async def update_task(self, task_id: UUID, changes: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._update(tasks, "task", task_id, changes)
+        """Change a to-do task. A human task is refused: only its completion (through the API)
+        may settle it, since that is what wakes its run."""
+        values = dict(changes)
+        if "status" in values:
+            values["completed_at"] = (
+                func.coalesce(tasks.c.completed_at, func.now())
+                if values["status"] == COMPLETED
+                else None
+            )
+        return await self._update(
+            tasks,
+            "task",
+            task_id,
+            values,
+            only=tasks.c.kind == TODO,
+            refused=f"task {task_id} is a human task: only its completion "
+            f"(POST /tasks/{task_id}/complete) settles it and wakes its run",
+        )
+
+
+def merged_fields(table: Table, fields: Mapping[str, Any]) -> ColumnElement[Any]:
+    """The stored `fields` with these keys added or replaced (JSONB `||`: top-level keys)."""
+    stored = func.coalesce(table.c.fields, literal({}, JSONB))
+    return stored.op("||", return_type=JSONB)(literal(dict(fields), JSONB))
+
+
+# -- what the HTTP API reads and does ---------------------------------------------------------
+
+
+def _listing(table: Table, wanted: Mapping[str, object], limit: int, offset: int) -> Select[Any]:
+    """The records whose columns equal the `wanted` values that are not None, newest first;
+    the id breaks ties so that pages neither repeat nor skip a record."""
+    query = select(table)
+    for name, value in wanted.items():
+        if value is not None:
+            query = query.where(table.c[name] == value)
+    return query.order_by(table.c.created_at.desc(), table.c.id).limit(limit).offset(offset)
+
+
+async def list_tickets(
+    conn: AsyncConnection,
+    *,
+    org_id: str | None = None,
+    status: str | None = None,
+    run_id: UUID | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    wanted = {"org_id": org_id, "status": status, "run_id": run_id}
+    found = await conn.execute(_listing(tickets, wanted, limit, offset))
+    return [dict(row._mapping) for row in found]
+
+
+async def get_ticket(conn: AsyncConnection, ticket_id: UUID) -> dict[str, Any] | None:
+    row = (await conn.execute(select(tickets).where(tickets.c.id == ticket_id))).first()
+    return dict(row._mapping) if row else None
+
+
+async def list_tasks(
+    conn: AsyncConnection,
+    *,
+    status: str | None = None,
+    assignee: str | None = None,
+    org_id: str | None = None,
+    kind: str | None = None,
+    run_id: UUID | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    wanted = {
+        "status": status,
+        "assignee": assignee,
+        "org_id": org_id,
+        "kind": kind,
+        "run_id": run_id,
+    }
+    found = await conn.execute(_listing(tasks, wanted, limit, offset))
+    return [dict(row._mapping) for row in found]
+
+
+async def get_task(conn: AsyncConnection, task_id: UUID) -> dict[str, Any] | None:
+    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
+    return dict(row._mapping) if row else None
+
+
+async def complete_task(
+    conn: AsyncConnection,
+    task_id: UUID,
+    *,
+    outcome: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    completed_by: str | None = None,
+) -> dict[str, Any]:
+    """Complete a pending task in the caller's transaction; for a human task, also add the
+    `run.resume` event that wakes its run. NotFound for an unknown id; Conflict when the task
+    is no longer pending or its run can no longer be woken.
+
+    The run is locked before the task is changed, in the order the worker's checkpoint takes
+    them, so a completion and the worker never wait on each other in a cycle."""
+    task = await get_task(conn, task_id)
+    if task is None:
+        raise NotFound(f"no task with id {task_id}")
+    if task["status"] != PENDING:
+        raise Conflict(_settled(task))
+    if task["kind"] == HUMAN:
+        await _check_run_can_resume(conn, task)
+    row = (
+        await conn.execute(
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.status == PENDING)
+            .values(
+                status=COMPLETED,
+                outcome=outcome,
+                data=dict(data) if data is not None else None,
+                completed_by=completed_by,
+                completed_at=func.now(),
+                updated_at=func.now(),
+            )
+            .returning(*tasks.c)
+        )
+    ).first()
+    if row is None:  # settled by someone else since it was read
+        settled = await get_task(conn, task_id)
+        raise Conflict(_settled(settled) if settled else f"no task with id {task_id}")
+    completed = dict(row._mapping)
+    if completed["kind"] == HUMAN:
+        event = events.run_resume(
+            new_id(),
+            completed["run_id"],
+            "task",
+            task_id=str(task_id),
+            step_seq=completed["step_seq"],
+        )
+        await outbox.add(conn, event, submission_id=completed["submission_id"])
+    return completed
+
+
+def _settled(task: Mapping[str, Any]) -> str:
+    status = str(task["status"]).replace("_", " ")
+    at = task["completed_at"] or task["updated_at"]
+    return f"task {task['id']} is already {status} (at {at.isoformat()})"
+
+
+async def _check_run_can_resume(conn: AsyncConnection, task: Mapping[str, Any]) -> None:
+    if task["run_id"] is None:
+        raise Conflict(f"task {task['id']} cannot be completed: it belongs to no run")
+    run = await runs.get(conn, task["run_id"], for_update=True)
+    if run is None:
+        raise Conflict(f"task {task['id']} cannot be completed: its run {task['run_id']} is gone")
+    if run.finished:
+        reason = f": {run.error}" if run.error else ""
+        raise Conflict(
+            f"task {task['id']} cannot be completed: its run {run.id} is {run.status}{reason}"
+        )

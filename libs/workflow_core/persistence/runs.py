@@ -146,7 +146,11 @@ async def checkpoint(conn: AsyncConnection, run: RunRecord, journal: Journal) ->
             journal.steps,
         )
     if journal.actions:
-        await conn.execute(insert(run_actions), journal.actions)
+        # Each attempt records which delivery of the event carried it (1 unless redelivered).
+        attempts = [
+            {**row, "delivery": row.get("delivery") or run.deliveries} for row in journal.actions
+        ]
+        await conn.execute(insert(run_actions), attempts)
     if journal.effects_done:
         statement = insert(effects)
         await conn.execute(

@@ -80,7 +80,7 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
     Column("event_type", Text, nullable=False),
     Column("payload", JSONB, nullable=False),
     Column("submission_id", UUID(as_uuid=True), nullable=True),
@@ -89,6 +89,7 @@ outbox = Table(
     Column("stream_entry_id", Text, nullable=True),
     Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
     Index("ix_outbox_submission", "submission_id"),
+    Index("ix_outbox_event_id", "event_id"),
 )
 
 runs = Table(

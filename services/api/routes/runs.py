@@ -10,8 +10,8 @@ from fastapi import APIRouter
 from services.api.deps import Db, Limit, Offset
 from services.api.routes.submissions import run_summary
 from services.api.schemas import RunOut, RunSummary
-from workflow_core.errors import NotFound
-from workflow_core.persistence import runs
+from workflow_core.errors import Conflict, NotFound
+from workflow_core.persistence import revival, runs
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 Status = Literal["running", "waiting", "completed", "failed"]
@@ -41,6 +41,7 @@ def timeline(steps: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> lis
             "action_index": a["action_index"],
             "action_type": a["action_type"],
             "attempt": a["attempt"],
+            "delivery": a["delivery"],
             "finished_at": a["finished_at"],
             "error": a["error"],
         }
@@ -70,6 +71,24 @@ async def get_run(run_id: UUID, db: Db) -> dict[str, Any]:
         "steps": [{**step, "actions": by_seq.get(step["seq"], [])} for step in steps],
         "history": timeline(steps, attempts),
     }
+
+
+@router.post(
+    "/{run_id}/retry",
+    status_code=202,
+    responses={404: {"description": "no such run"}, 409: {"description": "the run has not failed"}},
+)
+async def retry_run(run_id: UUID, db: Db) -> dict[str, Any]:
+    """Restart a failed run at the step where it failed; what that step already did is not
+    repeated. A worker does the work (the answer comes before it)."""
+    async with db.transaction() as conn:
+        restarted = await revival.retry_run(conn, run_id)
+        if restarted is None:
+            run = await runs.get(conn, run_id)
+            if run is None:
+                raise NotFound(f"no run with id {run_id}")
+            raise Conflict(f"run {run_id} is {run.status}; only failed runs can be retried")
+    return restarted
 
 
 @router.get("", response_model=list[RunSummary])

@@ -1,0 +1,67 @@
+"""create_ticket: a ticket in Flowline's database, once per run step.
+
+Its id is derived from the action's idempotency key, so a retried or redelivered attempt finds
+the ticket the first one made instead of opening a second. Later steps reach it through
+`steps.<step_id>.ticket_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflow_core.actions.base import ActionCall, ActionDeps
+from workflow_core.actions.registry import ActionType, register
+from workflow_core.engine.templates import render, render_value, strip_line_breaks
+from workflow_core.ids import derived_id
+
+TicketStatus = Literal["open", "pending", "resolved", "closed"]
+TicketPriority = Literal["low", "normal", "high", "urgent"]
+DRY_RUN = "dry-run"
+"""The id a preview shows in place of the one the ticket would get."""
+
+
+class CreateTicketConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subject: str = Field(min_length=1, max_length=2000)
+    description: str | None = None
+    status: TicketStatus = "open"
+    priority: TicketPriority = "normal"
+    assignee: str | None = Field(default=None, max_length=500)
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+def one_line(template: str | None, context: Mapping[str, Any]) -> str | None:
+    """A rendered single-line value (subject, title, assignee); None when it renders empty."""
+    if template is None:
+        return None
+    return strip_line_breaks(render(template, context)) or None
+
+
+def ticket_values(config: CreateTicketConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The ticket this config describes in `context`, its templates rendered."""
+    return {
+        "subject": one_line(config.subject, context) or "",
+        "description": render(config.description, context) if config.description else None,
+        "status": config.status,
+        "priority": config.priority,
+        "assignee": one_line(config.assignee, context),
+        "fields": render_value(config.fields, context),
+    }
+
+
+def preview(config: CreateTicketConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The ticket this action would open in `context`."""
+    return {"ticket_id": DRY_RUN, "ticket": ticket_values(config, context)}
+
+
+async def execute(call: ActionCall, config: CreateTicketConfig, deps: ActionDeps) -> dict[str, Any]:
+    ticket_id = derived_id(call.key)
+    ticket = await deps.records.create_ticket(ticket_id, call, ticket_values(config, call.context))
+    return {"ticket_id": str(ticket_id), "ticket": ticket}
+
+
+register(ActionType("create_ticket", CreateTicketConfig, execute, preview))

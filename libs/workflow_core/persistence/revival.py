@@ -1,0 +1,73 @@
+"""Giving failed runs another go: a replayed dead letter revives the runs its event drove, and
+POST /runs/{id}/retry restarts a failed run at the step where it failed. Both queue the event
+that wakes the run in the same transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import func, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from workflow_core import events
+from workflow_core.ids import new_id
+from workflow_core.persistence import outbox
+from workflow_core.persistence.runs import FAILED, RUNNING, WAITING
+from workflow_core.persistence.tables import runs
+
+
+def _revive(*conditions: Any, status: str) -> Any:
+    return (
+        update(runs)
+        .where(*conditions, runs.c.status == FAILED)
+        .values(
+            status=status,
+            error=None,
+            finished_at=None,
+            updated_at=func.now(),
+            revision=runs.c.revision + 1,
+        )
+    )
+
+
+async def replay_event(conn: AsyncConnection, event: events.Event) -> int:
+    """Queue `event` again and revive the failed runs it drove; returns how many."""
+    if event.type == events.RUN_RESUME:
+        statement = _revive(
+            runs.c.id == UUID(event.payload["run_id"]),
+            runs.c.step_seq == event.payload.get("step_seq"),
+            status=WAITING,
+        )
+    else:
+        # RUNNING: the worker carries on where each run stopped when it sees the event again.
+        statement = _revive(runs.c.event_id == event.event_id, status=RUNNING)
+    revived = len((await conn.execute(statement.returning(runs.c.id))).all())
+    await outbox.add(conn, event)
+    return revived
+
+
+async def retry_run(conn: AsyncConnection, run_id: UUID) -> dict[str, Any] | None:
+    """Restart a failed run at its current step (actions already done are not repeated);
+    None when the run is not failed."""
+    row = (
+        await conn.execute(
+            _revive(runs.c.id == run_id, status=WAITING).returning(
+                runs.c.id, runs.c.step_seq, runs.c.current_step_id
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    await outbox.add(
+        conn,
+        events.run_resume(
+            new_id(), run_id, "retry", step_seq=row.step_seq, action_index=0, attempt=1
+        ),
+    )
+    return {
+        "run_id": row.id,
+        "status": WAITING,
+        "step_id": row.current_step_id,
+        "step_seq": row.step_seq,
+    }

@@ -1,0 +1,81 @@
+"""Dead letters: events that failed DELIVERY_LIMIT times (or could never be read), as the
+workers left them in `<stream>:dead`; an operator can put one back on the stream."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from services.api.deps import AppSettings, Db, Keys, Redis
+from workflow_core import events
+from workflow_core.adapters import streams
+from workflow_core.errors import Conflict, NotFound
+from workflow_core.persistence import revival
+
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+EntryId = Annotated[str, Path(pattern=r"^\d+-\d+$", description="a stream entry id")]
+
+
+@router.get("")
+async def list_dead_letters(
+    redis: Redis,
+    keys: Keys,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
+) -> list[dict[str, Any]]:
+    """Newest first, with the error, the delivery count and how often each was replayed;
+    page on with `before=<the last id>`."""
+    return await streams.dead_letters(redis, keys, count=limit, before=before)
+
+
+@router.get("/{entry_id}", responses={404: {"description": "no such dead letter"}})
+async def get_dead_letter(entry_id: EntryId, redis: Redis, keys: Keys) -> dict[str, Any]:
+    letter = await streams.read_dead_letter(redis, keys, entry_id)
+    if letter is None:
+        raise NotFound(f"no dead letter with id {entry_id}")
+    view: dict[str, Any] = letter["view"]
+    return view
+
+
+@router.post(
+    "/{entry_id}/replay",
+    status_code=202,
+    responses={
+        404: {"description": "no such dead letter"},
+        409: {"description": "replayed too often, or not an event at all"},
+    },
+)
+async def replay_dead_letter(
+    entry_id: EntryId, db: Db, redis: Redis, keys: Keys, settings: AppSettings
+) -> dict[str, Any]:
+    """Queue the event again (through the outbox) and give the runs it failed another go.
+    Each replay is counted; after DEAD_LETTER_REPLAY_LIMIT replays of one entry, 409."""
+    letter = await streams.read_dead_letter(redis, keys, entry_id)
+    if letter is None:
+        raise NotFound(f"no dead letter with id {entry_id}")
+    try:
+        event = events.from_fields(streams.original_fields(letter["fields"]))
+    except events.MalformedEvent as error:
+        raise Conflict(
+            f"dead letter {entry_id} is not a Flowline event ({error}); replaying it cannot succeed"
+        ) from None
+    replays = await streams.count_replay(redis, keys, entry_id)
+    if replays > settings.dead_letter_replay_limit:
+        await streams.uncount_replay(redis, keys, entry_id)
+        raise Conflict(
+            f"dead letter {entry_id} was replayed {replays - 1} times already "
+            f"(DEAD_LETTER_REPLAY_LIMIT={settings.dead_letter_replay_limit})"
+        )
+    try:
+        async with db.transaction() as conn:
+            revived = await revival.replay_event(conn, event)
+    except BaseException:
+        await streams.uncount_replay(redis, keys, entry_id)
+        raise
+    return {
+        "dead_letter_id": entry_id,
+        "event_id": str(event.event_id),
+        "replays": replays,
+        "runs_revived": revived,
+    }

@@ -1,0 +1,75 @@
+"""Tasks: human tasks (a run waits for each) and to-do items, listed, read and completed."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Body
+
+from services.api.deps import Db, Limit, Offset
+from services.api.schemas_records import TaskCompletion, TaskOut
+from workflow_core.errors import NotFound
+from workflow_core.persistence import records
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+Status = Literal["pending", "completed", "timed_out", "cancelled"]
+Kind = Literal["human", "todo"]
+
+
+@router.get("", response_model=list[TaskOut])
+async def list_tasks(
+    db: Db,
+    status: Status | None = None,
+    assignee: str | None = None,
+    org_id: str | None = None,
+    kind: Kind | None = None,
+    run_id: UUID | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> list[dict[str, Any]]:
+    """Tasks, newest first: `?status=pending&kind=human` is the work people are waited for."""
+    async with db.reading() as conn:
+        return await records.list_tasks(
+            conn,
+            status=status,
+            assignee=assignee,
+            org_id=org_id,
+            kind=kind,
+            run_id=run_id,
+            limit=limit,
+            offset=offset,
+        )
+
+
+@router.get("/{task_id}", response_model=TaskOut, responses={404: {"description": "no such task"}})
+async def get_task(task_id: UUID, db: Db) -> dict[str, Any]:
+    async with db.reading() as conn:
+        task = await records.get_task(conn, task_id)
+    if task is None:
+        raise NotFound(f"no task with id {task_id}")
+    return task
+
+
+@router.post(
+    "/{task_id}/complete",
+    response_model=TaskOut,
+    responses={
+        404: {"description": "no such task"},
+        409: {"description": "the task is settled already, or its run has finished"},
+    },
+)
+async def complete_task(
+    task_id: UUID, db: Db, body: Annotated[TaskCompletion | None, Body()] = None
+) -> dict[str, Any]:
+    """Complete a pending task with an outcome and data. A human task's run resumes: the
+    worker reads `task.outcome` and `task.data` into its context and takes its transitions."""
+    completion = body or TaskCompletion()
+    async with db.transaction() as conn:
+        return await records.complete_task(
+            conn,
+            task_id,
+            outcome=completion.outcome,
+            data=completion.data,
+            completed_by=completion.completed_by,
+        )
