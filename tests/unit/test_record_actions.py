@@ -170,7 +170,7 @@ def test_create_task_previews_the_rendered_task_with_its_due_in() -> None:
             "title": "Call John Doe",
             "description": None,
             "assignee": "user@example.com",
-            "fields": {"n": "3"},
+            "fields": {"n": 3},
             "status": "pending",
             "due_in": "P2D",
         },

@@ -129,10 +129,32 @@ def test_render_value_renders_every_string_in_a_nested_structure() -> None:
     }
     assert render_value(value, context) == {
         "title": "Form from Ada",
-        "fields": [{"label": "age", "value": "36"}, "s-1"],
+        "fields": [{"label": "age", "value": 36}, "s-1"],
         "count": 3,
         "flag": False,
         "nothing": None,
+    }
+
+
+def test_a_lone_placeholder_keeps_the_type_of_its_value_and_text_makes_text() -> None:
+    context = {"data": {"n": 3, "items": ["a", "b"], "ok": True, "none": None}}
+    assert render_value(
+        {
+            "n": "{data.n}",
+            "items": "{data.items}",
+            "ok": "{data.ok}",
+            "none": "{data.none}",
+            "missing": "{data.missing}",
+            "text": "n={data.n}",
+        },
+        context,
+    ) == {
+        "n": 3,
+        "items": ["a", "b"],
+        "ok": True,
+        "none": None,
+        "missing": "{data.missing}",
+        "text": "n=3",
     }
 
 

@@ -55,8 +55,14 @@ def placeholders(template: str) -> Iterator[str]:
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:
-    """Render every string inside a JSON-like value (webhook bodies, ticket fields)."""
+    """Render every string inside a JSON-like value (webhook bodies, ticket fields). A string
+    that is nothing but one placeholder takes the value itself, so `"{data.amount}"` stays a
+    number and `"{data.items}"` a list; text around placeholders makes text."""
     if isinstance(value, str):
+        whole = _TOKEN.fullmatch(value)
+        if whole:
+            found = resolve(context, whole.group(1))
+            return value if found is MISSING else found
         return render(value, context)
     if isinstance(value, list):
         return [render_value(item, context) for item in value]
