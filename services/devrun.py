@@ -1,7 +1,7 @@
-"""`make run`: the whole stack on this machine, without Docker. Starts a local SMTP catcher
-(services.mailcatcher), the API and one worker as child processes against the PostgreSQL and
-Redis in your settings (.env or environment), prints where everything is, and stops them all
-on Ctrl-C."""
+"""`make run`: the whole stack on this machine, without Docker. Starts a local catcher for
+emails and webhooks (services.mailcatcher), the API and one worker as child processes against
+the PostgreSQL and Redis in your settings (.env or environment), prints where everything is,
+and stops them all on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def main() -> None:
             settings.smtp_host,
             "--port",
             str(settings.smtp_port),
+            "--http-port",
+            os.environ.get("CATCHER_HTTP_PORT", "8025"),
             "--dir",
             str(mail_dir),
         ],
@@ -43,12 +45,14 @@ def main() -> None:
     processes = {
         name: subprocess.Popen(command, cwd=ROOT, env=env) for name, command in children.items()
     }
+    catcher_http = f"http://127.0.0.1:{os.environ.get('CATCHER_HTTP_PORT', '8025')}/"
     print(
         f"""
 Flowline is starting:
   API          http://{settings.api_host}:{settings.api_port}  (docs: /docs, health: /readyz)
-  SMTP catcher smtp://{settings.smtp_host}:{settings.smtp_port}  (emails printed here and saved
-               in {mail_dir}/)
+  catcher      smtp://{settings.smtp_host}:{settings.smtp_port} for emails, and
+               {catcher_http} for webhooks (GET it to list what was caught);
+               both printed here and saved in {mail_dir}/
   PostgreSQL   {settings.database_url}
   Redis        {settings.redis_host}:{settings.redis_port} stream {settings.redis_stream_name!r}
 Press Ctrl-C to stop.

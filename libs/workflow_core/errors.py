@@ -8,8 +8,7 @@ message, so `raise NotFound()` reads well and prints well.
     ├── Unavailable              a dependency (PostgreSQL, Redis) does not answer
     └── ActionFailed             an action could not do its work
         ├── RetryableActionError     try again later (connection refused, 4xx SMTP, 5xx HTTP)
-        ├── PermanentActionError     do not try again (bad recipient, 4xx HTTP, bad config)
-        └── OutcomeUnknown           the effect may or may not have happened; never repeated
+        └── PermanentActionError     do not try again (bad recipient, 4xx HTTP, bad config)
 
 The adapters (smtp.py, http.py) turn library exceptions into these; nothing from aiosmtplib or
 httpx travels further.
@@ -63,7 +62,3 @@ class RetryableActionError(ActionFailed):
 
 class PermanentActionError(ActionFailed):
     """The action failed for a reason that trying again will not change."""
-
-
-class OutcomeUnknown(ActionFailed):
-    """The effect was handed over but its confirmation was lost; it is not repeated."""

@@ -14,7 +14,7 @@ from services.worker.catalog import Catalog
 from services.worker.handler import EventHandler
 from services.worker.runner import RunDriver, utcnow
 from services.worker.scheduler import TimerScheduler
-from services.worker.worker import Worker, WorkerConfig
+from services.worker.worker import Worker, WorkerConfig, settle
 from workflow_core import events
 from workflow_core.actions.base import ActionDeps
 from workflow_core.adapters import streams
@@ -105,7 +105,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
             await worker.run(stop, burst=burst)
         finally:
             background_stop.set()
-            await asyncio.gather(*background, return_exceptions=True)
+            await settle(background, cancel=False)
             await relay.drain(timeout=2.0)
             await mailer.close()
             await http.close()

@@ -28,7 +28,6 @@ from workflow_core.engine.context import initial_context
 from workflow_core.engine.retry import GiveUp, next_attempt
 from workflow_core.errors import (
     ActionFailed,
-    OutcomeUnknown,
     PermanentActionError,
     RetryableActionError,
 )
@@ -396,9 +395,6 @@ class RunDriver:
                 result = await action_type.execute(
                     call, action_type.config.model_validate(spec.config), self._deps
                 )
-                status = "succeeded"
-            except OutcomeUnknown as error:
-                result, status = {"unconfirmed": error.message}, "unconfirmed"
             except RetryableActionError as error:
                 plan = next_attempt(
                     call.attempt, spec.retry or self._retry_policy, retry_after=error.retry_after
@@ -443,7 +439,7 @@ class RunDriver:
                 )
                 return StepFailed(f"{where} failed: {error.message}")
             journal.actions.append(
-                _action_row(call, spec.type, status, started, self._now(), result=result)
+                _action_row(call, spec.type, "succeeded", started, self._now(), result=result)
             )
             journal.effects_done.append(
                 {"key": key, "run_id": run.id, "state": effects.DONE, "result": result}

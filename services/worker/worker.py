@@ -82,6 +82,22 @@ Handler = Callable[[Entry], Awaitable[None]]
 DeadLetterHook = Callable[[Entry, str], Awaitable[None]]
 
 
+async def settle(tasks: list[asyncio.Task[None]], *, cancel: bool, timeout: float = 5.0) -> None:
+    """Let tasks end (cancelling them first, or not), never waiting longer than `timeout`.
+    On Python 3.11 a cancellation that meets a timeout inside a library can be lost, so a
+    task is cancelled again rather than awaited forever."""
+    if cancel:
+        for task in tasks:
+            task.cancel()
+    _, pending = await asyncio.wait(tasks, timeout=timeout) if tasks else (set(), set())
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, stuck = await asyncio.wait(pending, timeout=1.0)
+        for task in stuck:
+            log.warning("task_would_not_stop", task=task.get_name())
+
+
 @dataclass(slots=True)
 class _Backoff:
     failures: int = 0
@@ -121,6 +137,7 @@ class Worker:
         self._database_up = asyncio.Event()
         self._database_up.set()
         self._probe: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._busy = 0
         self.stats = WorkerStats()
 
@@ -175,17 +192,14 @@ class Worker:
         acker: asyncio.Task[None],
     ) -> None:
         started = time.monotonic()
-        for task in fetchers:
-            task.cancel()
-        await asyncio.gather(*fetchers, return_exceptions=True)
+        self._stopping.set()
+        await settle(fetchers, cancel=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), self._config.grace_seconds)
         unfinished = self._busy + self._queue.qsize()
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        acker.cancel()
-        await asyncio.gather(acker, return_exceptions=True)
+        await settle(handlers, cancel=True)
+        self._ack_wanted.set()  # the acker flushes what is left, sees _stopping, and returns
+        await settle([acker], cancel=False)
         with contextlib.suppress(*REDIS_ERRORS):
             await self._flush_acks()
         log.info(
@@ -470,7 +484,7 @@ class Worker:
 
     async def _ack_loop(self) -> None:
         backoff = _Backoff()
-        while True:
+        while not (self._stopping.is_set() and not self._to_ack):
             await self._ack_wanted.wait()
             self._ack_wanted.clear()
             try:

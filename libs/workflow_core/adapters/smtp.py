@@ -1,8 +1,10 @@
 """SMTP delivery with aiosmtplib over a small pool of reused connections.
 
-Errors are sorted here, where they are caught: a refusal before the message was handed over
-(connection refused, 4xx) is retryable, a 5xx is permanent, and a connection lost or timed out
-after the message was handed over is `OutcomeUnknown` (the server may have it: never resent).
+Errors are sorted here, where they are caught: connection problems and 4xx replies are
+retryable, 5xx replies permanent. A connection lost (or a reply that never came) after the
+message was handed over is retryable too: as RFC 5321 has it, a message is the server's only
+once it said 250, and a server that restarts mid-transaction drops it. The retry carries the
+same Message-ID, which receivers use to recognise the rare repeat.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from workflow_core.actions.base import CommitHook
-from workflow_core.errors import OutcomeUnknown, PermanentActionError, RetryableActionError
+from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.log import get_logger
 from workflow_core.settings import Settings
 
@@ -156,9 +158,9 @@ class SmtpMailer:
             reply = await protocol.read_response(timeout=self._timeout)
         except _TRANSPORT_ERRORS as error:
             self._discard(client)
-            raise OutcomeUnknown(
-                f"connection to the SMTP server lost after the message was handed over "
-                f"({type(error).__name__}); not resent"
+            raise RetryableActionError(
+                f"the SMTP server did not confirm the message ({type(error).__name__}: "
+                f"{error}); it will be sent again with the same Message-ID"
             ) from None
         if reply.code != 250:
             # A reply was read: the server refused the message; nothing was delivered.
