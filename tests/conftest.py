@@ -25,8 +25,10 @@ from tests.support.processes import Service, start, wait_http
 from tests.support.services import Servers, find_servers
 from tests.support.smtp import SmtpServer, start_smtp
 from workflow_core.adapters.streams import StreamKeys
+from workflow_core.persistence import pg
 from workflow_core.persistence.db import create_engine
 from workflow_core.persistence.migrate import migrate
+from workflow_core.persistence.pg import Pool
 from workflow_core.settings import Settings, load_settings
 
 RUN_TOKEN = uuid.uuid4().hex[:8]
@@ -139,6 +141,14 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings, application_name="flowline-tests")
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[Pool]:
+    """The plain asyncpg pool the hot paths use."""
+    created = await pg.create_pool(settings, application_name="flowline-tests", size=4)
+    yield created
+    await created.close()
 
 
 @pytest.fixture

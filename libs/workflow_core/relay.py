@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 
 import redis.asyncio as aioredis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workflow_core.adapters import streams
 from workflow_core.events import Event
@@ -20,6 +19,7 @@ from workflow_core.log import get_logger
 from workflow_core.persistence import outbox
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.listen import Listener
+from workflow_core.persistence.pg import Pool
 
 log = get_logger(__name__)
 
@@ -27,7 +27,7 @@ log = get_logger(__name__)
 class OutboxRelay:
     def __init__(
         self,
-        engine: AsyncEngine,
+        pool: Pool,
         redis: aioredis.Redis,
         keys: streams.StreamKeys,
         *,
@@ -35,21 +35,21 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 1.0,
     ) -> None:
-        self._engine, self._redis, self._keys = engine, redis, keys
+        self._pool, self._redis, self._keys = pool, redis, keys
         self._batch_size, self._poll_seconds = batch_size, poll_seconds
         self._listener = Listener(dsn, outbox.CHANNEL)
         self.published = 0
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many events went out."""
-        async with translate_errors(), self._engine.begin() as conn:
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             rows = await outbox.claim_unpublished(conn, self._batch_size)
             if not rows:
                 return 0
-            events = [Event(row.event_id, row.event_type, row.payload) for row in rows]
+            events = [Event(event_id, kind, payload) for _, event_id, kind, payload in rows]
             entry_ids = await streams.publish(self._redis, self._keys, events)
             await outbox.mark_published(
-                conn, [(row.id, entry) for row, entry in zip(rows, entry_ids, strict=True)]
+                conn, [(row[0], entry) for row, entry in zip(rows, entry_ids, strict=True)]
             )
         self.published += len(rows)
         return len(rows)

@@ -24,6 +24,7 @@ from services.api.routes import (
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.log import get_logger
+from workflow_core.persistence import pg
 from workflow_core.persistence.db import create_engine
 from workflow_core.persistence.migrate import migrate
 from workflow_core.relay import OutboxRelay
@@ -37,10 +38,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate(settings)
         engine = create_engine(settings, application_name="flowline-api")
+        pool = await pg.create_pool(
+            settings, application_name="flowline-api", size=settings.db_pool_size
+        )
         redis = streams.client(settings)
         keys = StreamKeys.from_settings(settings)
         relay = OutboxRelay(
-            engine,
+            pool,
             redis,
             keys,
             dsn=settings.async_database_url,
@@ -48,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
             poll_seconds=settings.outbox_poll_seconds,
         )
         app.state.settings = settings
-        app.state.database = Database(engine, settings.api_db_timeout_seconds)
+        app.state.database = Database(engine, pool, settings.api_db_timeout_seconds)
         app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
@@ -60,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.gather(relay_task, return_exceptions=True)
             await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
             await redis.aclose()
+            await pool.close()
             await engine.dispose()
             log.info("api_stopped", published=relay.published)
 

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.errors import Unavailable
 from workflow_core.persistence.db import translate_errors
+from workflow_core.persistence.pg import Pool
 from workflow_core.settings import Settings
 
 
@@ -22,8 +23,8 @@ class Database:
     bounded in time (API_DB_TIMEOUT_SECONDS): a database that stops answering costs a request
     a 503 within that time, never a hang."""
 
-    def __init__(self, engine: AsyncEngine, timeout: float) -> None:
-        self.engine, self.timeout = engine, timeout
+    def __init__(self, engine: AsyncEngine, pool: Pool, timeout: float) -> None:
+        self.engine, self.pool, self.timeout = engine, pool, timeout
 
     @asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:
@@ -39,6 +40,12 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self._bounded(), translate_errors(), self.engine.begin() as conn:
             yield conn
+
+    @asynccontextmanager
+    async def hot(self) -> AsyncIterator[Pool]:
+        """The plain asyncpg pool, for the one-statement hot paths (POST /submit)."""
+        async with self._bounded(), translate_errors():
+            yield self.pool
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:

@@ -24,7 +24,7 @@ from workflow_core.adapters.streams import Entry, StreamKeys
 from workflow_core.definitions.models import RetryPolicy
 from workflow_core.ids import parse_uuid
 from workflow_core.log import configure_logging, get_logger
-from workflow_core.persistence import runs
+from workflow_core.persistence import pg, runs
 from workflow_core.persistence.db import create_engine, translate_errors
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.migrate import migrate
@@ -39,11 +39,18 @@ log = get_logger("services.worker")
 async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False) -> Worker:
     """Run a worker until `stop` is set (or, with `burst`, until the stream is drained)."""
     await migrate(settings)
+    # The hot path (runs, claims, checkpoints, the relay) goes through the asyncpg pool; the
+    # engine serves the rest (resumes, records, the catalog), so it can stay small.
     engine = create_engine(
         settings,
         application_name="flowline-worker",
-        pool_size=min(settings.worker_concurrency, settings.db_pool_size * 2),
+        pool_size=max(2, settings.db_pool_size // 2),
         pool_timeout=60,
+    )
+    pool = await pg.create_pool(
+        settings,
+        application_name="flowline-worker",
+        size=min(settings.worker_concurrency, settings.db_pool_size * 2),
     )
     redis = streams.client(settings)
     reader_redis = streams.client(
@@ -56,7 +63,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
         mailer=mailer,
         http=http,
         records=DbRecords(engine),
-        ledger=DbEffectLedger(engine),
+        ledger=DbEffectLedger(pool),
         from_email=settings.from_email,
         now=utcnow,
         settings={"webhook_timeout_seconds": settings.webhook_timeout_seconds},
@@ -69,7 +76,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
     background_stop = asyncio.Event()
     async with Catalog(engine, dsn=settings.async_database_url) as catalog:
         driver = RunDriver(
-            engine, catalog, deps, step_budget=settings.run_step_budget, retry_policy=retry
+            engine, pool, catalog, deps, step_budget=settings.run_step_budget, retry_policy=retry
         )
 
         async def fail_runs(entry: Entry, reason: str) -> None:
@@ -89,7 +96,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
             database_probe=probe,
         )
         relay = OutboxRelay(
-            engine,
+            pool,
             redis,
             keys,
             dsn=settings.async_database_url,
@@ -111,6 +118,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
             await http.close()
             await redis.aclose()
             await reader_redis.aclose()
+            await pool.close()
             await engine.dispose()
     return worker
 

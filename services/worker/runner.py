@@ -35,6 +35,7 @@ from workflow_core.ids import derived_id, effect_key, new_id, run_id_for
 from workflow_core.log import get_logger
 from workflow_core.persistence import effects, human_tasks, runs
 from workflow_core.persistence.db import translate_errors
+from workflow_core.persistence.pg import Pool
 from workflow_core.persistence.runs import RUNNING, WAITING, Journal, RunRecord
 
 log = get_logger(__name__)
@@ -68,6 +69,7 @@ class RunDriver:
     def __init__(
         self,
         engine: AsyncEngine,
+        pool: Pool,
         catalog: Catalog,
         deps: ActionDeps,
         *,
@@ -75,7 +77,7 @@ class RunDriver:
         retry_policy: RetryPolicy,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._engine, self._catalog, self._deps = engine, catalog, deps
+        self._engine, self._pool, self._catalog, self._deps = engine, pool, catalog, deps
         self._budget, self._retry_policy, self._now = step_budget, retry_policy, now
         self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}  # per run: lock, users
 
@@ -109,8 +111,8 @@ class RunDriver:
                 submission=payload, workflow_id=str(workflow.id), run_id=str(run_id)
             ),
         )
-        async with translate_errors(), self._engine.begin() as conn:
-            run, created = await runs.insert_if_absent(conn, fresh)
+        async with translate_errors():
+            run, created = await runs.insert_if_absent(self._pool, fresh)
         if created:
             await self._drive(run, workflow.definition, Resumption(first), {})
         elif run.status == RUNNING:
@@ -353,8 +355,8 @@ class RunDriver:
         )
 
     async def _checkpoint(self, run: RunRecord, journal: Journal) -> RunRecord:
-        async with translate_errors(), self._engine.begin() as conn:
-            return await runs.checkpoint(conn, run, journal)
+        async with translate_errors():
+            return await runs.checkpoint(self._pool, run, journal)
 
     async def _run_actions(
         self,

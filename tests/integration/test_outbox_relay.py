@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.flows import submit
@@ -17,16 +18,15 @@ from workflow_core import events
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.persistence import submissions as submissions_repo
+from workflow_core.persistence.pg import Pool
 from workflow_core.persistence.tables import outbox, submissions
 from workflow_core.relay import OutboxRelay
 from workflow_core.settings import Settings
 
 
-def _relay(
-    engine: AsyncEngine, redis: aioredis.Redis, settings: Settings, batch: int = 500
-) -> OutboxRelay:
+def _relay(pool: Pool, redis: aioredis.Redis, settings: Settings, batch: int = 500) -> OutboxRelay:
     return OutboxRelay(
-        engine,
+        pool,
         redis,
         StreamKeys.from_settings(settings),
         dsn=settings.async_database_url,
@@ -41,24 +41,25 @@ async def _unpublished(engine: AsyncEngine) -> int:
 
 
 async def test_the_submission_and_its_event_commit_together_or_not_at_all(
-    engine: AsyncEngine,
+    engine: AsyncEngine, pool: Pool
 ) -> None:
-    with pytest.raises(RuntimeError):
-        async with engine.begin() as conn:
-            await submissions_repo.create(
-                conn, template_id="t", org_id="o", data={}, now=datetime.now(UTC)
-            )
-            raise RuntimeError("crash before commit")
+    """When the event cannot be written, the submission is not kept either."""
+    async with engine.begin() as conn:  # this test's own database: make every event fail
+        await conn.execute(text("ALTER TABLE outbox ADD CONSTRAINT refuse CHECK (false) NOT VALID"))
+    with pytest.raises(asyncpg.CheckViolationError):
+        await submissions_repo.create(
+            pool, template_id="t", org_id="o", data={}, now=datetime.now(UTC)
+        )
     async with engine.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(submissions))).scalar() == 0
         assert (await conn.execute(select(func.count()).select_from(outbox))).scalar() == 0
 
 
 async def test_relay_publishes_in_order_and_marks_rows(
-    engine: AsyncEngine, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+    engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:
     submitted = [await submit(engine, {"n": n}) for n in range(5)]
-    relay = _relay(engine, streams.client(settings), settings, batch=2)
+    relay = _relay(pool, streams.client(settings), settings, batch=2)
 
     assert [await relay.publish_batch() for _ in range(4)] == [2, 2, 1, 0]
 
@@ -72,11 +73,11 @@ async def test_relay_publishes_in_order_and_marks_rows(
 
 
 async def test_relays_in_several_processes_publish_each_event_once(
-    engine: AsyncEngine, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+    engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:
     for n in range(300):
         await submit(engine, {"n": n})
-    relays = [_relay(engine, streams.client(settings), settings, batch=25) for _ in range(4)]
+    relays = [_relay(pool, streams.client(settings), settings, batch=25) for _ in range(4)]
 
     async def drain(relay: OutboxRelay) -> int:
         total = 0
@@ -92,24 +93,24 @@ async def test_relays_in_several_processes_publish_each_event_once(
 
 
 async def test_while_redis_is_away_events_wait_in_the_outbox(
-    engine: AsyncEngine, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+    engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:
     await submit(engine, {"n": 1})
     nowhere = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
     with pytest.raises(Exception):  # noqa: B017 - any connection error will do
-        await _relay(engine, nowhere, settings).publish_batch()
+        await _relay(pool, nowhere, settings).publish_batch()
     assert await _unpublished(engine) == 1
 
-    assert await _relay(engine, streams.client(settings), settings).publish_batch() == 1
+    assert await _relay(pool, streams.client(settings), settings).publish_batch() == 1
     assert await _unpublished(engine) == 0
     assert len(await redis.xrange(keys.stream)) == 1
 
 
 async def test_the_running_relay_is_woken_by_new_rows(
-    engine: AsyncEngine, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+    engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:
     relay = OutboxRelay(
-        engine,
+        pool,
         streams.client(settings),
         StreamKeys.from_settings(settings),
         dsn=settings.async_database_url,

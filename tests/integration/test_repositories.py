@@ -14,6 +14,7 @@ from workflow_core.actions.base import ActionCall, EffectAlreadyClaimed
 from workflow_core.ids import effect_key, new_id
 from workflow_core.persistence import effects, runs, workflows
 from workflow_core.persistence.effects import DbEffectLedger
+from workflow_core.persistence.pg import Pool
 from workflow_core.persistence.runs import Journal, RunRecord, StaleRun
 
 
@@ -52,36 +53,34 @@ async def _run(engine: AsyncEngine) -> RunRecord:
     )
 
 
-async def test_a_run_is_created_once_per_event_and_workflow(engine: AsyncEngine) -> None:
+async def test_a_run_is_created_once_per_event_and_workflow(
+    engine: AsyncEngine, pool: Pool
+) -> None:
     record = await _run(engine)
-    async with engine.begin() as conn:
-        first, created = await runs.insert_if_absent(conn, record)
-        again, created_again = await runs.insert_if_absent(conn, replace(record, context={"b": 2}))
+    first, created = await runs.insert_if_absent(pool, record)
+    again, created_again = await runs.insert_if_absent(pool, replace(record, context={"b": 2}))
     assert created and not created_again
     assert again.context == {"a": 1} and again.revision == first.revision == 0
 
 
 async def test_checkpoint_writes_everything_or_nothing_and_refuses_a_stale_run(
-    engine: AsyncEngine,
+    engine: AsyncEngine, pool: Pool
 ) -> None:
     record = await _run(engine)
-    async with engine.begin() as conn:
-        run, _ = await runs.insert_if_absent(conn, record)
+    run, _ = await runs.insert_if_absent(pool, record)
     journal = Journal(
         effects_done=[
             {"key": "k1", "run_id": run.id, "state": effects.DONE, "result": {"ok": True}}
         ]
     )
-    async with engine.begin() as conn:
-        moved = await runs.checkpoint(conn, replace(run, status=runs.COMPLETED), journal)
+    moved = await runs.checkpoint(pool, replace(run, status=runs.COMPLETED), journal)
     assert moved.revision == 1
 
     late = Journal(
         effects_done=[{"key": "k2", "run_id": run.id, "state": effects.DONE, "result": {}}]
     )
     with pytest.raises(StaleRun):
-        async with engine.begin() as conn:
-            await runs.checkpoint(conn, replace(run, status=runs.FAILED), late)
+        await runs.checkpoint(pool, replace(run, status=runs.FAILED), late)
     async with engine.connect() as conn:
         stored = await runs.get(conn, run.id)
         ledger = await effects.for_run(conn, run.id)
@@ -89,7 +88,7 @@ async def test_checkpoint_writes_everything_or_nothing_and_refuses_a_stale_run(
     assert set(ledger) == {"k1"}
 
 
-async def test_an_effect_can_be_claimed_once_and_released(engine: AsyncEngine) -> None:
+async def test_an_effect_can_be_claimed_once_and_released(pool: Pool) -> None:
     run_id = new_id()
     call = ActionCall(
         run_id=run_id,
@@ -103,7 +102,7 @@ async def test_an_effect_can_be_claimed_once_and_released(engine: AsyncEngine) -
         key=effect_key(run_id, 1, 0),
         context={},
     )
-    ledger = DbEffectLedger(engine)
+    ledger = DbEffectLedger(pool)
     await ledger.claim(call)
     with pytest.raises(EffectAlreadyClaimed):
         await ledger.claim(call)

@@ -18,7 +18,7 @@ from services.worker.worker import Worker
 from tests.support.examples import EXAMPLE_WORKFLOW
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
-from workflow_core.persistence import submissions, workflows
+from workflow_core.persistence import pg, submissions, workflows
 from workflow_core.persistence.tables import runs
 from workflow_core.relay import OutboxRelay
 from workflow_core.settings import Settings
@@ -45,17 +45,20 @@ async def submit(
     template_id: str = "form_submitted",
     org_id: str = "org_123",
 ) -> tuple[UUID, UUID]:
-    async with engine.begin() as conn:
+    async with engine.connect() as conn:  # what POST /submit does, on the engine's connection
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
         return await submissions.create(
-            conn, template_id=template_id, org_id=org_id, data=data, now=datetime.now(UTC)
+            raw, template_id=template_id, org_id=org_id, data=data, now=datetime.now(UTC)
         )
 
 
 async def publish_all(engine: AsyncEngine, settings: Settings) -> int:
     redis = streams.client(settings)
+    pool = await pg.create_pool(settings, application_name="flowline-tests", size=2)
     try:
         relay = OutboxRelay(
-            engine, redis, StreamKeys.from_settings(settings), dsn=settings.async_database_url
+            pool, redis, StreamKeys.from_settings(settings), dsn=settings.async_database_url
         )
         total = 0
         while count := await relay.publish_batch():
@@ -63,6 +66,7 @@ async def publish_all(engine: AsyncEngine, settings: Settings) -> int:
         return total
     finally:
         await redis.aclose()
+        await pool.close()
 
 
 async def run_worker_until_drained(settings: Settings, timeout: float = 30.0) -> Worker:

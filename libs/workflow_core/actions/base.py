@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.message import EmailMessage
 from typing import Any, Protocol
 from uuid import UUID
+
+from workflow_core.email_format import OutgoingEmail
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ class CommitHook(Protocol):
 
 
 class Mailer(Protocol):
-    async def send(self, message: EmailMessage, *, before_data: CommitHook) -> None:
+    async def send(self, message: OutgoingEmail, *, before_data: CommitHook) -> None:
         """Deliver `message`. `before_data` runs once the recipients are accepted and before the
         message is handed over; if it raises, nothing is sent."""
 

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from email.message import EmailMessage
-from email.utils import formatdate
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workflow_core.actions.base import ActionCall, ActionDeps, EffectAlreadyClaimed
 from workflow_core.actions.registry import ActionType, register
+from workflow_core.email_format import OutgoingEmail, compose
 from workflow_core.engine.paths import MISSING, resolve
 from workflow_core.engine.templates import render, render_header, strip_line_breaks
 from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.ids import derived_id
 
-_ADDRESS = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+$")
+# ASCII only: internationalised addresses would need SMTPUTF8 end to end.
+_ATOM = r'[^@\s,;<>"\x00-\x1f\x7f-\U0010ffff]+'
+_ADDRESS = re.compile(rf"^{_ATOM}@{_ATOM}$")
 
 Recipients = str | list[str] | None
 
@@ -78,40 +79,36 @@ def preview(config: SendEmailConfig, context: Mapping[str, Any]) -> dict[str, An
     return email
 
 
-def build_message(call: ActionCall, email: Mapping[str, Any], from_email: str) -> EmailMessage:
+def build_message(call: ActionCall, email: Mapping[str, Any], from_email: str) -> OutgoingEmail:
+    """The email as it goes on the wire; `PermanentActionError` when it cannot be sent."""
     bad = [a for a in [*email["to"], *email["cc"], *email["bcc"]] if not _ADDRESS.match(a)]
     if bad:
         raise PermanentActionError(f"not an email address: {', '.join(map(repr, bad))}")
     if not email["to"]:
         raise PermanentActionError("no recipient: `to`/`to_path` gave no address in this context")
     domain = from_email.rpartition("@")[2] or "flowline.local"
-    message = EmailMessage()
-    message["From"] = from_email
-    message["To"] = ", ".join(email["to"])
-    if email["cc"]:
-        message["Cc"] = ", ".join(email["cc"])
-    if email.get("reply_to"):
-        message["Reply-To"] = email["reply_to"]
-    message["Subject"] = email["subject"]
-    message["Date"] = formatdate(localtime=False)
-    # Derived from the idempotency key: a receiver can tell a repeat by its Message-ID.
-    message["Message-ID"] = f"<{derived_id(call.key)}@{domain}>"
-    message["X-Flowline-Run-Id"] = str(call.run_id)
+    extra = {"X-Flowline-Run-Id": str(call.run_id)}
     if call.submission_id:
-        message["X-Flowline-Submission-Id"] = str(call.submission_id)
-    message.set_content(email["body"], charset="utf-8")
-    if email.get("html_body") is not None:
-        message.add_alternative(email["html_body"], subtype="html", charset="utf-8")
-    if email["bcc"]:
-        # Envelope-only recipients: the SMTP adapter reads and removes this header.
-        message["Bcc"] = ", ".join(email["bcc"])
-    return message
+        extra["X-Flowline-Submission-Id"] = str(call.submission_id)
+    return compose(
+        sender=from_email,
+        to=email["to"],
+        cc=email["cc"],
+        bcc=email["bcc"],
+        subject=email["subject"],
+        text=email["body"],
+        html=email.get("html_body"),
+        reply_to=email.get("reply_to"),
+        # Derived from the idempotency key: a receiver can tell a repeat by its Message-ID.
+        message_id=f"<{derived_id(call.key)}@{domain}>",
+        extra_headers=extra,
+    )
 
 
 async def execute(call: ActionCall, config: SendEmailConfig, deps: ActionDeps) -> dict[str, Any]:
     email = preview(config, call.context)
     message = build_message(call, email, deps.from_email)
-    result = {"message_id": message["Message-ID"], "to": email["to"], "subject": email["subject"]}
+    result = {"message_id": message.message_id, "to": email["to"], "subject": email["subject"]}
     if call.claimed:
         return {**result, "deduplicated": True}
     claimed = False

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from email.message import EmailMessage
 
 import aiosmtplib
-from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from workflow_core.actions.base import CommitHook
+from workflow_core.email_format import OutgoingEmail
 from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.log import get_logger
 from workflow_core.settings import Settings
@@ -86,13 +85,10 @@ class SmtpMailer:
             pool_size=settings.smtp_pool_size,
         )
 
-    async def send(self, message: EmailMessage, *, before_data: CommitHook) -> None:
-        sender = extract_sender(message) or ""
-        recipients = extract_recipients(message)
-        del message["Bcc"]
+    async def send(self, message: OutgoingEmail, *, before_data: CommitHook) -> None:
         async with self._slots:
-            client = await self._open_envelope(sender, recipients)
-            await self._hand_over(client, message, before_data)
+            client = await self._open_envelope(message.sender, list(message.recipients))
+            await self._hand_over(client, message.data, before_data)
 
     async def _open_envelope(self, sender: str, recipients: list[str]) -> aiosmtplib.SMTP:
         """A connection on which MAIL and RCPT were accepted."""
@@ -113,8 +109,7 @@ class SmtpMailer:
         raise AssertionError("unreachable")
 
     async def _envelope(self, client: aiosmtplib.SMTP, sender: str, recipients: list[str]) -> None:
-        options = ["BODY=8BITMIME"] if client.supports_extension("8bitmime") else []
-        await client.mail(sender, options=options)
+        await client.mail(sender)  # the message is 7-bit clean (email_format)
         refused: list[aiosmtplib.SMTPRecipientRefused] = []
         for recipient in recipients:
             try:
@@ -125,18 +120,12 @@ class SmtpMailer:
             raise aiosmtplib.SMTPRecipientsRefused(refused)
 
     async def _hand_over(
-        self, client: aiosmtplib.SMTP, message: EmailMessage, before_data: CommitHook
+        self, client: aiosmtplib.SMTP, message: bytes, before_data: CommitHook
     ) -> None:
         """DATA, then the commit hook, then the message: the hook (the idempotency claim) runs
         as late as it can, once the server waits for the content, so that a crash between the
         claim and the hand-over is as unlikely as it can be made."""
-        cte = "8bit" if client.supports_extension("8bitmime") else "7bit"
-        content = (
-            PERIOD_REGEX.sub(
-                b"..", normalize_message_line_endings(flatten_message(message, cte_type=cte))
-            )
-            + b".\r\n"
-        )
+        content = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
         try:
             reply = await client.execute_command(b"DATA")
         except _TRANSPORT_ERRORS as error:

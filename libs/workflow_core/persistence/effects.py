@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.actions.base import ActionCall, EffectAlreadyClaimed
 from workflow_core.persistence.db import translate_errors
+from workflow_core.persistence.pg import Pool
 from workflow_core.persistence.tables import effects
 
 COMMITTING, DONE = "committing", "done"
@@ -35,25 +35,24 @@ async def for_run(conn: AsyncConnection, run_id: UUID) -> dict[str, EffectState]
 class DbEffectLedger:
     """`EffectLedger` on PostgreSQL; each claim is its own committed statement."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
 
     async def claim(self, call: ActionCall) -> None:
-        async with translate_errors(), self._engine.begin() as conn:
-            claimed = (
-                await conn.execute(
-                    insert(effects)
-                    .values(key=call.key, run_id=call.run_id, state=COMMITTING)
-                    .on_conflict_do_nothing()
-                    .returning(effects.c.key)
-                )
-            ).first()
-        if claimed is None:
+        async with translate_errors():
+            claimed = await self._pool.fetchval(
+                "INSERT INTO effects (key, run_id, state) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING RETURNING true",
+                call.key,
+                call.run_id,
+                COMMITTING,
+            )
+        if not claimed:
             raise EffectAlreadyClaimed(call.key)
 
     async def release(self, call: ActionCall) -> None:
         """Undo a claim whose effect was refused outright (nothing was delivered)."""
-        async with translate_errors(), self._engine.begin() as conn:
-            await conn.execute(
-                delete(effects).where(effects.c.key == call.key, effects.c.state == COMMITTING)
+        async with translate_errors():
+            await self._pool.execute(
+                "DELETE FROM effects WHERE key = $1 AND state = $2", call.key, COMMITTING
             )

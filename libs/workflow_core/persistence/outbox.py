@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, insert, select, text
+import orjson
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.events import Event
+from workflow_core.persistence.pg import Connection
 from workflow_core.persistence.tables import outbox
 
 CHANNEL = "flowline_outbox"
@@ -30,35 +32,26 @@ async def add(conn: AsyncConnection, event: Event, *, submission_id: UUID | None
     )
 
 
-async def claim_unpublished(conn: AsyncConnection, limit: int) -> list[Any]:
-    """The oldest unpublished events, locked for this transaction; rows another relay holds are
-    skipped, so relays in several processes share the work without publishing twice."""
-    query = (
-        select(outbox.c.id, outbox.c.event_id, outbox.c.event_type, outbox.c.payload)
-        .where(outbox.c.published_at.is_(None))
-        .order_by(outbox.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+async def claim_unpublished(conn: Connection, limit: int) -> list[tuple[int, Any, str, Any]]:
+    """The oldest unpublished events as (row id, event id, type, payload), locked for the
+    caller's transaction; rows another relay holds are skipped, so relays in several processes
+    share the work without publishing twice."""
+    rows = await conn.fetch(
+        "SELECT id, event_id, event_type, payload FROM outbox WHERE published_at IS NULL "
+        "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
     )
-    return list(await conn.execute(query))
+    return [(row[0], row[1], row[2], orjson.loads(row[3])) for row in rows]
 
 
-_MARK_PUBLISHED = text("""
-    UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id
-    FROM unnest(CAST(:ids AS bigint[]), CAST(:entry_ids AS text[])) AS v(id, entry_id)
-    WHERE outbox.id = v.id
-""")
-
-
-async def mark_published(conn: AsyncConnection, published: Sequence[tuple[int, str]]) -> None:
+async def mark_published(conn: Connection, published: Sequence[tuple[int, str]]) -> None:
     """Record the stream entry id each event got."""
     if published:
         await conn.execute(
-            _MARK_PUBLISHED,
-            {
-                "ids": [row_id for row_id, _ in published],
-                "entry_ids": [entry for _, entry in published],
-            },
+            "UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id "
+            "FROM unnest($1::bigint[], $2::text[]) AS v(id, entry_id) WHERE outbox.id = v.id",
+            [row_id for row_id, _ in published],
+            [entry for _, entry in published],
         )
 
 

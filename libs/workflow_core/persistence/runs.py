@@ -9,14 +9,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.errors import Conflict
 from workflow_core.events import Event
-from workflow_core.persistence import outbox
-from workflow_core.persistence.tables import effects, run_actions, run_steps, runs, tasks, timers
+from workflow_core.persistence.pg import Connection, Pool, json_text
+from workflow_core.persistence.tables import run_actions, run_steps, runs
 
 RUNNING, WAITING, COMPLETED, FAILED = "running", "waiting", "completed", "failed"
 FINISHED = frozenset({COMPLETED, FAILED})
@@ -52,6 +52,9 @@ class RunRecord:
 
 
 _RUN_FIELDS = tuple(RunRecord.__dataclass_fields__)
+_INSERTED = tuple(
+    n for n in _RUN_FIELDS if n not in {"created_at", "updated_at", "finished_at", "revision"}
+)
 
 
 def _record(row: Any) -> RunRecord:
@@ -59,24 +62,40 @@ def _record(row: Any) -> RunRecord:
     return RunRecord(**{name: mapping[name] for name in _RUN_FIELDS})
 
 
-async def insert_if_absent(conn: AsyncConnection, run: RunRecord) -> tuple[RunRecord, bool]:
-    """Create the run unless it exists (a redelivered event); returns it and whether it is new."""
-    values = {
-        name: getattr(run, name)
-        for name in _RUN_FIELDS
-        if name not in {"created_at", "updated_at", "finished_at", "revision"}
-    }
-    row = (
-        await conn.execute(
-            insert(runs).values(**values).on_conflict_do_nothing().returning(*runs.c)
-        )
-    ).first()
+_INSERT = f"""
+    INSERT INTO runs ({", ".join(_INSERTED)})
+    VALUES ({
+    ", ".join(
+        f"${n}" + ("::jsonb" if name == "context" else "") for n, name in enumerate(_INSERTED, 1)
+    )
+})
+    ON CONFLICT DO NOTHING
+    RETURNING {", ".join(_RUN_FIELDS)}
+"""
+_SELECT = f"SELECT {', '.join(_RUN_FIELDS)} FROM runs WHERE id = $1"
+
+
+async def insert_if_absent(pg: Pool | Connection, run: RunRecord) -> tuple[RunRecord, bool]:
+    """Create the run unless it exists (a redelivered event); returns it and whether it is new.
+    One statement on the hot path."""
+    values = [
+        json_text(run.context) if name == "context" else getattr(run, name)
+        for name in _INSERTED
+    ]
+    row = await pg.fetchrow(_INSERT, *values)
     if row is not None:
-        return _record(row), True
-    existing = await get(conn, run.id)
+        return _from_pg(row), True
+    existing = await pg.fetchrow(_SELECT, run.id)
     if existing is None:  # the same event and workflow under another id: cannot happen
         raise Conflict(f"run {run.id} conflicts with an existing run")
-    return existing, False
+    return _from_pg(existing), False
+
+
+def _from_pg(row: Any) -> RunRecord:
+    values = dict(row)
+    if isinstance(values["context"], str):
+        values["context"] = orjson.loads(values["context"])
+    return RunRecord(**values)
 
 
 async def get(conn: AsyncConnection, run_id: UUID, *, for_update: bool = False) -> RunRecord | None:
@@ -110,66 +129,119 @@ class Journal:
             rows.clear()
 
 
-async def checkpoint(conn: AsyncConnection, run: RunRecord, journal: Journal) -> RunRecord:
-    """Write the run's new state and its journal; `StaleRun` if someone else wrote the run
-    since `run.revision` was read (then nothing here is written)."""
-    new_revision = (
-        await conn.execute(
-            update(runs)
-            .where(runs.c.id == run.id, runs.c.revision == run.revision)
-            .values(
-                status=run.status,
-                current_step_id=run.current_step_id,
-                step_seq=run.step_seq,
-                context=run.context,
-                error=run.error,
-                deliveries=run.deliveries,
-                revision=runs.c.revision + 1,
-                updated_at=func.now(),
-                finished_at=func.now() if run.finished else None,
-            )
-            .returning(runs.c.revision)
-        )
-    ).scalar()
+def _columns(spec: str) -> str:
+    return ", ".join(part.split()[0] for part in spec.split(","))
+
+
+_STEP_COLUMNS = (
+    "run_id uuid, seq int, step_id text, step_type text, status text, "
+    "entered_at timestamptz, finished_at timestamptz, transition_to text, error text"
+)
+_ACTION_COLUMNS = (
+    "run_id uuid, step_seq int, step_id text, action_index int, action_type text, "
+    "attempt int, status text, started_at timestamptz, finished_at timestamptz, "
+    "result jsonb, error text, delivery int"
+)
+_EFFECT_COLUMNS = "key text, run_id uuid, state text, result jsonb"
+_TASK_COLUMNS = (
+    "id uuid, kind text, run_id uuid, workflow_id uuid, step_id text, step_seq int, "
+    "submission_id uuid, org_id text, title text, description text, assignee text, "
+    "status text, due_at timestamptz, created_at timestamptz, updated_at timestamptz, "
+    "fields jsonb"
+)
+_TIMER_COLUMNS = "id uuid, run_id uuid, kind text, due_at timestamptz, payload jsonb"
+_EVENT_COLUMNS = "event_id uuid, event_type text, payload jsonb"
+
+
+def _rows_of(table: str, parameter: int, spec: str, tail: str = "") -> str:
+    return (
+        f"INSERT INTO {table} ({_columns(spec)}) SELECT {_columns(spec)} "
+        f"FROM jsonb_to_recordset(${parameter}::jsonb) AS x({spec}) "
+        f"WHERE EXISTS (SELECT 1 FROM moved) {tail}"
+    )
+
+
+# One statement writes the run and everything its journal holds, or (a stale revision)
+# nothing: each insert only happens when the run's UPDATE matched.
+_CHECKPOINT = f"""
+    WITH moved AS (
+        UPDATE runs SET status = $3, current_step_id = $4, step_seq = $5, context = $6::jsonb,
+               error = $7, deliveries = $8, revision = revision + 1, updated_at = now(),
+               finished_at = CASE WHEN $9 THEN now() END
+        WHERE id = $1 AND revision = $2
+        RETURNING revision
+    ), steps AS (
+        {
+    _rows_of(
+        "run_steps",
+        10,
+        _STEP_COLUMNS,
+        "ON CONFLICT (run_id, seq) DO UPDATE SET "
+        "status = excluded.status, finished_at = excluded.finished_at, "
+        "transition_to = excluded.transition_to, error = excluded.error",
+    )
+}
+    ), attempts AS (
+        {_rows_of("run_actions", 11, _ACTION_COLUMNS)}
+    ), done AS (
+        {
+    _rows_of(
+        "effects",
+        12,
+        _EFFECT_COLUMNS,
+        "ON CONFLICT (key) DO UPDATE SET "
+        "state = excluded.state, result = excluded.result, updated_at = now()",
+    )
+}
+    ), opened AS (
+        {_rows_of("tasks", 13, _TASK_COLUMNS, "ON CONFLICT DO NOTHING")}
+    ), timed AS (
+        {_rows_of("timers", 14, _TIMER_COLUMNS, "ON CONFLICT DO NOTHING")}
+    ), queued AS (
+        {_rows_of("outbox", 15, _EVENT_COLUMNS)}
+    )
+    SELECT revision FROM moved
+"""
+
+
+def _step_rows(journal: Journal) -> list[dict[str, Any]]:
+    """One row per step visit: a visit entered and left in one stretch appears once, with
+    the time it was entered and the state it was left in."""
+    merged: dict[int, dict[str, Any]] = {}
+    for row in journal.steps:
+        first = merged.get(row["seq"])
+        merged[row["seq"]] = {**row, "entered_at": first["entered_at"]} if first else row
+    return list(merged.values())
+
+
+async def checkpoint(pg: Pool | Connection, run: RunRecord, journal: Journal) -> RunRecord:
+    """Write the run's new state and its journal in one statement; `StaleRun` if someone else
+    wrote the run since `run.revision` was read (then nothing here is written)."""
+    attempts = [
+        {**row, "delivery": row.get("delivery") or run.deliveries} for row in journal.actions
+    ]
+    done = list({row["key"]: row for row in journal.effects_done}.values())
+    queued = [
+        {"event_id": e.event_id, "event_type": e.type, "payload": e.payload} for e in journal.events
+    ]
+    new_revision = await pg.fetchval(
+        _CHECKPOINT,
+        run.id,
+        run.revision,
+        run.status,
+        run.current_step_id,
+        run.step_seq,
+        json_text(run.context),
+        run.error,
+        run.deliveries,
+        run.finished,
+        *(
+            json_text(rows)
+            for rows in (_step_rows(journal), attempts, done, journal.tasks, journal.timers, queued)
+        ),
+    )
     if new_revision is None:
         raise StaleRun(f"run {run.id} was changed by another worker")
-    if journal.steps:
-        statement = insert(run_steps)
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["run_id", "seq"],
-                set_={
-                    name: statement.excluded[name]
-                    for name in ("status", "finished_at", "transition_to", "error")
-                },
-            ),
-            journal.steps,
-        )
-    if journal.actions:
-        # Each attempt records which delivery of the event carried it (1 unless redelivered).
-        attempts = [
-            {**row, "delivery": row.get("delivery") or run.deliveries} for row in journal.actions
-        ]
-        await conn.execute(insert(run_actions), attempts)
-    if journal.effects_done:
-        statement = insert(effects)
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["key"],
-                set_={
-                    "state": statement.excluded.state,
-                    "result": statement.excluded.result,
-                    "updated_at": func.now(),
-                },
-            ),
-            journal.effects_done,
-        )
-    if journal.tasks:
-        await conn.execute(insert(tasks).on_conflict_do_nothing(), journal.tasks)
-    if journal.timers:
-        await conn.execute(insert(timers).on_conflict_do_nothing(), journal.timers)
-    for event in journal.events:
-        await outbox.add(conn, event)
     journal.clear()
     return replace(run, revision=new_revision)
 

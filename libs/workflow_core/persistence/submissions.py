@@ -11,24 +11,38 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core import events
 from workflow_core.ids import new_id
-from workflow_core.persistence import outbox
+from workflow_core.persistence.pg import Connection, Pool, json_text
 from workflow_core.persistence.tables import outbox as outbox_table
 from workflow_core.persistence.tables import submissions
 
+_CREATE = """
+    WITH submission AS (
+        INSERT INTO submissions (id, template_id, org_id, data, created_at)
+        VALUES ($1, $2, $3, $4::jsonb, $5)
+    )
+    INSERT INTO outbox (event_id, event_type, payload, submission_id)
+    VALUES ($6, $7, $8::jsonb, $1)
+"""
+
 
 async def create(
-    conn: AsyncConnection, *, template_id: str, org_id: str, data: dict[str, Any], now: datetime
+    pg: Connection | Pool, *, template_id: str, org_id: str, data: dict[str, Any], now: datetime
 ) -> tuple[UUID, UUID]:
-    """Store the submission and its `form_submitted` event in the caller's transaction, so that
-    neither exists without the other. Returns (submission id, event id)."""
+    """Store the submission and its `form_submitted` event in one statement (so one
+    transaction): neither exists without the other. Returns (submission id, event id)."""
     submission_id, event_id = new_id(), new_id()
-    await conn.execute(
-        submissions.insert().values(
-            id=submission_id, template_id=template_id, org_id=org_id, data=data, created_at=now
-        )
-    )
     event = events.form_submitted(event_id, submission_id, template_id, org_id, data, now)
-    await outbox.add(conn, event, submission_id=submission_id)
+    await pg.execute(
+        _CREATE,
+        submission_id,
+        template_id,
+        org_id,
+        json_text(data),
+        now,
+        event_id,
+        event.type,
+        json_text(event.payload),
+    )
     return submission_id, event_id
 
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Response
 
 from services.api.deps import Db
 from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
@@ -17,18 +18,19 @@ router = APIRouter(tags=["submissions"])
 
 
 @router.post("/submit", status_code=202, response_model=SubmitAccepted)
-async def submit(body: SubmitRequest, db: Db) -> dict[str, Any]:
+async def submit(body: SubmitRequest, db: Db) -> Response:
     """Store the submission and its event together; the relay publishes the event, so a crash
     (or Redis being away) cannot lose it."""
-    async with db.transaction() as conn:
+    async with db.hot() as pool:
         submission_id, event_id = await submissions.create(
-            conn,
+            pool,
             template_id=body.template_id,
             org_id=body.org_id,
             data=body.data,
             now=datetime.now(UTC),
         )
-    return {"submission_id": submission_id, "event_id": event_id, "status": "accepted"}
+    accepted = {"submission_id": submission_id, "event_id": event_id, "status": "accepted"}
+    return Response(orjson.dumps(accepted), status_code=202, media_type="application/json")
 
 
 def run_summary(run: runs.RunRecord) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""A plain asyncpg pool for the hot paths (a submission, a run's checkpoint, the relay): one
+prepared statement, one round trip, none of the ORM-level machinery. Everything else goes
+through SQLAlchemy (db.py)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+import orjson
+
+from workflow_core.persistence.listen import plain_dsn
+from workflow_core.settings import Settings
+
+if TYPE_CHECKING:  # the stubs are generic, the runtime classes are not
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    Connection: TypeAlias = (
+        asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+    )
+else:
+    Pool, Connection = asyncpg.Pool, asyncpg.Connection
+
+
+async def create_pool(settings: Settings, *, application_name: str, size: int) -> Pool:
+    pool = await asyncpg.create_pool(
+        plain_dsn(settings.async_database_url),
+        min_size=1,
+        max_size=size,
+        timeout=settings.db_connect_timeout_seconds,
+        command_timeout=settings.db_statement_timeout_seconds,
+        server_settings={
+            "application_name": application_name,
+            "statement_timeout": str(int(settings.db_statement_timeout_seconds * 1000)),
+        },
+    )
+    assert pool is not None
+    return pool
+
+
+def json_text(value: Any) -> str:
+    """JSON for a jsonb parameter. asyncpg's own UUID type (what it reads back) is not the
+    standard one orjson knows, hence the fallback."""
+    return orjson.dumps(value, default=str).decode()
