@@ -73,6 +73,9 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Form submissions in; emails, webhooks, tickets and tasks out.",
         lifespan=lifespan,
+        # FastAPI's built-in OpenTelemetry spans and metrics cost CPU on every request and
+        # export nowhere unless a provider is configured; off.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     errors.install(app)

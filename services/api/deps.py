@@ -53,19 +53,21 @@ class Database:
             yield conn
 
 
-def _database(request: Request) -> Database:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` ones in a thread pool,
+# a thread hand-off per request for what is an attribute lookup.
+async def _database(request: Request) -> Database:
     return request.app.state.database  # type: ignore[no-any-return]
 
 
-def _redis(request: Request) -> aioredis.Redis:
+async def _redis(request: Request) -> aioredis.Redis:
     return request.app.state.redis  # type: ignore[no-any-return]
 
 
-def _keys(request: Request) -> StreamKeys:
+async def _keys(request: Request) -> StreamKeys:
     return request.app.state.keys  # type: ignore[no-any-return]
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 

@@ -21,11 +21,18 @@ else:
     Pool, Connection = asyncpg.Pool, asyncpg.Connection
 
 
+async def _keep_session(connection: Connection) -> None:
+    """The pool's reset: nothing. By default asyncpg resets every connection it takes back
+    (unlock advisory locks, close cursors, unlisten, reset settings), one more round trip per
+    statement; the hot paths leave no such state (an open transaction is still rolled back)."""
+
+
 async def create_pool(settings: Settings, *, application_name: str, size: int) -> Pool:
     pool = await asyncpg.create_pool(
         plain_dsn(settings.async_database_url),
         min_size=1,
         max_size=size,
+        reset=_keep_session,
         timeout=settings.db_connect_timeout_seconds,
         command_timeout=settings.db_statement_timeout_seconds,
         server_settings={

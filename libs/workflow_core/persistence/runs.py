@@ -4,6 +4,7 @@ action attempts, effects done, tasks and timers created, events to publish)."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -79,8 +80,7 @@ async def insert_if_absent(pg: Pool | Connection, run: RunRecord) -> tuple[RunRe
     """Create the run unless it exists (a redelivered event); returns it and whether it is new.
     One statement on the hot path."""
     values = [
-        json_text(run.context) if name == "context" else getattr(run, name)
-        for name in _INSERTED
+        json_text(run.context) if name == "context" else getattr(run, name) for name in _INSERTED
     ]
     row = await pg.fetchrow(_INSERT, *values)
     if row is not None:
@@ -161,47 +161,50 @@ def _rows_of(table: str, parameter: int, spec: str, tail: str = "") -> str:
     )
 
 
-# One statement writes the run and everything its journal holds, or (a stale revision)
-# nothing: each insert only happens when the run's UPDATE matched.
-_CHECKPOINT = f"""
-    WITH moved AS (
-        UPDATE runs SET status = $3, current_step_id = $4, step_seq = $5, context = $6::jsonb,
-               error = $7, deliveries = $8, revision = revision + 1, updated_at = now(),
-               finished_at = CASE WHEN $9 THEN now() END
-        WHERE id = $1 AND revision = $2
-        RETURNING revision
-    ), steps AS (
-        {
-    _rows_of(
-        "run_steps",
-        10,
-        _STEP_COLUMNS,
-        "ON CONFLICT (run_id, seq) DO UPDATE SET "
-        "status = excluded.status, finished_at = excluded.finished_at, "
-        "transition_to = excluded.transition_to, error = excluded.error",
-    )
-}
-    ), attempts AS (
-        {_rows_of("run_actions", 11, _ACTION_COLUMNS)}
-    ), done AS (
-        {
-    _rows_of(
-        "effects",
-        12,
-        _EFFECT_COLUMNS,
-        "ON CONFLICT (key) DO UPDATE SET "
-        "state = excluded.state, result = excluded.result, updated_at = now()",
-    )
-}
-    ), opened AS (
-        {_rows_of("tasks", 13, _TASK_COLUMNS, "ON CONFLICT DO NOTHING")}
-    ), timed AS (
-        {_rows_of("timers", 14, _TIMER_COLUMNS, "ON CONFLICT DO NOTHING")}
-    ), queued AS (
-        {_rows_of("outbox", 15, _EVENT_COLUMNS)}
-    )
-    SELECT revision FROM moved
+_MOVE = """
+    UPDATE runs SET status = $3, current_step_id = $4, step_seq = $5, context = $6::jsonb,
+           error = $7, deliveries = $8, revision = revision + 1, updated_at = now(),
+           finished_at = CASE WHEN $9 THEN now() END
+    WHERE id = $1 AND revision = $2
+    RETURNING revision
 """
+# What a journal may hold: (CTE name, table, columns, conflict clause).
+_PARTS = (
+    (
+        "steps",
+        "run_steps",
+        _STEP_COLUMNS,
+        "ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, "
+        "finished_at = excluded.finished_at, transition_to = excluded.transition_to, "
+        "error = excluded.error",
+    ),
+    ("attempts", "run_actions", _ACTION_COLUMNS, ""),
+    (
+        "done",
+        "effects",
+        _EFFECT_COLUMNS,
+        "ON CONFLICT (key) DO UPDATE SET state = excluded.state, result = excluded.result, "
+        "updated_at = now()",
+    ),
+    ("opened", "tasks", _TASK_COLUMNS, "ON CONFLICT DO NOTHING"),
+    ("timed", "timers", _TIMER_COLUMNS, "ON CONFLICT DO NOTHING"),
+    ("queued", "outbox", _EVENT_COLUMNS, ""),
+)
+
+
+@functools.cache
+def _checkpoint_statement(present: tuple[bool, ...]) -> str:
+    """One statement that writes the run and the parts of its journal that have rows, or (a
+    stale revision) nothing: each insert happens only when the run's UPDATE matched. A handful
+    of shapes occur (a step with actions, a waiting step ...); each is prepared once per
+    connection."""
+    ctes = [f"moved AS ({_MOVE})"]
+    parameter = 10
+    for (name, table, spec, tail), has_rows in zip(_PARTS, present, strict=True):
+        if has_rows:
+            ctes.append(f"{name} AS ({_rows_of(table, parameter, spec, tail)})")
+            parameter += 1
+    return f"WITH {', '.join(ctes)} SELECT revision FROM moved"
 
 
 def _step_rows(journal: Journal) -> list[dict[str, Any]]:
@@ -224,8 +227,9 @@ async def checkpoint(pg: Pool | Connection, run: RunRecord, journal: Journal) ->
     queued = [
         {"event_id": e.event_id, "event_type": e.type, "payload": e.payload} for e in journal.events
     ]
+    parts = (_step_rows(journal), attempts, done, journal.tasks, journal.timers, queued)
     new_revision = await pg.fetchval(
-        _CHECKPOINT,
+        _checkpoint_statement(tuple(bool(rows) for rows in parts)),
         run.id,
         run.revision,
         run.status,
@@ -235,10 +239,7 @@ async def checkpoint(pg: Pool | Connection, run: RunRecord, journal: Journal) ->
         run.error,
         run.deliveries,
         run.finished,
-        *(
-            json_text(rows)
-            for rows in (_step_rows(journal), attempts, done, journal.tasks, journal.timers, queued)
-        ),
+        *(json_text(rows) for rows in parts if rows),
     )
     if new_revision is None:
         raise StaleRun(f"run {run.id} was changed by another worker")

@@ -7,9 +7,9 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from services.api.deps import Db
+from services.api.deps import Database, Db
 from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
 from workflow_core.errors import NotFound
 from workflow_core.persistence import runs, submissions
@@ -18,9 +18,12 @@ router = APIRouter(tags=["submissions"])
 
 
 @router.post("/submit", status_code=202, response_model=SubmitAccepted)
-async def submit(body: SubmitRequest, db: Db) -> Response:
+async def submit(body: SubmitRequest, request: Request) -> Response:
     """Store the submission and its event together; the relay publishes the event, so a crash
     (or Redis being away) cannot lose it."""
+    # The hottest route reads the database from the app state rather than through a
+    # dependency: FastAPI's dependency resolution is a fifth of this request's cost.
+    db: Database = request.app.state.database
     async with db.hot() as pool:
         submission_id, event_id = await submissions.create(
             pool,
