@@ -6,15 +6,19 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
+from uuid import UUID
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workflow_core.adapters.streams import StreamKeys
+from workflow_core.coalesce import Coalescer
 from workflow_core.errors import Unavailable
+from workflow_core.persistence import submissions
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.submissions import NewSubmission
 from workflow_core.settings import Settings
 
 
@@ -25,6 +29,19 @@ class Database:
 
     def __init__(self, engine: AsyncEngine, pool: Pool, timeout: float) -> None:
         self.engine, self.pool, self.timeout = engine, pool, timeout
+        # Submissions arriving together are stored with one statement (coalesce.py).
+        self._submissions: Coalescer[NewSubmission, tuple[UUID, UUID]] = Coalescer(
+            lambda forms: submissions.create_many(pool, forms), self._store_one
+        )
+
+    async def _store_one(self, form: NewSubmission) -> tuple[UUID, UUID]:
+        [ids] = await submissions.create_many(self.pool, [form])
+        return ids
+
+    async def store_submission(self, form: NewSubmission) -> tuple[UUID, UUID]:
+        """Store a submission with its event; (submission id, event id)."""
+        async with self._bounded(), translate_errors():
+            return await self._submissions(form)
 
     @asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:
@@ -40,12 +57,6 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self._bounded(), translate_errors(), self.engine.begin() as conn:
             yield conn
-
-    @asynccontextmanager
-    async def hot(self) -> AsyncIterator[Pool]:
-        """The plain asyncpg pool, for the one-statement hot paths (POST /submit)."""
-        async with self._bounded(), translate_errors():
-            yield self.pool
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:

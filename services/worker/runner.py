@@ -21,6 +21,7 @@ from services.worker.catalog import ActiveWorkflow, Catalog
 from workflow_core import actions, events
 from workflow_core.actions import send_email
 from workflow_core.actions.base import ActionCall, ActionDeps
+from workflow_core.coalesce import Coalescer
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.definitions.models import RetryPolicy
 from workflow_core.engine import machine
@@ -80,6 +81,16 @@ class RunDriver:
         self._engine, self._pool, self._catalog, self._deps = engine, pool, catalog, deps
         self._budget, self._retry_policy, self._now = step_budget, retry_policy, now
         self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}  # per run: lock, users
+        # Concurrent runs share their round trips: one statement inserts every run started in
+        # the same loop iteration, one writes every checkpoint (coalesce.py).
+        self._inserts: Coalescer[RunRecord, tuple[RunRecord, bool]] = Coalescer(
+            lambda fresh: runs.insert_many(pool, fresh),
+            lambda run: runs.insert_if_absent(pool, run),
+        )
+        self._checkpoints: Coalescer[tuple[RunRecord, Journal], RunRecord] = Coalescer(
+            lambda items: runs.checkpoint_many(pool, items),
+            lambda item: runs.checkpoint(pool, *item),
+        )
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -112,7 +123,7 @@ class RunDriver:
             ),
         )
         async with translate_errors():
-            run, created = await runs.insert_if_absent(self._pool, fresh)
+            run, created = await self._inserts(fresh)
         if created:
             await self._drive(run, workflow.definition, Resumption(first), {})
         elif run.status == RUNNING:
@@ -356,7 +367,7 @@ class RunDriver:
 
     async def _checkpoint(self, run: RunRecord, journal: Journal) -> RunRecord:
         async with translate_errors():
-            return await runs.checkpoint(self._pool, run, journal)
+            return await self._checkpoints((run, journal))
 
     async def _run_actions(
         self,

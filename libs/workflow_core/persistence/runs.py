@@ -5,6 +5,7 @@ action attempts, effects done, tasks and timers created, events to publish)."""
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -63,32 +64,58 @@ def _record(row: Any) -> RunRecord:
     return RunRecord(**{name: mapping[name] for name in _RUN_FIELDS})
 
 
+_RUN_SPEC = ", ".join(
+    f"{name} {kind}"
+    for name, kind in (
+        ("id", "uuid"),
+        ("workflow_id", "uuid"),
+        ("workflow_version", "int"),
+        ("submission_id", "uuid"),
+        ("event_id", "uuid"),
+        ("org_id", "text"),
+        ("status", "text"),
+        ("current_step_id", "text"),
+        ("step_seq", "int"),
+        ("context", "jsonb"),
+        ("error", "text"),
+        ("deliveries", "int"),
+    )
+)
 _INSERT = f"""
     INSERT INTO runs ({", ".join(_INSERTED)})
-    VALUES ({
-    ", ".join(
-        f"${n}" + ("::jsonb" if name == "context" else "") for n, name in enumerate(_INSERTED, 1)
-    )
-})
+    SELECT {", ".join(_INSERTED)} FROM jsonb_to_recordset($1::jsonb) AS x({_RUN_SPEC})
     ON CONFLICT DO NOTHING
     RETURNING {", ".join(_RUN_FIELDS)}
 """
-_SELECT = f"SELECT {', '.join(_RUN_FIELDS)} FROM runs WHERE id = $1"
+_SELECT = f"SELECT {', '.join(_RUN_FIELDS)} FROM runs WHERE id = ANY($1::uuid[])"
+
+
+async def insert_many(
+    pg: Pool | Connection, fresh: list[RunRecord]
+) -> list[tuple[RunRecord, bool]]:
+    """Create the runs that do not exist yet (a redelivered event finds its run); returns each
+    run as stored and whether it is new. One statement for all (two when some existed)."""
+    rows = [{name: getattr(run, name) for name in _INSERTED} for run in fresh]
+    created = {row["id"]: _from_pg(row) for row in await pg.fetch(_INSERT, json_text(rows))}
+    missing = [run.id for run in fresh if run.id not in created]
+    existing = (
+        {row["id"]: _from_pg(row) for row in await pg.fetch(_SELECT, missing)} if missing else {}
+    )
+    answer = []
+    for run in fresh:
+        if run.id in created:
+            answer.append((created[run.id], True))
+        elif run.id in existing:
+            answer.append((existing[run.id], False))
+        else:  # the same event and workflow under another id: cannot happen
+            raise Conflict(f"run {run.id} conflicts with an existing run")
+    return answer
 
 
 async def insert_if_absent(pg: Pool | Connection, run: RunRecord) -> tuple[RunRecord, bool]:
-    """Create the run unless it exists (a redelivered event); returns it and whether it is new.
-    One statement on the hot path."""
-    values = [
-        json_text(run.context) if name == "context" else getattr(run, name) for name in _INSERTED
-    ]
-    row = await pg.fetchrow(_INSERT, *values)
-    if row is not None:
-        return _from_pg(row), True
-    existing = await pg.fetchrow(_SELECT, run.id)
-    if existing is None:  # the same event and workflow under another id: cannot happen
-        raise Conflict(f"run {run.id} conflicts with an existing run")
-    return _from_pg(existing), False
+    """Create the run unless it exists (a redelivered event); returns it and whether it is new."""
+    [answer] = await insert_many(pg, [run])
+    return answer
 
 
 def _from_pg(row: Any) -> RunRecord:
@@ -152,22 +179,6 @@ _TASK_COLUMNS = (
 _TIMER_COLUMNS = "id uuid, run_id uuid, kind text, due_at timestamptz, payload jsonb"
 _EVENT_COLUMNS = "event_id uuid, event_type text, payload jsonb"
 
-
-def _rows_of(table: str, parameter: int, spec: str, tail: str = "") -> str:
-    return (
-        f"INSERT INTO {table} ({_columns(spec)}) SELECT {_columns(spec)} "
-        f"FROM jsonb_to_recordset(${parameter}::jsonb) AS x({spec}) "
-        f"WHERE EXISTS (SELECT 1 FROM moved) {tail}"
-    )
-
-
-_MOVE = """
-    UPDATE runs SET status = $3, current_step_id = $4, step_seq = $5, context = $6::jsonb,
-           error = $7, deliveries = $8, revision = revision + 1, updated_at = now(),
-           finished_at = CASE WHEN $9 THEN now() END
-    WHERE id = $1 AND revision = $2
-    RETURNING revision
-"""
 # What a journal may hold: (CTE name, table, columns, conflict clause).
 _PARTS = (
     (
@@ -190,21 +201,40 @@ _PARTS = (
     ("timed", "timers", _TIMER_COLUMNS, "ON CONFLICT DO NOTHING"),
     ("queued", "outbox", _EVENT_COLUMNS, ""),
 )
+_MOVE_SPEC = (
+    "id uuid, revision int, status text, current_step_id text, step_seq int, "
+    "context jsonb, error text, deliveries int, finished bool"
+)
+
+
+def _rows_of(table: str, parameter: int, spec: str, tail: str) -> str:
+    # Each row names its run (`owner`); it is written only if that run's UPDATE matched.
+    return (
+        f"INSERT INTO {table} ({_columns(spec)}) SELECT {_columns(spec)} "
+        f"FROM jsonb_to_recordset(${parameter}::jsonb) AS x(owner uuid, {spec}) "
+        f"WHERE x.owner IN (SELECT id FROM moved) {tail}"
+    )
 
 
 @functools.cache
 def _checkpoint_statement(present: tuple[bool, ...]) -> str:
-    """One statement that writes the run and the parts of its journal that have rows, or (a
-    stale revision) nothing: each insert happens only when the run's UPDATE matched. A handful
-    of shapes occur (a step with actions, a waiting step ...); each is prepared once per
-    connection."""
-    ctes = [f"moved AS ({_MOVE})"]
-    parameter = 10
+    """One statement that moves runs (each only if its revision still matches) and writes the
+    parts of their journals that have rows. A handful of shapes occur (a step with actions, a
+    waiting step ...); each is prepared once per connection."""
+    ctes = [
+        f"input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u({_MOVE_SPEC}))",
+        "moved AS (UPDATE runs SET status = u.status, current_step_id = u.current_step_id, "
+        "step_seq = u.step_seq, context = u.context, error = u.error, "
+        "deliveries = u.deliveries, revision = runs.revision + 1, updated_at = now(), "
+        "finished_at = CASE WHEN u.finished THEN now() END FROM input u "
+        "WHERE runs.id = u.id AND runs.revision = u.revision RETURNING runs.id, runs.revision)",
+    ]
+    parameter = 2
     for (name, table, spec, tail), has_rows in zip(_PARTS, present, strict=True):
         if has_rows:
             ctes.append(f"{name} AS ({_rows_of(table, parameter, spec, tail)})")
             parameter += 1
-    return f"WITH {', '.join(ctes)} SELECT revision FROM moved"
+    return f"WITH {', '.join(ctes)} SELECT id, revision FROM moved"
 
 
 def _step_rows(journal: Journal) -> list[dict[str, Any]]:
@@ -217,9 +247,7 @@ def _step_rows(journal: Journal) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
-async def checkpoint(pg: Pool | Connection, run: RunRecord, journal: Journal) -> RunRecord:
-    """Write the run's new state and its journal in one statement; `StaleRun` if someone else
-    wrote the run since `run.revision` was read (then nothing here is written)."""
+def _journal_parts(run: RunRecord, journal: Journal) -> tuple[list[dict[str, Any]], ...]:
     attempts = [
         {**row, "delivery": row.get("delivery") or run.deliveries} for row in journal.actions
     ]
@@ -228,23 +256,56 @@ async def checkpoint(pg: Pool | Connection, run: RunRecord, journal: Journal) ->
         {"event_id": e.event_id, "event_type": e.type, "payload": e.payload} for e in journal.events
     ]
     parts = (_step_rows(journal), attempts, done, journal.tasks, journal.timers, queued)
-    new_revision = await pg.fetchval(
-        _checkpoint_statement(tuple(bool(rows) for rows in parts)),
-        run.id,
-        run.revision,
-        run.status,
-        run.current_step_id,
-        run.step_seq,
-        json_text(run.context),
-        run.error,
-        run.deliveries,
-        run.finished,
-        *(json_text(rows) for rows in parts if rows),
+    return tuple([{**row, "owner": run.id} for row in rows] for rows in parts)
+
+
+async def checkpoint_many(
+    pg: Pool | Connection, items: list[tuple[RunRecord, Journal]]
+) -> list[RunRecord | StaleRun]:
+    """Write each run's new state with its journal, all in one statement. A run someone else
+    wrote since its `revision` was read gets `StaleRun` (and nothing of its journal is
+    written); the others come back with their new revision, journals cleared."""
+    moves = [
+        {
+            "id": run.id,
+            "revision": run.revision,
+            "status": run.status,
+            "current_step_id": run.current_step_id,
+            "step_seq": run.step_seq,
+            "context": run.context,
+            "error": run.error,
+            "deliveries": run.deliveries,
+            "finished": run.finished,
+        }
+        for run, _ in items
+    ]
+    parts: list[list[dict[str, Any]]] = [
+        list(itertools.chain.from_iterable(rows))
+        for rows in zip(*(_journal_parts(run, j) for run, j in items), strict=True)
+    ]
+    rows = await pg.fetch(
+        _checkpoint_statement(tuple(bool(p) for p in parts)),
+        json_text(moves),
+        *(json_text(p) for p in parts if p),
     )
-    if new_revision is None:
-        raise StaleRun(f"run {run.id} was changed by another worker")
-    journal.clear()
-    return replace(run, revision=new_revision)
+    revisions = {row["id"]: row["revision"] for row in rows}
+    answer: list[RunRecord | StaleRun] = []
+    for run, journal in items:
+        if run.id in revisions:
+            journal.clear()
+            answer.append(replace(run, revision=revisions[run.id]))
+        else:
+            answer.append(StaleRun(f"run {run.id} was changed by another worker"))
+    return answer
+
+
+async def checkpoint(pg: Pool | Connection, run: RunRecord, journal: Journal) -> RunRecord:
+    """Write the run's new state and its journal in one statement; `StaleRun` if someone else
+    wrote the run since `run.revision` was read (then nothing here is written)."""
+    [moved] = await checkpoint_many(pg, [(run, journal)])
+    if isinstance(moved, StaleRun):
+        raise moved
+    return moved
 
 
 async def history(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,35 +16,61 @@ from workflow_core.persistence.pg import Connection, Pool, json_text
 from workflow_core.persistence.tables import outbox as outbox_table
 from workflow_core.persistence.tables import submissions
 
+
+@dataclass(frozen=True, slots=True)
+class NewSubmission:
+    template_id: str
+    org_id: str
+    data: dict[str, Any]
+    received_at: datetime
+
+
 _CREATE = """
-    WITH submission AS (
+    WITH received AS (
+        SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+            id uuid, template_id text, org_id text, data jsonb, created_at timestamptz,
+            event_id uuid, payload jsonb)
+    ), stored AS (
         INSERT INTO submissions (id, template_id, org_id, data, created_at)
-        VALUES ($1, $2, $3, $4::jsonb, $5)
+        SELECT id, template_id, org_id, data, created_at FROM received
     )
     INSERT INTO outbox (event_id, event_type, payload, submission_id)
-    VALUES ($6, $7, $8::jsonb, $1)
+    SELECT event_id, $2, payload, id FROM received
 """
 
 
+async def create_many(pg: Pool | Connection, forms: list[NewSubmission]) -> list[tuple[UUID, UUID]]:
+    """Store submissions with their `form_submitted` events, all in one statement (so one
+    transaction): no submission exists without its event. Returns (submission id, event id)
+    for each."""
+    rows, ids = [], []
+    for form in forms:
+        submission_id, event_id = new_id(), new_id()
+        event = events.form_submitted(
+            event_id, submission_id, form.template_id, form.org_id, form.data, form.received_at
+        )
+        rows.append(
+            {
+                "id": submission_id,
+                "template_id": form.template_id,
+                "org_id": form.org_id,
+                "data": form.data,
+                "created_at": form.received_at,
+                "event_id": event_id,
+                "payload": event.payload,
+            }
+        )
+        ids.append((submission_id, event_id))
+    await pg.execute(_CREATE, json_text(rows), events.FORM_SUBMITTED)
+    return ids
+
+
 async def create(
-    pg: Connection | Pool, *, template_id: str, org_id: str, data: dict[str, Any], now: datetime
+    pg: Pool | Connection, *, template_id: str, org_id: str, data: dict[str, Any], now: datetime
 ) -> tuple[UUID, UUID]:
-    """Store the submission and its `form_submitted` event in one statement (so one
-    transaction): neither exists without the other. Returns (submission id, event id)."""
-    submission_id, event_id = new_id(), new_id()
-    event = events.form_submitted(event_id, submission_id, template_id, org_id, data, now)
-    await pg.execute(
-        _CREATE,
-        submission_id,
-        template_id,
-        org_id,
-        json_text(data),
-        now,
-        event_id,
-        event.type,
-        json_text(event.payload),
-    )
-    return submission_id, event_id
+    """Store one submission and its event (see `create_many`)."""
+    [ids] = await create_many(pg, [NewSubmission(template_id, org_id, data, now)])
+    return ids
 
 
 async def get(conn: AsyncConnection, submission_id: UUID) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from services.api.deps import Database, Db
 from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
 from workflow_core.errors import NotFound
 from workflow_core.persistence import runs, submissions
+from workflow_core.persistence.submissions import NewSubmission
 
 router = APIRouter(tags=["submissions"])
 
@@ -24,14 +25,9 @@ async def submit(body: SubmitRequest, request: Request) -> Response:
     # The hottest route reads the database from the app state rather than through a
     # dependency: FastAPI's dependency resolution is a fifth of this request's cost.
     db: Database = request.app.state.database
-    async with db.hot() as pool:
-        submission_id, event_id = await submissions.create(
-            pool,
-            template_id=body.template_id,
-            org_id=body.org_id,
-            data=body.data,
-            now=datetime.now(UTC),
-        )
+    submission_id, event_id = await db.store_submission(
+        NewSubmission(body.template_id, body.org_id, body.data, datetime.now(UTC))
+    )
     accepted = {"submission_id": submission_id, "event_id": event_id, "status": "accepted"}
     return Response(orjson.dumps(accepted), status_code=202, media_type="application/json")
 
