@@ -1,9 +1,15 @@
-"""The outbox relay: publishes outbox rows to the stream and marks them published.
+"""Getting outbox rows onto the stream.
 
-Runs in every API and worker process. Woken by NOTIFY on `flowline_outbox` (a trigger on the
-outbox), with a slow poll as a backstop; rows are taken `FOR UPDATE SKIP LOCKED`, so relays in
-several processes share the work. Publishing is at-least-once (a crash after XADD and before
-the commit publishes again); consumers deduplicate by event id.
+Submissions take the fast path: right after their transaction commits, the API publishes
+them (`FastPublisher`, coalescing concurrent ones into one pipelined XADD and one UPDATE).
+The relay is the backstop that makes the outbox a guarantee: it publishes whatever is still
+unpublished, taking rows `FOR UPDATE SKIP LOCKED` so relays in several processes share the
+work. It leaves a submission's event alone for `grace_seconds` (the fast path's turn) and
+publishes other events (task completions, timers, replays) at once, woken by NOTIFY from a
+trigger on the outbox, with a poll as a backstop.
+
+Publishing is at-least-once (a crash after XADD and before the row is marked publishes again);
+consumers deduplicate by event id.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import redis.asyncio as aioredis
 
 from workflow_core.adapters import streams
+from workflow_core.coalesce import Coalescer
 from workflow_core.events import Event
 from workflow_core.log import get_logger
 from workflow_core.persistence import outbox
@@ -34,16 +41,20 @@ class OutboxRelay:
         dsn: str,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
+        grace_seconds: float = 2.0,
     ) -> None:
         self._pool, self._redis, self._keys = pool, redis, keys
         self._batch_size, self._poll_seconds = batch_size, poll_seconds
+        self._grace_seconds = grace_seconds
         self._listener = Listener(dsn, outbox.CHANNEL)
         self.published = 0
 
-    async def publish_batch(self) -> int:
-        """Publish up to one batch; returns how many events went out."""
+    async def publish_batch(self, *, everything: bool = False) -> int:
+        """Publish up to one batch; returns how many events went out. `everything` includes
+        submissions still within the fast path's grace period."""
+        grace = 0.0 if everything else self._grace_seconds
         async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
-            rows = await outbox.claim_unpublished(conn, self._batch_size)
+            rows = await outbox.claim_unpublished(conn, self._batch_size, grace)
             if not rows:
                 return 0
             events = [Event(event_id, kind, payload) for _, event_id, kind, payload in rows]
@@ -58,7 +69,7 @@ class OutboxRelay:
         """Publish what is pending, for at most `timeout` seconds (used at shutdown)."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(timeout):
-                while await self.publish_batch() == self._batch_size:
+                while await self.publish_batch(everything=True) == self._batch_size:
                     pass
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,3 +100,57 @@ class OutboxRelay:
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+class FastPublisher:
+    """Publishes events as soon as their transaction committed, without waiting for the relay.
+    Best effort: if Redis is away or the process stops first, the relay publishes them once
+    their grace period is over. Concurrent calls share one XADD pipeline and one UPDATE."""
+
+    def __init__(self, pool: Pool, redis: aioredis.Redis, keys: streams.StreamKeys) -> None:
+        self._pool, self._redis, self._keys = pool, redis, keys
+        self._publish: Coalescer[Event, None] = Coalescer(self._publish_many, self._publish_one)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failures = 0
+        self._resting_until = 0.0
+
+    def soon(self, event: Event) -> None:
+        """Publish `event` in the background (the caller does not wait for Redis). After a
+        failure the fast path rests a few seconds: while Redis is away, the relay alone
+        catches up, instead of every request trying again."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._resting_until:
+            return
+        task = loop.create_task(self._publish_quietly(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_quietly(self, event: Event) -> None:
+        try:
+            await self._publish(event)
+        except Exception as error:  # the relay will do it
+            self._failures += 1
+            self._resting_until = asyncio.get_running_loop().time() + 2.0
+            if self._failures in (1, 100) or self._failures % 1000 == 0:
+                log.warning(
+                    "fast_publish_failed",
+                    error=f"{type(error).__name__}: {error}",
+                    failures=self._failures,
+                    fallback="the outbox relay",
+                )
+
+    async def _publish_many(self, batch: list[Event]) -> list[None]:
+        entry_ids = await streams.publish(self._redis, self._keys, batch)
+        async with translate_errors():
+            await outbox.mark_published_events(
+                self._pool, [(e.event_id, entry) for e, entry in zip(batch, entry_ids, strict=True)]
+            )
+        return [None] * len(batch)
+
+    async def _publish_one(self, event: Event) -> None:
+        await self._publish_many([event])
+
+    async def close(self) -> None:
+        """Let what is being published finish (briefly)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2.0)

@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     # Outbox relay (runs in every API and worker process)
     outbox_batch_size: PositiveInt = 500
     outbox_poll_seconds: PositiveFloat = 1.0
+    outbox_grace_seconds: Annotated[float, Field(ge=0)] = 2.0
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -27,7 +27,7 @@ from workflow_core.log import get_logger
 from workflow_core.persistence import pg
 from workflow_core.persistence.db import create_engine
 from workflow_core.persistence.migrate import migrate
-from workflow_core.relay import OutboxRelay
+from workflow_core.relay import FastPublisher, OutboxRelay
 from workflow_core.settings import Settings
 
 log = get_logger(__name__)
@@ -50,9 +50,11 @@ def create_app(settings: Settings) -> FastAPI:
             dsn=settings.async_database_url,
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
+            grace_seconds=settings.outbox_grace_seconds,
         )
+        publisher = FastPublisher(pool, redis, keys)
         app.state.settings = settings
-        app.state.database = Database(engine, pool, settings.api_db_timeout_seconds)
+        app.state.database = Database(engine, pool, settings.api_db_timeout_seconds, publisher)
         app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
@@ -62,6 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             stop.set()
             await asyncio.gather(relay_task, return_exceptions=True)
+            await publisher.close()
             await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
             await redis.aclose()
             await pool.close()

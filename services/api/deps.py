@@ -15,10 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.coalesce import Coalescer
 from workflow_core.errors import Unavailable
+from workflow_core.events import Event
 from workflow_core.persistence import submissions
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.pg import Pool
 from workflow_core.persistence.submissions import NewSubmission
+from workflow_core.relay import FastPublisher
 from workflow_core.settings import Settings
 
 
@@ -27,21 +29,27 @@ class Database:
     bounded in time (API_DB_TIMEOUT_SECONDS): a database that stops answering costs a request
     a 503 within that time, never a hang."""
 
-    def __init__(self, engine: AsyncEngine, pool: Pool, timeout: float) -> None:
+    def __init__(
+        self, engine: AsyncEngine, pool: Pool, timeout: float, publisher: FastPublisher
+    ) -> None:
         self.engine, self.pool, self.timeout = engine, pool, timeout
+        self._publisher = publisher
         # Submissions arriving together are stored with one statement (coalesce.py).
-        self._submissions: Coalescer[NewSubmission, tuple[UUID, UUID]] = Coalescer(
+        self._submissions: Coalescer[NewSubmission, Event] = Coalescer(
             lambda forms: submissions.create_many(pool, forms), self._store_one
         )
 
-    async def _store_one(self, form: NewSubmission) -> tuple[UUID, UUID]:
-        [ids] = await submissions.create_many(self.pool, [form])
-        return ids
+    async def _store_one(self, form: NewSubmission) -> Event:
+        [event] = await submissions.create_many(self.pool, [form])
+        return event
 
     async def store_submission(self, form: NewSubmission) -> tuple[UUID, UUID]:
-        """Store a submission with its event; (submission id, event id)."""
+        """Store a submission with its event, then have the event published at once (if that
+        fails, the outbox relay publishes it); (submission id, event id)."""
         async with self._bounded(), translate_errors():
-            return await self._submissions(form)
+            event = await self._submissions(form)
+        self._publisher.soon(event)
+        return UUID(event.payload["submission_id"]), event.event_id
 
     @asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:

@@ -52,6 +52,14 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
         application_name="flowline-worker",
         size=min(settings.worker_concurrency, settings.db_pool_size * 2),
     )
+    # Run inserts need not wait for the disk (see pg.create_pool): a commit less on the way
+    # from an event to its email.
+    eager_pool = await pg.create_pool(
+        settings,
+        application_name="flowline-worker",
+        size=max(2, settings.db_pool_size // 2),
+        durable=False,
+    )
     redis = streams.client(settings)
     reader_redis = streams.client(
         settings, max_connections=2, socket_timeout=settings.worker_block_ms / 1000 + 10
@@ -76,7 +84,13 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
     background_stop = asyncio.Event()
     async with Catalog(engine, dsn=settings.async_database_url) as catalog:
         driver = RunDriver(
-            engine, pool, catalog, deps, step_budget=settings.run_step_budget, retry_policy=retry
+            engine,
+            pool,
+            eager_pool,
+            catalog,
+            deps,
+            step_budget=settings.run_step_budget,
+            retry_policy=retry,
         )
 
         async def fail_runs(entry: Entry, reason: str) -> None:
@@ -102,6 +116,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
             dsn=settings.async_database_url,
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
+            grace_seconds=settings.outbox_grace_seconds,
         )
         scheduler = TimerScheduler(engine, dsn=settings.async_database_url)
         background = [
@@ -119,6 +134,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
             await redis.aclose()
             await reader_redis.aclose()
             await pool.close()
+            await eager_pool.close()
             await engine.dispose()
     return worker
 

@@ -71,6 +71,7 @@ class RunDriver:
         self,
         engine: AsyncEngine,
         pool: Pool,
+        eager_pool: Pool,
         catalog: Catalog,
         deps: ActionDeps,
         *,
@@ -84,8 +85,8 @@ class RunDriver:
         # Concurrent runs share their round trips: one statement inserts every run started in
         # the same loop iteration, one writes every checkpoint (coalesce.py).
         self._inserts: Coalescer[RunRecord, tuple[RunRecord, bool]] = Coalescer(
-            lambda fresh: runs.insert_many(pool, fresh),
-            lambda run: runs.insert_if_absent(pool, run),
+            lambda fresh: runs.insert_many(eager_pool, fresh),
+            lambda run: runs.insert_if_absent(eager_pool, run),
         )
         self._checkpoints: Coalescer[tuple[RunRecord, Journal], RunRecord] = Coalescer(
             lambda items: runs.checkpoint_many(pool, items),

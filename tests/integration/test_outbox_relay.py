@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 
 import asyncpg
@@ -17,10 +18,13 @@ from tests.support.waiting import eventually
 from workflow_core import events
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
+from workflow_core.ids import new_id
+from workflow_core.persistence import outbox as outbox_repo
 from workflow_core.persistence import submissions as submissions_repo
 from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.submissions import NewSubmission
 from workflow_core.persistence.tables import outbox, submissions
-from workflow_core.relay import OutboxRelay
+from workflow_core.relay import FastPublisher, OutboxRelay
 from workflow_core.settings import Settings
 
 
@@ -61,7 +65,7 @@ async def test_relay_publishes_in_order_and_marks_rows(
     submitted = [await submit(engine, {"n": n}) for n in range(5)]
     relay = _relay(pool, streams.client(settings), settings, batch=2)
 
-    assert [await relay.publish_batch() for _ in range(4)] == [2, 2, 1, 0]
+    assert [await relay.publish_batch(everything=True) for _ in range(4)] == [2, 2, 1, 0]
 
     entries = await redis.xrange(keys.stream)
     published = [events.from_fields(fields) for _, fields in entries]
@@ -81,7 +85,7 @@ async def test_relays_in_several_processes_publish_each_event_once(
 
     async def drain(relay: OutboxRelay) -> int:
         total = 0
-        while count := await relay.publish_batch():
+        while count := await relay.publish_batch(everything=True):
             total += count
         return total
 
@@ -98,15 +102,17 @@ async def test_while_redis_is_away_events_wait_in_the_outbox(
     await submit(engine, {"n": 1})
     nowhere = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)
     with pytest.raises(Exception):  # noqa: B017 - any connection error will do
-        await _relay(pool, nowhere, settings).publish_batch()
+        await _relay(pool, nowhere, settings).publish_batch(everything=True)
     assert await _unpublished(engine) == 1
 
-    assert await _relay(pool, streams.client(settings), settings).publish_batch() == 1
+    assert (
+        await _relay(pool, streams.client(settings), settings).publish_batch(everything=True) == 1
+    )
     assert await _unpublished(engine) == 0
     assert len(await redis.xrange(keys.stream)) == 1
 
 
-async def test_the_running_relay_is_woken_by_new_rows(
+async def test_the_running_relay_is_woken_by_other_events_and_leaves_submissions_their_grace(
     engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:
     relay = OutboxRelay(
@@ -114,15 +120,46 @@ async def test_the_running_relay_is_woken_by_new_rows(
         streams.client(settings),
         StreamKeys.from_settings(settings),
         dsn=settings.async_database_url,
-        poll_seconds=30,
+        poll_seconds=1.0,
+        grace_seconds=1.5,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
         await asyncio.sleep(0.5)  # listening
-        await submit(engine, {"n": 1})
-        # Far below the 30 s poll: the NOTIFY woke it.
-        await eventually(lambda: redis.xlen(keys.stream), timeout=5, what="the event published")
+        started = time.monotonic()
+        async with engine.begin() as conn:  # what a task completion writes
+            await outbox_repo.add(conn, events.run_resume(new_id(), new_id(), "task", step_seq=1))
+        await eventually(lambda: redis.xlen(keys.stream), timeout=5, what="the resume published")
+        assert time.monotonic() - started < 0.8  # the NOTIFY woke it, not its poll
+
+        started = time.monotonic()
+        await submit(engine, {"n": 1})  # nobody took the fast path for this one
+        await eventually(lambda: _xlen_is(redis, keys, 2), timeout=10, what="the submission")
+        assert time.monotonic() - started >= 1.4  # its grace period first
     finally:
         stop.set()
         await task
+
+
+async def _xlen_is(redis: aioredis.Redis, keys: StreamKeys, length: int) -> bool:
+    return int(await redis.xlen(keys.stream)) == length
+
+
+async def test_the_fast_path_publishes_at_once_and_marks_the_row(
+    pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys, engine: AsyncEngine
+) -> None:
+    publisher = FastPublisher(pool, streams.client(settings), keys)
+    [event] = await submissions_repo.create_many(
+        pool, [NewSubmission("t", "o", {"n": 1}, datetime.now(UTC))]
+    )
+    publisher.soon(event)
+    await publisher.close()
+
+    [(entry_id, fields)] = await redis.xrange(keys.stream)
+    assert fields["event_id"] == str(event.event_id)
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(outbox.c.published_at, outbox.c.stream_entry_id))).one()
+    assert row.published_at is not None and row.stream_entry_id == entry_id
+    relay = _relay(pool, streams.client(settings), settings)
+    assert await relay.publish_batch(everything=True) == 0  # nothing left for the relay

@@ -61,7 +61,7 @@ async def publish_all(engine: AsyncEngine, settings: Settings) -> int:
             pool, redis, StreamKeys.from_settings(settings), dsn=settings.async_database_url
         )
         total = 0
-        while count := await relay.publish_batch():
+        while count := await relay.publish_batch(everything=True):
             total += count
         return total
     finally:

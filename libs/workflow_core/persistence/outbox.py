@@ -11,8 +11,8 @@ import orjson
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from workflow_core.events import Event
-from workflow_core.persistence.pg import Connection
+from workflow_core.events import FORM_SUBMITTED, Event
+from workflow_core.persistence.pg import Connection, Pool
 from workflow_core.persistence.tables import outbox
 
 CHANNEL = "flowline_outbox"
@@ -32,14 +32,20 @@ async def add(conn: AsyncConnection, event: Event, *, submission_id: UUID | None
     )
 
 
-async def claim_unpublished(conn: Connection, limit: int) -> list[tuple[int, Any, str, Any]]:
+async def claim_unpublished(
+    conn: Connection, limit: int, grace_seconds: float = 0.0
+) -> list[tuple[int, Any, str, Any]]:
     """The oldest unpublished events as (row id, event id, type, payload), locked for the
     caller's transaction; rows another relay holds are skipped, so relays in several processes
-    share the work without publishing twice."""
+    share the work without publishing twice. A submission's event younger than
+    `grace_seconds` is left to the fast path."""
     rows = await conn.fetch(
         "SELECT id, event_id, event_type, payload FROM outbox WHERE published_at IS NULL "
+        "AND (event_type <> $2 OR created_at < now() - make_interval(secs => $3)) "
         "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit,
+        FORM_SUBMITTED,
+        grace_seconds,
     )
     return [(row[0], row[1], row[2], orjson.loads(row[3])) for row in rows]
 
@@ -51,6 +57,19 @@ async def mark_published(conn: Connection, published: Sequence[tuple[int, str]])
             "UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id "
             "FROM unnest($1::bigint[], $2::text[]) AS v(id, entry_id) WHERE outbox.id = v.id",
             [row_id for row_id, _ in published],
+            [entry for _, entry in published],
+        )
+
+
+async def mark_published_events(pg: Pool, published: Sequence[tuple[UUID, str]]) -> None:
+    """Record the stream entry ids of events the fast path published (by event id: a replayed
+    event's earlier rows were marked long ago)."""
+    if published:
+        await pg.execute(
+            "UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id "
+            "FROM unnest($1::uuid[], $2::text[]) AS v(event_id, entry_id) "
+            "WHERE outbox.event_id = v.event_id AND outbox.published_at IS NULL",
+            [event_id for event_id, _ in published],
             [entry for _, entry in published],
         )
 

@@ -27,7 +27,12 @@ async def _keep_session(connection: Connection) -> None:
     statement; the hot paths leave no such state (an open transaction is still rolled back)."""
 
 
-async def create_pool(settings: Settings, *, application_name: str, size: int) -> Pool:
+async def create_pool(
+    settings: Settings, *, application_name: str, size: int, durable: bool = True
+) -> Pool:
+    """`durable=False` makes its commits return before they are flushed to disk: only for
+    writes whose loss in a PostgreSQL crash is harmless (the worker's run inserts: the event
+    is not acknowledged until a durable checkpoint, and a lost run is simply created again)."""
     pool = await asyncpg.create_pool(
         plain_dsn(settings.async_database_url),
         min_size=1,
@@ -38,6 +43,7 @@ async def create_pool(settings: Settings, *, application_name: str, size: int) -
         server_settings={
             "application_name": application_name,
             "statement_timeout": str(int(settings.db_statement_timeout_seconds * 1000)),
+            "synchronous_commit": "on" if durable else "off",
         },
     )
     assert pool is not None

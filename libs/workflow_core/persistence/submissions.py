@@ -39,38 +39,38 @@ _CREATE = """
 """
 
 
-async def create_many(pg: Pool | Connection, forms: list[NewSubmission]) -> list[tuple[UUID, UUID]]:
+async def create_many(pg: Pool | Connection, forms: list[NewSubmission]) -> list[events.Event]:
     """Store submissions with their `form_submitted` events, all in one statement (so one
-    transaction): no submission exists without its event. Returns (submission id, event id)
-    for each."""
-    rows, ids = [], []
-    for form in forms:
-        submission_id, event_id = new_id(), new_id()
-        event = events.form_submitted(
-            event_id, submission_id, form.template_id, form.org_id, form.data, form.received_at
+    transaction): no submission exists without its event. Returns each one's event (its
+    payload names the submission)."""
+    made = [
+        events.form_submitted(
+            new_id(), new_id(), form.template_id, form.org_id, form.data, form.received_at
         )
-        rows.append(
-            {
-                "id": submission_id,
-                "template_id": form.template_id,
-                "org_id": form.org_id,
-                "data": form.data,
-                "created_at": form.received_at,
-                "event_id": event_id,
-                "payload": event.payload,
-            }
-        )
-        ids.append((submission_id, event_id))
+        for form in forms
+    ]
+    rows = [
+        {
+            "id": event.payload["submission_id"],
+            "template_id": form.template_id,
+            "org_id": form.org_id,
+            "data": form.data,
+            "created_at": form.received_at,
+            "event_id": event.event_id,
+            "payload": event.payload,
+        }
+        for form, event in zip(forms, made, strict=True)
+    ]
     await pg.execute(_CREATE, json_text(rows), events.FORM_SUBMITTED)
-    return ids
+    return made
 
 
 async def create(
     pg: Pool | Connection, *, template_id: str, org_id: str, data: dict[str, Any], now: datetime
 ) -> tuple[UUID, UUID]:
-    """Store one submission and its event (see `create_many`)."""
-    [ids] = await create_many(pg, [NewSubmission(template_id, org_id, data, now)])
-    return ids
+    """Store one submission and its event (see `create_many`); (submission id, event id)."""
+    [event] = await create_many(pg, [NewSubmission(template_id, org_id, data, now)])
+    return UUID(event.payload["submission_id"]), event.event_id
 
 
 async def get(conn: AsyncConnection, submission_id: UUID) -> dict[str, Any] | None:
