@@ -8,6 +8,7 @@ message, so `raise NotFound()` reads well and prints well.
     ├── Unavailable              a dependency (PostgreSQL, Redis) does not answer
     └── ActionFailed             an action could not do its work
         ├── RetryableActionError     try again later (connection refused, 4xx SMTP, 5xx HTTP)
+        │   └── EffectBusy               another live attempt holds the effect: wait, uncounted
         └── PermanentActionError     do not try again (bad recipient, 4xx HTTP, bad config)
 
 The adapters (smtp.py, http.py) turn library exceptions into these; nothing from aiosmtplib or
@@ -58,6 +59,11 @@ class RetryableActionError(ActionFailed):
     def __init__(self, message: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class EffectBusy(RetryableActionError):
+    """Another attempt holds this effect; it is tried again once that one must be over.
+    Waiting for it does not count as a failed attempt."""
 
 
 class PermanentActionError(ActionFailed):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import uuid
 
 from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,7 +27,7 @@ from workflow_core.ids import parse_uuid
 from workflow_core.log import configure_logging, get_logger
 from workflow_core.persistence import pg, runs
 from workflow_core.persistence.db import create_engine, translate_errors
-from workflow_core.persistence.effects import DbEffectLedger
+from workflow_core.persistence.effects import DbEffectLedger, prepare_connection
 from workflow_core.persistence.migrate import migrate
 from workflow_core.persistence.records import DbRecords
 from workflow_core.persistence.tables import runs as runs_table
@@ -51,6 +52,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
         settings,
         application_name="flowline-worker",
         size=min(settings.worker_concurrency, settings.db_pool_size * 2),
+        init=prepare_connection,
     )
     # Run inserts need not wait for the disk (see pg.create_pool): a commit less on the way
     # from an event to its email.
@@ -71,7 +73,12 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
         mailer=mailer,
         http=http,
         records=DbRecords(engine),
-        ledger=DbEffectLedger(pool),
+        # A restarted worker is a new owner; a reservation outlives any live SMTP transaction.
+        ledger=DbEffectLedger(
+            pool,
+            owner=f"{settings.consumer_name}/{uuid.uuid4().hex[:8]}",
+            stale_after=3 * settings.smtp_timeout_seconds + 5,
+        ),
         from_email=settings.from_email,
         now=utcnow,
         settings={"webhook_timeout_seconds": settings.webhook_timeout_seconds},

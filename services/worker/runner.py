@@ -26,9 +26,10 @@ from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.definitions.models import RetryPolicy
 from workflow_core.engine import machine
 from workflow_core.engine.context import initial_context
-from workflow_core.engine.retry import GiveUp, next_attempt
+from workflow_core.engine.retry import GiveUp, RetryAfter, next_attempt
 from workflow_core.errors import (
     ActionFailed,
+    EffectBusy,
     PermanentActionError,
     RetryableActionError,
 )
@@ -410,9 +411,17 @@ class RunDriver:
                     call, action_type.config.model_validate(spec.config), self._deps
                 )
             except RetryableActionError as error:
-                plan = next_attempt(
-                    call.attempt, spec.retry or self._retry_policy, retry_after=error.retry_after
+                plan = (
+                    # Waiting for another attempt's hold to end is not a failed attempt.
+                    RetryAfter(error.retry_after or 0.1)
+                    if isinstance(error, EffectBusy)
+                    else next_attempt(
+                        call.attempt,
+                        spec.retry or self._retry_policy,
+                        retry_after=error.retry_after,
+                    )
                 )
+                next_number = call.attempt if isinstance(error, EffectBusy) else call.attempt + 1
                 if isinstance(plan, GiveUp):
                     journal.actions.append(
                         _action_row(
@@ -433,7 +442,7 @@ class RunDriver:
                         "retrying",
                         started,
                         self._now(),
-                        error=f"{error.message}; attempt {call.attempt + 1} at {due.isoformat()}",
+                        error=f"{error.message}; attempt {next_number} at {due.isoformat()}",
                     )
                 )
                 journal.timers.append(
@@ -441,7 +450,7 @@ class RunDriver:
                         run,
                         "retry",
                         due,
-                        {"step_seq": seq, "action_index": index, "attempt": call.attempt + 1},
+                        {"step_seq": seq, "action_index": index, "attempt": next_number},
                     )
                 )
                 return RetryScheduled(due)

@@ -43,7 +43,9 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
 ) -> None:
     total = 1000
     stack.start_api()
-    first = stack.start_worker("worker-a", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3)
+    first = stack.start_worker(
+        "worker-a", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3, SMTP_TIMEOUT_SECONDS=2
+    )
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
         assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
         submitting = asyncio.create_task(_submit_all(client, total))
@@ -51,15 +53,21 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
         first.signal(signal.SIGKILL)
         first.process.wait(timeout=10)
         killed_at = len(smtp.received)
-        stack.start_worker("worker-b", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3)
+        stack.start_worker(
+            "worker-b", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3, SMTP_TIMEOUT_SECONDS=2
+        )
         accepted = await submitting
     assert len(accepted) == total
 
-    await eventually(
-        lambda: len(smtp.received) >= total,
-        timeout=90,
-        what=f"{total} emails (killed after {killed_at})",
-    )
+    try:
+        await eventually(
+            lambda: len(smtp.received) >= total,
+            timeout=90,
+            what=f"{total} emails (killed after {killed_at})",
+        )
+    except AssertionError:
+        await _explain_missing(engine, smtp, total)
+        raise
 
     async def finished() -> bool:
         async with engine.connect() as conn:
@@ -86,7 +94,11 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
     smtp.behaviour.data_delay = 0.3
     stack.start_api()
     worker = stack.start_worker(
-        "worker-a", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3, LOG_LEVEL="INFO"
+        "worker-a",
+        CLAIM_IDLE_SECONDS=1,
+        CLAIM_INTERVAL_SECONDS=0.3,
+        SMTP_TIMEOUT_SECONDS=2,
+        LOG_LEVEL="INFO",
     )
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
         assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
@@ -96,7 +108,32 @@ async def test_sigterm_finishes_in_flight_work_and_exits_zero(
         code = await asyncio.to_thread(worker.process.wait, 15)
     assert code == 0, worker.log()[-3000:]
     assert "worker_stopped" in worker.log()
-    stack.start_worker("worker-b", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3)
+    stack.start_worker(
+        "worker-b", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3, SMTP_TIMEOUT_SECONDS=2
+    )
     await eventually(lambda: len(smtp.received) >= 60, timeout=60, what="all 60 emails")
     per_recipient = collections.Counter(r.rcpt_tos[0] for r in smtp.received)
     assert len(per_recipient) == 60 and max(per_recipient.values()) == 1
+
+
+async def _explain_missing(engine: AsyncEngine, smtp: SmtpServer, total: int) -> None:
+    """On failure: what the database says about the emails that never arrived."""
+    from sqlalchemy import text
+
+    got = {r.rcpt_tos[0] for r in smtp.received}
+    missing = [f"user{n}@example.com" for n in range(total) if f"user{n}@example.com" not in got]
+    async with engine.connect() as conn:
+        for address in missing[:5]:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT r.status, r.deliveries, e.state, a.status AS action, a.result "
+                        "FROM runs r JOIN submissions s ON s.id = r.submission_id "
+                        "LEFT JOIN effects e ON e.run_id = r.id "
+                        "LEFT JOIN run_actions a ON a.run_id = r.id "
+                        "WHERE s.data->>'email' = :email"
+                    ),
+                    {"email": address},
+                )
+            ).all()
+            print("MISSING", address, rows)

@@ -32,7 +32,8 @@ from workflow_core.ids import new_id
 from workflow_core.persistence.tables import run_actions, runs, submissions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
-FAST = {"CLAIM_IDLE_SECONDS": 1, "CLAIM_INTERVAL_SECONDS": 0.3}
+# Quick takeover after a crash: idle entries after 1 s, stale email reservations after 11 s.
+FAST = {"CLAIM_IDLE_SECONDS": 1, "CLAIM_INTERVAL_SECONDS": 0.3, "SMTP_TIMEOUT_SECONDS": 2}
 
 
 async def submit_many(

@@ -16,9 +16,11 @@ from tests.support.flows import (
     publish_all,
     run_rows,
     run_worker_until_drained,
+    running_worker,
     submit,
 )
 from tests.support.smtp import SmtpServer
+from tests.support.waiting import eventually
 from workflow_core import events
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.ids import effect_key, new_id, run_id_for
@@ -107,6 +109,39 @@ async def test_an_email_claimed_by_a_crashed_attempt_is_not_sent_again(
     [run] = await run_rows(engine)
     assert run.status == "completed"
     assert run.context["steps"]["step1"]["deduplicated"] is True
+
+
+async def test_an_email_reserved_by_a_crashed_attempt_but_never_handed_over_is_sent(
+    engine: AsyncEngine, make_settings: SettingsFactory, smtp: SmtpServer
+) -> None:
+    """A worker died after reserving an email and before handing it over: nothing reached the
+    server, so once the reservation is stale the email is sent, once."""
+    settings = make_settings(smtp_timeout_seconds=0.2)  # reservations go stale after 5.6 s
+    workflow_id = await create_workflow(engine)
+    email = unique_email()
+    _, event_id = await submit(engine, {"email": email})
+    run_id = run_id_for(event_id, workflow_id)
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(effects_table).values(
+                key=effect_key(run_id, 1, 0),
+                run_id=run_id,
+                state=effects.RESERVED,
+                owner="died-holding-it/0",
+            )
+        )
+    await publish_all(engine, settings)
+
+    async with running_worker(settings):
+        [mail] = await eventually(lambda: smtp.to(email), timeout=30, what="the email")
+        await eventually(lambda: _completed(engine), what="the run completed")
+    assert mail.message["Subject"] == "Form Submission Confirmation - form_submitted"
+    assert len(smtp.to(email)) == 1
+
+
+async def _completed(engine: AsyncEngine) -> bool:
+    rows = await run_rows(engine)
+    return bool(rows) and rows[0].status == "completed"
 
 
 async def test_entries_of_a_dead_consumer_are_reclaimed(

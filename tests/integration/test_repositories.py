@@ -4,6 +4,7 @@ ledger, tickets and tasks records."""
 from __future__ import annotations
 
 from dataclasses import replace
+from uuid import UUID
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.examples import EXAMPLE_WORKFLOW
 from tests.support.flows import create_workflow, submit
 from workflow_core.actions.base import ActionCall, EffectAlreadyClaimed
+from workflow_core.errors import EffectBusy
 from workflow_core.ids import effect_key, new_id
 from workflow_core.persistence import effects, runs, workflows
 from workflow_core.persistence.effects import DbEffectLedger
@@ -88,9 +90,9 @@ async def test_checkpoint_writes_everything_or_nothing_and_refuses_a_stale_run(
     assert set(ledger) == {"k1"}
 
 
-async def test_an_effect_can_be_claimed_once_and_released(pool: Pool) -> None:
-    run_id = new_id()
-    call = ActionCall(
+def _call(key_run: UUID | None = None) -> ActionCall:
+    run_id = key_run or new_id()
+    return ActionCall(
         run_id=run_id,
         workflow_id=new_id(),
         org_id=None,
@@ -102,9 +104,29 @@ async def test_an_effect_can_be_claimed_once_and_released(pool: Pool) -> None:
         key=effect_key(run_id, 1, 0),
         context={},
     )
-    ledger = DbEffectLedger(pool)
-    await ledger.claim(call)
+
+
+async def test_an_effect_is_reserved_by_one_owner_and_handed_over_once(pool: Pool) -> None:
+    call = _call()
+    mine = DbEffectLedger(pool, owner="worker-a/1", stale_after=60)
+    theirs = DbEffectLedger(pool, owner="worker-b/1", stale_after=60)
+    await mine.reserve(call)
+    await mine.reserve(call)  # the same owner again (a retry in the same process)
+    with pytest.raises(EffectBusy) as busy:
+        await theirs.reserve(call)
+    assert 59 < (busy.value.retry_after or 0) <= 61
+    await (await mine.start_hand_over(call))
     with pytest.raises(EffectAlreadyClaimed):
-        await ledger.claim(call)
-    await ledger.release(call)
-    await ledger.claim(call)
+        await theirs.reserve(call)
+    await mine.release(call)  # refused outright after all: nothing was delivered
+    await theirs.reserve(call)
+
+
+async def test_a_reservation_of_an_owner_that_is_gone_is_taken_over_once_stale(pool: Pool) -> None:
+    call = _call()
+    await DbEffectLedger(pool, owner="died/1", stale_after=60).reserve(call)
+    await DbEffectLedger(pool, owner="restarted/2", stale_after=0).reserve(call)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT owner FROM effects WHERE key = $1", call.key) == (
+            "restarted/2"
+        )

@@ -82,12 +82,21 @@ class Records(Protocol):
 
 
 class EffectLedger(Protocol):
-    async def claim(self, call: ActionCall) -> None:
-        """Record, durably, that the effect of `call` is being handed over. Raises
-        `EffectAlreadyClaimed` when an earlier attempt got that far."""
+    """Where an effect that cannot be taken back (an email) is recorded around its hand-over,
+    so that a retry after a crash neither repeats it nor drops it."""
+
+    async def reserve(self, call: ActionCall) -> None:
+        """Take the effect for this attempt, before any of its work. Raises
+        `EffectAlreadyClaimed` when it was handed over already, and `RetryableActionError`
+        while another live attempt holds it."""
+
+    async def start_hand_over(self, call: ActionCall) -> Awaitable[None]:
+        """Start recording, durably, that the effect is being handed over, and return as soon
+        as that record is on its way: the caller hands the effect over at once (so a crash
+        can fall between the two only for an instant) and then awaits the returned record."""
 
     async def release(self, call: ActionCall) -> None:
-        """Withdraw a claim whose effect was refused outright: nothing was delivered."""
+        """Give the effect up: it was refused outright, nothing was delivered."""
 
 
 class EffectAlreadyClaimed(Exception):

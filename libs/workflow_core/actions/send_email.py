@@ -1,14 +1,16 @@
-"""send_email: a UTF-8 email through the configured SMTP server, exactly once per run step.
+"""send_email: a UTF-8 email through the configured SMTP server, once per run step.
 
-The idempotency claim is written after the server accepted the recipients and before the
-message is handed over: a crash before it means nothing was sent (the retry sends), a crash
-after it means the server may hold the message (the retry does not send again).
+Before its SMTP transaction the email is reserved in the effect ledger (a lock against a second
+live attempt); right before its content goes to the server the hand-over is recorded, and the
+content follows at once. A retry after a crash sends again what was only reserved (nothing
+left) and never what was handed over (see persistence/effects.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -111,22 +113,27 @@ async def execute(call: ActionCall, config: SendEmailConfig, deps: ActionDeps) -
     result = {"message_id": message.message_id, "to": email["to"], "subject": email["subject"]}
     if call.claimed:
         return {**result, "deduplicated": True}
-    claimed = False
-
-    async def claim() -> None:
-        nonlocal claimed
-        await deps.ledger.claim(call)
-        claimed = True
-
     try:
-        await deps.mailer.send(message, before_data=claim)
+        await deps.ledger.reserve(call)
     except EffectAlreadyClaimed:
         return {**result, "deduplicated": True}
+    record: Awaitable[None] | None = None
+
+    async def hand_over() -> None:
+        nonlocal record
+        record = await deps.ledger.start_hand_over(call)
+
+    try:
+        await deps.mailer.send(message, before_data=hand_over)
     except (RetryableActionError, PermanentActionError):
-        # The server refused the message outright: nothing was delivered, so a retry may send.
-        if claimed:
-            await deps.ledger.release(call)
+        # Refused before the server took the message: nothing was delivered; a retry may send.
+        if record is not None:
+            with contextlib.suppress(Exception):
+                await record
+        await deps.ledger.release(call)
         raise
+    if record is not None:
+        await record  # durable before the run records the email as sent
     return result
 
 

@@ -1,9 +1,20 @@
-"""The effect ledger: one row per effect keyed by (run, step visit, action). An email is
-claimed here before it is handed to the SMTP server; every effect is marked done with its
-result when its step is recorded, so a redelivered event skips what was already done."""
+"""The effect ledger: one row per effect keyed by (run, step visit, action). Every effect is
+marked `done` with its result when its step is recorded, so a redelivered event skips what
+was already done.
+
+An email, which cannot be taken back, goes through two more states first:
+    reserved    taken by one attempt (its `owner`) before its SMTP transaction starts; a lock
+                against a second live attempt, and proof that nothing was handed over yet
+    committing  the content is being handed to the server: never sent again
+A reservation whose owner is gone is taken over once it is older than `stale_after` (longer
+than any live attempt can hold one). The `committing` record is written right before the
+content without waiting for it: a crash can fall between the two only for an instant.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -12,12 +23,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.actions.base import ActionCall, EffectAlreadyClaimed
-from workflow_core.coalesce import Coalescer
+from workflow_core.errors import EffectBusy
 from workflow_core.persistence.db import translate_errors
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.pg import Pool, PoolConnection
 from workflow_core.persistence.tables import effects
 
-COMMITTING, DONE = "committing", "done"
+RESERVED, COMMITTING, DONE = "reserved", "committing", "done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,43 +44,72 @@ async def for_run(conn: AsyncConnection, run_id: UUID) -> dict[str, EffectState]
     return {row.key: EffectState(row.state, row.result) for row in rows}
 
 
-_CLAIM = (
-    "INSERT INTO effects (key, run_id, state) "
-    "SELECT key, run_id, $3 FROM unnest($1::text[], $2::uuid[]) AS u(key, run_id) "
-    "ON CONFLICT DO NOTHING RETURNING key"
+_RESERVE = """
+    INSERT INTO effects (key, run_id, state, owner) VALUES ($1, $2, 'reserved', $3)
+    ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, updated_at = now()
+    WHERE effects.state = 'reserved'
+      AND (effects.owner = excluded.owner
+           OR effects.updated_at < now() - make_interval(secs => $4))
+    RETURNING true
+"""
+_HOLDER = """
+    SELECT state, GREATEST(0, $2 - extract(epoch FROM now() - updated_at)) AS wait
+    FROM effects WHERE key = $1
+"""
+_HAND_OVER = (
+    "UPDATE effects SET state = 'committing', updated_at = now() "
+    "WHERE key = $1 AND owner = $2 AND state = 'reserved'"
+)
+_RELEASE = (
+    "DELETE FROM effects WHERE key = $1 AND owner = $2 AND state IN ('reserved', 'committing')"
 )
 
 
-async def claim_many(pg: Pool, calls: list[ActionCall]) -> list[bool]:
-    """Claim each effect unless claimed already; True for those this call claimed."""
-    rows = await pg.fetch(_CLAIM, [c.key for c in calls], [c.run_id for c in calls], COMMITTING)
-    claimed = {row["key"] for row in rows}
-    return [call.key in claimed for call in calls]
+async def prepare_connection(connection: Any) -> None:
+    """Have the hand-over statement prepared on every pooled connection, so that starting it
+    puts it on the wire at once (a statement prepared on first use would cost a round trip
+    between the record and the hand-over)."""
+    await connection.execute(_HAND_OVER, "", "")
 
 
 class DbEffectLedger:
-    """`EffectLedger` on PostgreSQL. A claim is committed before it returns; claims made at
-    the same moment by concurrent runs share one statement (coalesce.py)."""
+    """`EffectLedger` on PostgreSQL. `owner` names this process (a restarted worker is a new
+    owner); `stale_after` is how old a reservation must be before another owner takes it."""
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
-        self._claims: Coalescer[ActionCall, bool] = Coalescer(
-            lambda calls: claim_many(pool, calls), self._claim_one
+    def __init__(self, pool: Pool, *, owner: str, stale_after: float) -> None:
+        self._pool, self._owner, self._stale_after = pool, owner, stale_after
+
+    async def reserve(self, call: ActionCall) -> None:
+        async with translate_errors():
+            taken = await self._pool.fetchval(
+                _RESERVE, call.key, call.run_id, self._owner, self._stale_after
+            )
+            if taken:
+                return
+            holder = await self._pool.fetchrow(_HOLDER, call.key, self._stale_after)
+        if holder is None:  # released between the two statements: take it next time
+            raise EffectBusy("the effect was just released; trying again", retry_after=0.1)
+        if holder["state"] != RESERVED:
+            raise EffectAlreadyClaimed(call.key)
+        raise EffectBusy(
+            "another attempt holds this email (or held it and died); trying again once its "
+            "reservation is stale",
+            retry_after=float(holder["wait"]) + 0.5,
         )
 
-    async def _claim_one(self, call: ActionCall) -> bool:
-        [claimed] = await claim_many(self._pool, [call])
-        return claimed
+    async def start_hand_over(self, call: ActionCall) -> Awaitable[None]:
+        connection = await self._pool.acquire()
+        record = asyncio.ensure_future(self._hand_over(connection, call))
+        await asyncio.sleep(0)  # the task runs up to its first wait: the statement is sent
+        return record
 
-    async def claim(self, call: ActionCall) -> None:
-        async with translate_errors():
-            claimed = await self._claims(call)
-        if not claimed:
-            raise EffectAlreadyClaimed(call.key)
+    async def _hand_over(self, connection: PoolConnection, call: ActionCall) -> None:
+        try:
+            async with translate_errors():
+                await connection.execute(_HAND_OVER, call.key, self._owner)
+        finally:
+            await self._pool.release(connection)
 
     async def release(self, call: ActionCall) -> None:
-        """Undo a claim whose effect was refused outright (nothing was delivered)."""
         async with translate_errors():
-            await self._pool.execute(
-                "DELETE FROM effects WHERE key = $1 AND state = $2", call.key, COMMITTING
-            )
+            await self._pool.execute(_RELEASE, call.key, self._owner)

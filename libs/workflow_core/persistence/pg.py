@@ -4,6 +4,7 @@ through SQLAlchemy (db.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
@@ -14,11 +15,13 @@ from workflow_core.settings import Settings
 
 if TYPE_CHECKING:  # the stubs are generic, the runtime classes are not
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    PoolConnection: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
     Connection: TypeAlias = (
         asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
     )
 else:
     Pool, Connection = asyncpg.Pool, asyncpg.Connection
+    PoolConnection = asyncpg.pool.PoolConnectionProxy
 
 
 async def _keep_session(connection: Connection) -> None:
@@ -28,7 +31,12 @@ async def _keep_session(connection: Connection) -> None:
 
 
 async def create_pool(
-    settings: Settings, *, application_name: str, size: int, durable: bool = True
+    settings: Settings,
+    *,
+    application_name: str,
+    size: int,
+    durable: bool = True,
+    init: Callable[[Any], Coroutine[Any, Any, None]] | None = None,
 ) -> Pool:
     """`durable=False` makes its commits return before they are flushed to disk: only for
     writes whose loss in a PostgreSQL crash is harmless (the worker's run inserts: the event
@@ -38,6 +46,7 @@ async def create_pool(
         min_size=1,
         max_size=size,
         reset=_keep_session,
+        init=init,
         timeout=settings.db_connect_timeout_seconds,
         command_timeout=settings.db_statement_timeout_seconds,
         server_settings={

@@ -164,6 +164,7 @@ effects = Table(
     Column("result", JSONB, nullable=True),
     _created(),
     _updated(),
+    Column("owner", Text, nullable=True),
     Index("ix_effects_run", "run_id"),
 )
 
