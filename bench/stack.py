@@ -26,41 +26,11 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.engine import make_url
 
 from bench.http import fetch
+from workflow_core.examples import EXAMPLE_WORKFLOW
 from workflow_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 STOP_TIMEOUT = 30.0
-
-EXAMPLE_WORKFLOW: dict[str, Any] = {
-    "name": "Send Email on Form Submission",
-    "definition": {
-        "trigger": {
-            "type": "form_submitted",
-            "conditions": {"path": "template_id", "op": "==", "value": "form_submitted"},
-        },
-        "initial_step_id": "step1",
-        "steps": [
-            {
-                "id": "step1",
-                "name": "Send Email Notification",
-                "type": "auto_action",
-                "actions": [
-                    {
-                        "type": "send_email",
-                        "config": {
-                            "to_path": "data.email",
-                            "subject": "Form Submission Confirmation - {template_id}",
-                            "body": "Hello,\n\nYour form submission has been received.\n\n"
-                            "Submission ID: {submission_id}\nTemplate: {template_id}\n\n"
-                            "Thank you!",
-                        },
-                    }
-                ],
-                "transitions": [],
-            }
-        ],
-    },
-}
 
 
 class StackError(Exception):

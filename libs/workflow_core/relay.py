@@ -27,6 +27,7 @@ from workflow_core.persistence import outbox
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.listen import Listener
 from workflow_core.persistence.pg import Pool
+from workflow_core.settings import Settings
 
 log = get_logger(__name__)
 
@@ -48,6 +49,18 @@ class OutboxRelay:
         self._grace_seconds = grace_seconds
         self._listener = Listener(dsn, outbox.CHANNEL)
         self.published = 0
+
+    @classmethod
+    def from_settings(cls, pool: Pool, redis: aioredis.Redis, settings: Settings) -> OutboxRelay:
+        return cls(
+            pool,
+            redis,
+            streams.StreamKeys.from_settings(settings),
+            dsn=settings.async_database_url,
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+            grace_seconds=settings.outbox_grace_seconds,
+        )
 
     async def publish_batch(self, *, everything: bool = False) -> int:
         """Publish up to one batch; returns how many events went out. `everything` includes

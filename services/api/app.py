@@ -43,15 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         redis = streams.client(settings)
         keys = StreamKeys.from_settings(settings)
-        relay = OutboxRelay(
-            pool,
-            redis,
-            keys,
-            dsn=settings.async_database_url,
-            batch_size=settings.outbox_batch_size,
-            poll_seconds=settings.outbox_poll_seconds,
-            grace_seconds=settings.outbox_grace_seconds,
-        )
+        relay = OutboxRelay.from_settings(pool, redis, settings)
         publisher = FastPublisher(pool, redis, keys)
         app.state.settings = settings
         app.state.database = Database(engine, pool, settings.api_db_timeout_seconds, publisher)

@@ -116,15 +116,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
             on_dead_letter=fail_runs,
             database_probe=probe,
         )
-        relay = OutboxRelay(
-            pool,
-            redis,
-            keys,
-            dsn=settings.async_database_url,
-            batch_size=settings.outbox_batch_size,
-            poll_seconds=settings.outbox_poll_seconds,
-            grace_seconds=settings.outbox_grace_seconds,
-        )
+        relay = OutboxRelay.from_settings(pool, redis, settings)
         scheduler = TimerScheduler(engine, dsn=settings.async_database_url)
         background = [
             asyncio.create_task(relay.run(background_stop), name="relay"),

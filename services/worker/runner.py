@@ -224,7 +224,7 @@ class RunDriver:
     def _after_wait(
         self, definition: WorkflowDefinition, step: StepSpec, run: RunRecord, journal: Journal
     ) -> Resumption:
-        decision = machine.after_wait(definition, step, run.step_seq, run.context, self._budget)
+        decision = machine.next_step(definition, step, run.step_seq, run.context, self._budget)
         now = self._now()
         journal.steps.append(_finished_step_row(run.id, run.step_seq, step, decision, now, now))
         return Resumption(decision)

@@ -1,4 +1,4 @@
-"""The original design's examples, verbatim, and small factories around them."""
+"""The original design's examples (workflow_core.examples) and small factories around them."""
 
 from __future__ import annotations
 
@@ -6,42 +6,7 @@ import copy
 import uuid
 from typing import Any
 
-EXAMPLE_WORKFLOW: dict[str, Any] = {
-    "name": "Send Email on Form Submission",
-    "definition": {
-        "trigger": {
-            "type": "form_submitted",
-            "conditions": {"path": "template_id", "op": "==", "value": "form_submitted"},
-        },
-        "initial_step_id": "step1",
-        "steps": [
-            {
-                "id": "step1",
-                "name": "Send Email Notification",
-                "type": "auto_action",
-                "actions": [
-                    {
-                        "type": "send_email",
-                        "config": {
-                            "to_path": "data.email",
-                            "subject": "Form Submission Confirmation - {template_id}",
-                            "body": "Hello,\n\nYour form submission has been received.\n\n"
-                            "Submission ID: {submission_id}\nTemplate: {template_id}\n\n"
-                            "Thank you!",
-                        },
-                    }
-                ],
-                "transitions": [],
-            }
-        ],
-    },
-}
-
-EXAMPLE_FORM: dict[str, Any] = {
-    "template_id": "form_submitted",
-    "data": {"email": "user@example.com", "name": "John Doe", "message": "Hello world"},
-    "org_id": "org_123",
-}
+from workflow_core.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW
 
 
 def example_workflow(**changes: Any) -> dict[str, Any]:
@@ -58,3 +23,6 @@ def example_form(**data: Any) -> dict[str, Any]:
 
 def unique_email() -> str:
     return f"user-{uuid.uuid4().hex[:10]}@example.com"
+
+
+__all__ = ["EXAMPLE_FORM", "EXAMPLE_WORKFLOW", "example_form", "example_workflow", "unique_email"]

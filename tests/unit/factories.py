@@ -6,38 +6,12 @@ import copy
 from typing import Any
 
 from workflow_core.definitions.models import WorkflowDefinition
-
-_EXAMPLE: dict[str, Any] = {
-    "trigger": {
-        "type": "form_submitted",
-        "conditions": {"path": "template_id", "op": "==", "value": "form_submitted"},
-    },
-    "initial_step_id": "step1",
-    "steps": [
-        {
-            "id": "step1",
-            "name": "Send Email Notification",
-            "type": "auto_action",
-            "actions": [
-                {
-                    "type": "send_email",
-                    "config": {
-                        "to_path": "data.email",
-                        "subject": "Form Submission Confirmation - {template_id}",
-                        "body": "Hello,\n\nYour form submission has been received.\n\n"
-                        "Submission ID: {submission_id}\nTemplate: {template_id}\n\nThank you!",
-                    },
-                }
-            ],
-            "transitions": [],
-        }
-    ],
-}
+from workflow_core.examples import EXAMPLE_WORKFLOW
 
 
 def example_definition() -> dict[str, Any]:
     """The definition from the original README, exactly as written there."""
-    return copy.deepcopy(_EXAMPLE)
+    return copy.deepcopy(EXAMPLE_WORKFLOW["definition"])
 
 
 def example_context(**data: Any) -> dict[str, Any]:

@@ -210,7 +210,7 @@ def test_after_a_task_its_outcome_routes_the_run() -> None:
         step("rejected"),
     )
     context = machine.with_task_result(example_context(), {"outcome": "approve", "data": {}})
-    decision = machine.after_wait(flow, flow.step("review"), 2, context, BUDGET)
+    decision = machine.next_step(flow, flow.step("review"), 2, context, BUDGET)
     assert decision == RunStep(flow.step("approved"), 3)
 
 
@@ -262,7 +262,7 @@ def test_a_wait_until_a_path_without_a_timestamp_fails_naming_the_path(
 
 def test_after_a_wait_the_run_takes_the_next_step() -> None:
     flow = wait_flow(**{"for": "PT1M"})
-    decision = machine.after_wait(flow, flow.step("pause"), 4, example_context(), BUDGET)
+    decision = machine.next_step(flow, flow.step("pause"), 4, example_context(), BUDGET)
     assert decision == RunStep(flow.step("next"), 5)
 
 

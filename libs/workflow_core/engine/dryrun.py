@@ -104,10 +104,10 @@ def dry_run(
             settled = {"outcome": None, "data": {}, **outcomes[step.id]}
             context = machine.with_task_result(context, settled)
             entry["task"]["completed_with"] = settled
-            decision = machine.after_wait(definition, step, seq, context, step_budget)
+            decision = machine.next_step(definition, step, seq, context, step_budget)
         elif isinstance(decision, machine.Sleep):
             entry["waits_until"] = decision.until.isoformat()
-            decision = machine.after_wait(definition, step, seq, context, step_budget)
+            decision = machine.next_step(definition, step, seq, context, step_budget)
         entry["next"] = decision.step.id if isinstance(decision, machine.RunStep) else None
     if isinstance(decision, machine.Complete):
         report["status"] = "completed"

@@ -5,7 +5,8 @@ worker carries decisions out (runs actions, opens tasks, sets timers, records th
 
 A run enters a step (`RunStep`), the worker runs the step's actions, then `after_actions`
 says what follows: a human task to open (`OpenTask`), a timer to wait for (`Sleep`), the next
-step, or the end (`Complete`). A run that waited resumes through `after_wait`.
+step, or the end (`Complete`). A run that waited (its task settled, its time came) goes
+on through `next_step`.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class OpenTask:
 
 @dataclass(frozen=True, slots=True)
 class Sleep:
-    """Wait until `until`, then resume with `after_wait`."""
+    """Wait until `until`, then go on with `next_step`."""
 
     step: StepSpec
     seq: int
@@ -103,17 +104,6 @@ def after_actions(
             return until
         if until > now:
             return Sleep(step, seq, until)
-    return next_step(definition, step, seq, context, step_budget)
-
-
-def after_wait(
-    definition: WorkflowDefinition,
-    step: StepSpec,
-    seq: int,
-    context: Mapping[str, Any],
-    step_budget: int,
-) -> Decision:
-    """What follows once a task was completed or a timer fired."""
     return next_step(definition, step, seq, context, step_budget)
 
 

@@ -55,7 +55,10 @@ async def mark_published(conn: Connection, published: Sequence[tuple[int, str]])
     if published:
         await conn.execute(
             "UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id "
-            "FROM unnest($1::bigint[], $2::text[]) AS v(id, entry_id) WHERE outbox.id = v.id",
+            "FROM unnest($1::bigint[], $2::text[]) AS v(id, entry_id) "
+            # `= ANY` makes the plan an index lookup however large the table has grown
+            # (a cached generic plan may otherwise scan it all for every batch).
+            "WHERE outbox.id = ANY($1::bigint[]) AND outbox.id = v.id",
             [row_id for row_id, _ in published],
             [entry for _, entry in published],
         )
@@ -68,7 +71,8 @@ async def mark_published_events(pg: Pool, published: Sequence[tuple[UUID, str]])
         await pg.execute(
             "UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id "
             "FROM unnest($1::uuid[], $2::text[]) AS v(event_id, entry_id) "
-            "WHERE outbox.event_id = v.event_id AND outbox.published_at IS NULL",
+            "WHERE outbox.event_id = ANY($1::uuid[]) AND outbox.event_id = v.event_id "
+            "AND outbox.published_at IS NULL",
             [event_id for event_id, _ in published],
             [entry for _, entry in published],
         )

@@ -227,9 +227,12 @@ def _checkpoint_statement(present: tuple[bool, ...]) -> str:
         "step_seq = u.step_seq, context = u.context, error = u.error, "
         "deliveries = u.deliveries, revision = runs.revision + 1, updated_at = now(), "
         "finished_at = CASE WHEN u.finished THEN now() END FROM input u "
-        "WHERE runs.id = u.id AND runs.revision = u.revision RETURNING runs.id, runs.revision)",
+        # `= ANY` keeps the plan an index lookup however large `runs` grows (a cached generic
+        # plan would otherwise hash-join a full scan of it for every batch).
+        "WHERE runs.id = ANY($2::uuid[]) AND runs.id = u.id AND runs.revision = u.revision "
+        "RETURNING runs.id, runs.revision)",
     ]
-    parameter = 2
+    parameter = 3
     for (name, table, spec, tail), has_rows in zip(_PARTS, present, strict=True):
         if has_rows:
             ctes.append(f"{name} AS ({_rows_of(table, parameter, spec, tail)})")
@@ -286,6 +289,7 @@ async def checkpoint_many(
     rows = await pg.fetch(
         _checkpoint_statement(tuple(bool(p) for p in parts)),
         json_text(moves),
+        [run.id for run, _ in items],
         *(json_text(p) for p in parts if p),
     )
     revisions = {row["id"]: row["revision"] for row in rows}

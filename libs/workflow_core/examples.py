@@ -1,0 +1,43 @@
+"""The original design's example workflow and form, exactly as its README gives them (and
+ours repeats). The benchmark runs them; the tests hold Flowline to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXAMPLE_WORKFLOW: dict[str, Any] = {
+    "name": "Send Email on Form Submission",
+    "definition": {
+        "trigger": {
+            "type": "form_submitted",
+            "conditions": {"path": "template_id", "op": "==", "value": "form_submitted"},
+        },
+        "initial_step_id": "step1",
+        "steps": [
+            {
+                "id": "step1",
+                "name": "Send Email Notification",
+                "type": "auto_action",
+                "actions": [
+                    {
+                        "type": "send_email",
+                        "config": {
+                            "to_path": "data.email",
+                            "subject": "Form Submission Confirmation - {template_id}",
+                            "body": "Hello,\n\nYour form submission has been received.\n\n"
+                            "Submission ID: {submission_id}\nTemplate: {template_id}\n\n"
+                            "Thank you!",
+                        },
+                    }
+                ],
+                "transitions": [],
+            }
+        ],
+    },
+}
+
+EXAMPLE_FORM: dict[str, Any] = {
+    "template_id": "form_submitted",
+    "data": {"email": "user@example.com", "name": "John Doe", "message": "Hello world"},
+    "org_id": "org_123",
+}
