@@ -8,6 +8,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 from sqlalchemy import insert, select
@@ -23,6 +24,7 @@ from tests.support.flows import (
 from workflow_core import events
 from workflow_core.actions.base import ActionCall
 from workflow_core.adapters.streams import StreamKeys
+from workflow_core.errors import PermanentActionError
 from workflow_core.ids import derived_id, effect_key, new_id, run_id_for
 from workflow_core.persistence.records import DbRecords
 from workflow_core.persistence.tables import outbox, run_actions, tasks, tickets
@@ -218,6 +220,7 @@ async def test_a_ticket_made_by_an_attempt_that_crashed_is_found_not_made_again(
                 id=ticket_id,
                 run_id=run_id,
                 subject="made before the crash",
+                org_id="org_123",
                 status="open",
                 priority="high",
                 fields={"email": "ada@example.com"},
@@ -270,11 +273,50 @@ async def test_a_ticket_id_that_is_not_a_uuid_fails_the_run_with_the_reason(
     assert "'TICKET-42', which is not a ticket id (a UUID)" in run.error
 
 
+async def test_a_run_cannot_change_another_organisations_ticket_or_task(
+    engine: AsyncEngine, settings: Settings
+) -> None:
+    theirs_ticket, theirs_task = new_id(), new_id()
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(tickets).values(
+                id=theirs_ticket,
+                subject="theirs",
+                status="open",
+                priority="normal",
+                org_id="org_9",
+                fields={},
+            )
+        )
+        await conn.execute(
+            insert(tasks).values(
+                id=theirs_task, kind="todo", title="theirs", status="pending", org_id="org_9"
+            )
+        )
+    definition = flow(
+        auto("touch", action("update_ticket", ticket_id="{data.ticket}", status="closed"))
+    )
+
+    run = await run_flow(engine, settings, definition, ticket=str(theirs_ticket))
+
+    assert run.status == "failed"
+    assert f"no ticket with id {theirs_ticket} in organisation 'org_123'" in run.error
+    with pytest.raises(
+        PermanentActionError, match=f"no task with id {theirs_task} in organisation"
+    ):
+        await DbRecords(engine).update_task(theirs_task, "org_123", {"status": "completed"})
+    [ticket] = await rows(engine, tickets)
+    [task] = await rows(engine, tasks)
+    assert (ticket.status, task.status) == ("open", "pending")
+
+
 async def test_update_task_refuses_a_human_task(engine: AsyncEngine, settings: Settings) -> None:
     human = new_id()
     async with engine.begin() as conn:
         await conn.execute(
-            insert(tasks).values(id=human, kind="human", title="Approve", status="pending")
+            insert(tasks).values(
+                id=human, kind="human", title="Approve", status="pending", org_id="org_123"
+            )
         )
 
     run = await run_flow(
@@ -313,7 +355,10 @@ async def test_concurrent_updates_merge_their_fields_without_losing_any(
     )
 
     await asyncio.gather(
-        *(records.update_ticket(ticket_id, {"fields": {f"key{n}": n}}) for n in range(20))
+        *(
+            records.update_ticket(ticket_id, "org_123", {"fields": {f"key{n}": n}})
+            for n in range(20)
+        )
     )
 
     async with engine.connect() as conn:

@@ -71,14 +71,20 @@ class Records(Protocol):
     ) -> dict[str, Any]: ...
 
     async def update_ticket(
-        self, ticket_id: UUID, changes: Mapping[str, Any]
-    ) -> dict[str, Any]: ...
+        self, ticket_id: UUID, org_id: str | None, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change a ticket of organisation `org_id`; another organisation's is not found."""
+        ...
 
     async def create_task(
         self, task_id: UUID, call: ActionCall, fields: Mapping[str, Any]
     ) -> dict[str, Any]: ...
 
-    async def update_task(self, task_id: UUID, changes: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def update_task(
+        self, task_id: UUID, org_id: str | None, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change a to-do task of organisation `org_id`; another organisation's is not found."""
+        ...
 
 
 class EffectLedger(Protocol):

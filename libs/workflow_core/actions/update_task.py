@@ -80,7 +80,7 @@ async def execute(call: ActionCall, config: UpdateTaskConfig, deps: ActionDeps) 
     delay = due_in(config.due_in)
     if delay is not None:
         values["due_at"] = deps.now() + delay
-    task = await deps.records.update_task(task_id, values)
+    task = await deps.records.update_task(task_id, call.org_id, values)
     return {"task_id": str(task_id), "task": task}
 
 

@@ -110,7 +110,7 @@ def preview(config: UpdateTicketConfig, context: Mapping[str, Any]) -> dict[str,
 
 async def execute(call: ActionCall, config: UpdateTicketConfig, deps: ActionDeps) -> dict[str, Any]:
     ticket_id = target_id("ticket", config.ticket_id, config.ticket_id_path, call.context)
-    ticket = await deps.records.update_ticket(ticket_id, changes(config, call.context))
+    ticket = await deps.records.update_ticket(ticket_id, call.org_id, changes(config, call.context))
     return {"ticket_id": str(ticket_id), "ticket": ticket}
 
 

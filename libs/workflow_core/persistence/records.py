@@ -67,24 +67,33 @@ class DbRecords:
         kind: str,
         record_id: UUID,
         changes: Mapping[str, Any],
+        org_id: str | None,
         *,
         only: ColumnElement[bool] | None = None,
         refused: str = "",
     ) -> dict[str, Any]:
-        """Apply `changes` to the record, its `fields` merged into the stored ones, when it
-        matches `only` (else PermanentActionError with `refused`)."""
+        """Apply `changes` to the record of organisation `org_id`, its `fields` merged into the
+        stored ones, when it matches `only` (else PermanentActionError with `refused`). A record
+        of another organisation is reported as not found: a run never learns it exists."""
         values: dict[str, Any] = {**changes, "updated_at": func.now()}
         if changes.get("fields") is not None:
             values["fields"] = merged_fields(table, changes["fields"])
-        query = update(table).where(table.c.id == record_id).values(values).returning(*table.c)
+        same_org = table.c.org_id.is_not_distinct_from(org_id)
+        query = (
+            update(table)
+            .where(table.c.id == record_id, same_org)
+            .values(values)
+            .returning(*table.c)
+        )
         if only is not None:
             query = query.where(only)
         async with translate_errors(), self._engine.begin() as conn:
             row = (await conn.execute(query)).first()
             if row is None:
-                found = await conn.execute(select(table.c.id).where(table.c.id == record_id))
-                if found.first() is None:
-                    raise PermanentActionError(f"no {kind} with id {record_id}")
+                mine = select(table.c.id).where(table.c.id == record_id, same_org)
+                if (await conn.execute(mine)).first() is None:
+                    whose = f" in organisation {org_id!r}" if org_id is not None else ""
+                    raise PermanentActionError(f"no {kind} with id {record_id}{whose}")
                 raise PermanentActionError(refused)
         return public(dict(row._mapping))
 
@@ -103,8 +112,10 @@ class DbRecords:
             },
         )
 
-    async def update_ticket(self, ticket_id: UUID, changes: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._update(tickets, "ticket", ticket_id, changes)
+    async def update_ticket(
+        self, ticket_id: UUID, org_id: str | None, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self._update(tickets, "ticket", ticket_id, changes, org_id)
 
     async def create_task(
         self, task_id: UUID, call: ActionCall, fields: Mapping[str, Any]
@@ -125,7 +136,9 @@ class DbRecords:
             },
         )
 
-    async def update_task(self, task_id: UUID, changes: Mapping[str, Any]) -> dict[str, Any]:
+    async def update_task(
+        self, task_id: UUID, org_id: str | None, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Change a to-do task. A human task is refused: only its completion (through the API)
         may settle it, since that is what wakes its run."""
         values = dict(changes)
@@ -140,6 +153,7 @@ class DbRecords:
             "task",
             task_id,
             values,
+            org_id,
             only=tasks.c.kind == TODO,
             refused=f"task {task_id} is a human task: only its completion "
             f"(POST /tasks/{task_id}/complete) settles it and wakes its run",
