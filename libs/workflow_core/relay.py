@@ -9,13 +9,15 @@ publishes other events (task completions, timers, replays) at once, woken by NOT
 trigger on the outbox, with a poll as a backstop.
 
 Publishing is at-least-once (a crash after XADD and before the row is marked publishes again);
-consumers deduplicate by event id.
+consumers deduplicate by event id. Published rows are deleted once they are older than the
+retention, so the outbox does not grow with every submission ever made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import redis.asyncio as aioredis
 
@@ -31,6 +33,9 @@ from workflow_core.settings import Settings
 
 log = get_logger(__name__)
 
+PRUNE_EVERY_SECONDS = 600.0
+PRUNE_BATCH = 5000
+
 
 class OutboxRelay:
     def __init__(
@@ -43,10 +48,13 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_seconds: float = 1.0,
         grace_seconds: float = 2.0,
+        retention_seconds: float = 0.0,
     ) -> None:
         self._pool, self._redis, self._keys = pool, redis, keys
         self._batch_size, self._poll_seconds = batch_size, poll_seconds
         self._grace_seconds = grace_seconds
+        self._retention_seconds = retention_seconds
+        self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
         self._listener = Listener(dsn, outbox.CHANNEL)
         self.published = 0
 
@@ -60,6 +68,7 @@ class OutboxRelay:
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
             grace_seconds=settings.outbox_grace_seconds,
+            retention_seconds=settings.outbox_retention_seconds,
         )
 
     async def publish_batch(self, *, everything: bool = False) -> int:
@@ -78,6 +87,27 @@ class OutboxRelay:
         self.published += len(rows)
         return len(rows)
 
+    async def prune(self) -> int:
+        """Delete the events published longer ago than the retention (none when it is 0);
+        how many went. Batched, so that no statement holds many locks or runs long."""
+        if self._retention_seconds <= 0:
+            return 0
+        pruned = 0
+        while True:
+            async with translate_errors(), self._pool.acquire() as conn:
+                deleted = await outbox.prune_published(conn, self._retention_seconds, PRUNE_BATCH)
+            pruned += deleted
+            if deleted < PRUNE_BATCH:
+                break
+        if pruned:
+            log.info("outbox_pruned", events=pruned, older_than_seconds=self._retention_seconds)
+        return pruned
+
+    async def _prune_when_due(self) -> None:
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+            await self.prune()
+
     async def drain(self, timeout: float) -> None:
         """Publish what is pending, for at most `timeout` seconds (used at shutdown)."""
         with contextlib.suppress(Exception):
@@ -91,6 +121,7 @@ class OutboxRelay:
             while not stop.is_set():
                 try:
                     count = await self.publish_batch()
+                    await self._prune_when_due()
                 except Exception as error:  # Redis or PostgreSQL away: keep the rows, try later
                     failures += 1
                     delay = min(0.1 * 2**failures, 5.0)

@@ -76,6 +76,39 @@ async def test_relay_publishes_in_order_and_marks_rows(
     assert [row.stream_entry_id for row in rows] == [entry_id for entry_id, _ in entries]
 
 
+async def test_prune_deletes_only_events_published_longer_ago_than_the_retention(
+    engine: AsyncEngine, pool: Pool, settings: Settings
+) -> None:
+    old_published, fresh_published, old_unpublished = [
+        await submit(engine, {"n": n}) for n in range(3)
+    ]
+    relay = OutboxRelay(
+        pool,
+        streams.client(settings),
+        StreamKeys.from_settings(settings),
+        dsn=settings.async_database_url,
+        retention_seconds=3600,
+    )
+    await relay.publish_batch(everything=True)
+    async with engine.begin() as conn:
+        age = text(
+            "UPDATE outbox SET created_at = now() - interval '2 hours', "
+            "published_at = CASE WHEN event_id = :unpublished THEN NULL "
+            "ELSE now() - interval '2 hours' END WHERE event_id IN (:old, :unpublished)"
+        )
+        await conn.execute(age, {"old": old_published[1], "unpublished": old_unpublished[1]})
+
+    assert await relay.prune() == 1
+
+    async with engine.connect() as conn:
+        kept = set((await conn.execute(select(outbox.c.event_id))).scalars())
+    assert kept == {fresh_published[1], old_unpublished[1]}
+    keep_for_ever = _relay(pool, streams.client(settings), settings)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE outbox SET published_at = now() - interval '400 days'"))
+    assert await keep_for_ever.prune() == 0  # retention 0: nothing is ever deleted
+
+
 async def test_relays_in_several_processes_publish_each_event_once(
     engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:

@@ -64,6 +64,20 @@ async def mark_published(conn: Connection, published: Sequence[tuple[int, str]])
         )
 
 
+async def prune_published(conn: Connection, older_than_seconds: float, limit: int) -> int:
+    """Delete up to `limit` events published more than `older_than_seconds` ago; how many went.
+    Unpublished rows are never touched. SKIP LOCKED lets relays in several processes prune
+    side by side without waiting on each other."""
+    status = await conn.execute(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL "
+        "AND published_at < now() - make_interval(secs => $1) "
+        "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        older_than_seconds,
+        limit,
+    )
+    return int(status.split()[-1])
+
+
 async def mark_published_events(pg: Pool, published: Sequence[tuple[UUID, str]]) -> None:
     """Record the stream entry ids of events the fast path published (by event id: a replayed
     event's earlier rows were marked long ago)."""
