@@ -9,8 +9,8 @@ publishes other events (task completions, timers, replays) at once, woken by NOT
 trigger on the outbox, with a poll as a backstop.
 
 Publishing is at-least-once (a crash after XADD and before the row is marked publishes again);
-consumers deduplicate by event id. Published rows are deleted once they are older than the
-retention, so the outbox does not grow with every submission ever made.
+consumers deduplicate by event id. With a retention set (OUTBOX_RETENTION_SECONDS), published
+rows older than it are deleted, so the outbox does not grow with every submission ever made.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     outbox_batch_size: PositiveInt = 500
     outbox_poll_seconds: PositiveFloat = 1.0
     outbox_grace_seconds: Annotated[float, Field(ge=0)] = 2.0
-    outbox_retention_seconds: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0
+    outbox_retention_seconds: Annotated[float, Field(ge=0)] = 0.0
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

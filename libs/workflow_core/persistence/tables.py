@@ -75,7 +75,7 @@ submissions = Table(
 )
 
 # Events waiting to be published to the stream; written in the same transaction as what they
-# announce, published by the relay, kept a while for inspection.
+# announce, published by the relay, kept for inspection (OUTBOX_RETENTION_SECONDS bounds it).
 outbox = Table(
     "outbox",
     metadata,
