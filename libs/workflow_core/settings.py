@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     api_port: Port = 8000
     api_max_body_bytes: PositiveInt = 1024 * 1024
     api_db_timeout_seconds: PositiveFloat = 1.0
+    api_token: str = ""
 
     # Worker
     worker_concurrency: PositiveInt = 32
@@ -114,6 +115,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an email address such as flowline@example.com")
         return value
 
+    @field_validator("api_token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[\x21-\x7e]{16,}", value):
+            raise ValueError(
+                "must be at least 16 printable ASCII characters without spaces "
+                "(e.g. the output of `openssl rand -hex 32`), or empty for no token"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -140,7 +151,7 @@ def describe_error(error: ValidationError) -> str:
     first = error.errors()[0]
     name = str(first["loc"][0]).upper() if first["loc"] else "settings"
     value = first.get("input")
-    if "PASSWORD" in name:
+    if "PASSWORD" in name or "TOKEN" in name:
         shown = "'***'"
     elif isinstance(value, str) and "://" in value:
         shown = repr(re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", value))  # hide passwords

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.api import errors
+from services.api.auth import BearerToken
 from services.api.body_limit import BodyLimit
 from services.api.deps import Database
 from services.api.routes import (
@@ -73,6 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    if settings.api_token:  # added last, so it runs first: a refused request is never read
+        app.add_middleware(BearerToken, token=settings.api_token)
     errors.install(app)
     for module in (submissions, workflows, runs, tickets, tasks, dead_letters, health):
         app.include_router(module.router)

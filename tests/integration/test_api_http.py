@@ -275,3 +275,24 @@ async def test_validate_answers_errors_warnings_and_a_dry_run(client: httpx.Asyn
     assert answer["valid"] is True and answer["errors"] == []
     assert answer["warnings"][0]["path"] == "steps[0].actions[0].config.subject"
     assert answer["dry_run"]["steps"][0]["actions"][0]["would"]["subject"] == "Hi {fist_name}"
+
+
+async def test_with_an_api_token_every_request_but_the_probes_needs_it(stack: Stack) -> None:
+    token = f"token-{uuid.uuid4().hex}"
+    stack.start_api(api_token=token)
+    granted = {"Authorization": f"bearer {token}"}  # the scheme's case does not matter
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        refused = await client.post("/submit", json=EXAMPLE_FORM)
+        wrong = await client.get("/workflows", headers={"Authorization": f"Bearer {token}x"})
+        oversized = await client.post("/submit", content=b"x" * (2 * 1024 * 1024))
+        probes = [(await client.get(path)).status_code for path in ("/healthz", "/readyz")]
+        description = await client.get("/openapi.json")
+        accepted = await client.post("/submit", json=EXAMPLE_FORM, headers=granted)
+        listed = await client.get("/workflows", headers=granted)
+
+    assert refused.status_code == 401, refused.text
+    assert "Authorization: Bearer <API_TOKEN>" in refused.json()["detail"]
+    assert refused.headers["www-authenticate"] == "Bearer"
+    assert (wrong.status_code, oversized.status_code) == (401, 401)
+    assert probes == [200, 200] and description.status_code == 200
+    assert (accepted.status_code, listed.status_code) == (202, 200)

@@ -61,6 +61,8 @@ def test_the_contracts_defaults(name: str, expected: Any) -> None:
         ({"delivery_limit": -1}, "DELIVERY_LIMIT"),
         ({"smtp_use_tls": "perhaps"}, "SMTP_USE_TLS"),
         ({"redis_stream_name": ""}, "REDIS_STREAM_NAME"),
+        ({"api_token": "short"}, "API_TOKEN"),
+        ({"api_token": "sixteen chars or more but spaces"}, "API_TOKEN"),
     ],
 )
 def test_a_bad_value_stops_with_one_line_naming_the_setting(
@@ -123,6 +125,12 @@ def test_a_rejected_database_url_does_not_reveal_its_password() -> None:
         load_settings(database_url="mysql://admin:s3cr3t-pw@db/flowline")
     assert "DATABASE_URL" in str(caught.value)
     assert "s3cr3t-pw" not in str(caught.value)
+
+
+def test_a_rejected_api_token_is_not_shown() -> None:
+    with pytest.raises(SettingsError, match="API_TOKEN") as caught:
+        load_settings(api_token="hunter2")
+    assert "hunter2" not in str(caught.value)
 
 
 @pytest.mark.parametrize("from_email", ["flowline@", "not an address"])
