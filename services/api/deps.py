@@ -95,4 +95,6 @@ Redis = Annotated[aioredis.Redis, Depends(_redis)]
 Keys = Annotated[StreamKeys, Depends(_keys)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+Offset = Annotated[int, Query(ge=0, le=10**9, description="items to skip")]
+# A filter compared with a text column: PostgreSQL text cannot hold NUL, so it is refused here.
+Filter = Annotated[str | None, Query(max_length=500, pattern="^[^\x00]*$")]

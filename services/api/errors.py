@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from workflow_core.definitions.validate import format_path
@@ -70,6 +72,32 @@ async def _http(_: Request, error: Exception) -> JSONResponse:
     )
 
 
+def _data_error(error: BaseException) -> asyncpg.DataError | None:
+    """PostgreSQL's (or asyncpg's) refusal of a value, however it was wrapped on the way."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, asyncpg.DataError):
+            return seen
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    """The last resort. A value the database refused (a character or number it cannot hold,
+    that no check above caught) is the request's fault: 422 with PostgreSQL's reason. Anything
+    else is ours: logged with its traceback, and a JSON 500 that says so."""
+    refused = _data_error(error)
+    if refused is not None:
+        reason = str(refused).splitlines()[0]
+        problem = {"loc": [], "path": "request", "type": "value_error", "msg": reason}
+        return JSONResponse({"detail": [problem]}, status_code=422)
+    log.exception("request_failed", method=request.method, path=request.url.path)
+    return JSONResponse(
+        {"detail": "internal error: the request failed on the server side (see its log)"},
+        status_code=500,
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(DefinitionInvalid, _definition)
@@ -77,3 +105,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Conflict, _status(409))
     app.add_exception_handler(Unavailable, _unavailable)
     app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(DBAPIError, _unexpected)
+    app.add_exception_handler(asyncpg.DataError, _unexpected)
+    app.add_exception_handler(Exception, _unexpected)

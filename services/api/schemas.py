@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -12,16 +13,21 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from workflow_core.definitions import WorkflowDefinition
 
 MAX_DEPTH = 64
+MAX_INT4 = 2**31 - 1
+# Half of a UTF-16 pair with no other half: JSON can spell it (`"\ud800"`), UTF-8 cannot.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_document(value: Any, depth: int = 0) -> Any:
-    """Refuse what PostgreSQL's JSONB cannot store faithfully: NUL characters, NaN/Infinity,
-    and nesting deeper than MAX_DEPTH."""
+    """Refuse what PostgreSQL's JSONB cannot store faithfully: NUL characters, lone UTF-16
+    surrogates, NaN/Infinity, and nesting deeper than MAX_DEPTH."""
     if depth > MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("text must not contain NUL (\\u0000) characters")
+        if _LONE_SURROGATE.search(value):
+            raise ValueError("text must not contain unpaired surrogates such as \\ud800")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("numbers must be finite (no NaN or Infinity)")
@@ -39,6 +45,7 @@ def check_document(value: Any, depth: int = 0) -> Any:
 
 Document = Annotated[dict[str, Any], AfterValidator(check_document)]
 Text = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_document)]
+OptionalText = Text | None
 
 
 class SubmitRequest(BaseModel):
@@ -79,7 +86,7 @@ DefinitionDocument = Annotated[
 class WorkflowCreate(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_document)]
     definition: DefinitionDocument
-    org_id: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+    org_id: OptionalText = None
 
 
 class WorkflowUpdate(BaseModel):
@@ -184,7 +191,7 @@ class RunOut(RunSummary):
 class TaskOutcome(BaseModel):
     """How a human task ends in a dry run."""
 
-    outcome: str | None = None
+    outcome: Annotated[str, AfterValidator(check_document)] | None = None
     data: Document = Field(default_factory=dict)
 
 
@@ -194,11 +201,13 @@ class DryRunRequest(BaseModel):
         default_factory=dict,
         description="per human_task step id, how its task ends; without it the walk stops there",
     )
-    version: int | None = Field(default=None, ge=1, description="default: the current version")
+    version: int | None = Field(
+        default=None, ge=1, le=MAX_INT4, description="default: the current version"
+    )
 
 
 class ValidateRequest(BaseModel):
     definition: DefinitionDocument
-    org_id: str | None = None
+    org_id: OptionalText = None
     form: SubmitRequest | None = Field(default=None, description="when given, a dry run too")
     task_outcomes: dict[str, TaskOutcome] = Field(default_factory=dict)

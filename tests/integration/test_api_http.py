@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import Stack
@@ -18,6 +19,9 @@ from tests.support.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW, example_workf
 async def client(shared_api: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=shared_api.base_url, timeout=10) as client:
         yield client
+
+
+EXAMPLE_FORM_JSON = orjson.dumps(EXAMPLE_FORM).decode()
 
 
 def _paths(response: httpx.Response) -> list[str]:
@@ -296,3 +300,52 @@ async def test_with_an_api_token_every_request_but_the_probes_needs_it(stack: St
     assert (wrong.status_code, oversized.status_code) == (401, 401)
     assert probes == [200, 200] and description.status_code == 200
     assert (accepted.status_code, listed.status_code) == (202, 200)
+
+
+async def test_values_the_database_cannot_hold_are_4xx_never_500(
+    client: httpx.AsyncClient,
+) -> None:
+    """Lone surrogates, NUL characters, numbers past PostgreSQL's or Redis's integer range:
+    each is refused with a message (and the keep-alive connection stays usable)."""
+    created = (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).json()
+    workflow = f"/workflows/{created['id']}"
+    step = '{"id": "s", "name": "\\udc00", "type": "auto_action", "actions": []}'
+    definition = (
+        '{"trigger": {"type": "form_submitted"}, "initial_step_id": "s", "steps": [' + step + "]}"
+    )
+    form = '{"template_id": "t", "org_id": "o", "data": {"item": "\\ud800"}}'
+    big = "99999999999999999999999"
+    requests: list[tuple[str, str, str | None]] = [
+        ("POST", "/submit", form),
+        ("POST", "/submit", '{"template_id": "t", "org_id": "o", "data": {"\\ud800": 1}}'),
+        ("POST", "/workflows", '{"name": "n", "definition": ' + definition + "}"),
+        ("PUT", workflow, '{"definition": ' + definition + "}"),
+        ("POST", f"{workflow}/test", '{"form": ' + form + "}"),
+        (
+            "POST",
+            f"{workflow}/test",
+            '{"form": ' + EXAMPLE_FORM_JSON + ', "version": 2199023255552}',
+        ),
+        ("POST", "/workflows", '{"name": "n", "org_id": "a\\u0000b", "definition": {}}'),
+        ("GET", "/workflows?org_id=%00", None),
+        ("GET", "/tasks?assignee=%00", None),
+        ("GET", "/tasks?org_id=%00", None),
+        ("GET", "/tickets?org_id=%00", None),
+        *(
+            ("GET", f"/{listing}?offset={big}", None)
+            for listing in ("workflows", "runs", "tasks", "tickets")
+        ),
+        ("GET", f"/dead-letters/{big}-0", None),
+        ("POST", f"/dead-letters/{big}-0/replay", None),
+        ("GET", f"/dead-letters?before={big}-0", None),
+    ]
+    for method, path, body in requests:
+        response = await client.request(
+            method, path, content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, (method, path, body, response.text)
+        assert response.json()["detail"], (method, path)
+
+    beyond = await client.get(f"{workflow}/versions/2147483648")
+    assert beyond.status_code == 404 and "no version 2147483648" in beyond.json()["detail"]
+    assert (await client.get(workflow)).json()["version"] == 1  # the refused PUT changed nothing

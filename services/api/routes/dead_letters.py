@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
+from pydantic import AfterValidator
 
 from services.api.deps import AppSettings, Db, Keys, Redis
 from workflow_core import events
@@ -14,7 +15,21 @@ from workflow_core.errors import Conflict, NotFound
 from workflow_core.persistence import revival
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
-EntryId = Annotated[str, Path(pattern=r"^\d+-\d+$", description="a stream entry id")]
+
+
+def _fits_redis(entry_id: str | None) -> str | None:
+    """Redis refuses an id whose parts do not fit in 64 bits; so do we, with a 422."""
+    if entry_id is not None and any(int(part) >= 2**64 for part in entry_id.split("-")):
+        raise ValueError("not a stream entry id: both numbers must fit in 64 bits")
+    return entry_id
+
+
+STREAM_ID = r"^\d{1,20}-\d{1,20}$"
+EntryId = Annotated[
+    str,
+    Path(pattern=STREAM_ID, description="a stream entry id"),
+    AfterValidator(_fits_redis),
+]
 
 
 @router.get("")
@@ -22,7 +37,7 @@ async def list_dead_letters(
     redis: Redis,
     keys: Keys,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
+    before: Annotated[str | None, Query(pattern=STREAM_ID), AfterValidator(_fits_redis)] = None,
 ) -> list[dict[str, Any]]:
     """Newest first, with the error, the delivery count and how often each was replayed;
     page on with `before=<the last id>`."""

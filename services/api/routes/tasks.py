@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body
 
-from services.api.deps import Db, Limit, Offset
+from services.api.deps import Db, Filter, Limit, Offset
 from services.api.schemas_records import TaskCompletion, TaskOut
 from workflow_core.errors import NotFound
 from workflow_core.persistence import records
@@ -21,8 +21,8 @@ Kind = Literal["human", "todo"]
 async def list_tasks(
     db: Db,
     status: Status | None = None,
-    assignee: str | None = None,
-    org_id: str | None = None,
+    assignee: Filter = None,
+    org_id: Filter = None,
     kind: Kind | None = None,
     run_id: UUID | None = None,
     limit: Limit = 50,

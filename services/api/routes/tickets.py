@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from services.api.deps import Db, Limit, Offset
+from services.api.deps import Db, Filter, Limit, Offset
 from services.api.schemas_records import TicketOut
 from workflow_core.actions.create_ticket import TicketStatus
 from workflow_core.errors import NotFound
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/tickets", tags=["tickets"])
 @router.get("", response_model=list[TicketOut])
 async def list_tickets(
     db: Db,
-    org_id: str | None = None,
+    org_id: Filter = None,
     status: TicketStatus | None = None,
     run_id: UUID | None = None,
     limit: Limit = 50,

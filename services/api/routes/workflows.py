@@ -8,8 +8,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
-from services.api.deps import AppSettings, Db, Limit, Offset
+from services.api.deps import AppSettings, Db, Filter, Limit, Offset
 from services.api.schemas import (
+    MAX_INT4,
     DryRunRequest,
     SubmitRequest,
     TaskOutcome,
@@ -135,7 +136,7 @@ def walk(
 
 @router.get("", response_model=list[WorkflowOut])
 async def list_workflows(
-    db: Db, limit: Limit = 100, offset: Offset = 0, org_id: str | None = None
+    db: Db, limit: Limit = 100, offset: Offset = 0, org_id: Filter = None
 ) -> list[dict[str, Any]]:
     """Active workflows, newest first."""
     async with db.reading() as conn:
@@ -169,8 +170,10 @@ async def update_workflow(workflow_id: UUID, body: WorkflowUpdate, db: Db) -> di
 
 @router.get("/{workflow_id}/versions/{version}", response_model=WorkflowOut, responses=NOT_FOUND)
 async def get_workflow_version(workflow_id: UUID, version: int, db: Db) -> dict[str, Any]:
-    async with db.reading() as conn:
-        record = await workflows.get_version(conn, workflow_id, version)
+    record = None
+    if 1 <= version <= MAX_INT4:  # beyond that no version can exist (nor be looked up)
+        async with db.reading() as conn:
+            record = await workflows.get_version(conn, workflow_id, version)
     if record is None:
         raise NotFound(f"workflow {workflow_id} has no version {version}")
     return view(record)
