@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from types import FrameType
 
@@ -9,6 +10,7 @@ import uvicorn
 
 from services.api.app import create_app
 from workflow_core.log import configure_logging
+from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.settings import load_settings
 
 
@@ -26,8 +28,11 @@ class _Server(uvicorn.Server):
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # Before uvicorn: a database that cannot be used stops the process with one line (inside
+    # uvicorn's start-up it would be a page of traceback).
+    asyncio.run(migrate_at_start(settings))
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, migrated=True),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),

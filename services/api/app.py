@@ -34,10 +34,13 @@ from workflow_core.settings import Settings
 log = get_logger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
+    """`migrated`: the database was brought to the current schema already (by __main__)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await migrate(settings)
+        if not migrated:
+            await migrate(settings)
         engine = create_engine(settings, application_name="flowline-api")
         pool = await pg.create_pool(
             settings, application_name="flowline-api", size=settings.db_pool_size

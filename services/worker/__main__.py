@@ -28,7 +28,7 @@ from workflow_core.log import configure_logging, get_logger
 from workflow_core.persistence import pg, runs
 from workflow_core.persistence.db import create_engine, translate_errors
 from workflow_core.persistence.effects import DbEffectLedger, prepare_connection
-from workflow_core.persistence.migrate import migrate
+from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.persistence.records import DbRecords
 from workflow_core.persistence.tables import runs as runs_table
 from workflow_core.relay import OutboxRelay
@@ -39,7 +39,7 @@ log = get_logger("services.worker")
 
 async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False) -> Worker:
     """Run a worker until `stop` is set (or, with `burst`, until the stream is drained)."""
-    await migrate(settings)
+    await migrate_at_start(settings)
     # The hot path (runs, claims, checkpoints, the relay) goes through the asyncpg pool; the
     # engine serves the rest (resumes, records, the catalog), so it can stay small.
     engine = create_engine(

@@ -80,10 +80,29 @@ async def migrate(settings: Settings) -> None:
         await engine.dispose()
 
 
+class DatabaseUnusable(SystemExit):
+    """The database cannot be reached or brought to the schema; the message says why."""
+
+
+async def migrate_at_start(settings: Settings) -> None:
+    """`migrate`, for a process starting up: a database it cannot reach or use stops it with
+    one line naming DATABASE_URL (password hidden); the traceback is logged at DEBUG only."""
+    try:
+        await migrate(settings)
+    except Exception as error:
+        log.debug("migration_failed", exc_info=True)
+        url = make_url(settings.async_database_url).set(drivername="postgresql")
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        raise DatabaseUnusable(
+            f"flowline: cannot use the database DATABASE_URL="
+            f"{url.render_as_string(hide_password=True)}: {reason}"
+        ) from None
+
+
 def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(migrate(settings))
+    asyncio.run(migrate_at_start(settings))
     log.info("database_migrated", database=make_url(settings.async_database_url).database)
 
 

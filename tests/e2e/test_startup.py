@@ -1,0 +1,55 @@
+"""What a process says when it cannot start: a bad setting, or a database it cannot use, stops
+`python -m services.api` and `python -m services.worker` with one line naming the setting,
+never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.processes import ROOT
+
+ENTRY_POINTS = ["services.api", "services.worker", "workflow_core.persistence.migrate"]
+
+
+def _start(module: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run an entry point to its end; each case here stops it before any server is touched."""
+    full_env = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("WORKER_CONCURRENCY", "abc"), ("API_PORT", "-1"), ("DATABASE_URL", "mysql://x/y")],
+)
+def test_a_bad_setting_stops_the_process_with_one_line_naming_it(
+    module: str, name: str, value: str
+) -> None:
+    ended = _start(module, **{name: value})
+
+    assert ended.returncode != 0
+    lines = ended.stderr.strip().splitlines()
+    assert len(lines) == 1, ended.stderr
+    assert name in lines[0] and "Traceback" not in ended.stderr
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_a_database_that_does_not_answer_stops_the_process_with_one_line(module: str) -> None:
+    ended = _start(module, DATABASE_URL="postgresql://flowline:s3cret@127.0.0.1:1/x")
+
+    assert ended.returncode != 0
+    lines = ended.stderr.strip().splitlines()
+    assert len(lines) == 1, ended.stderr
+    assert "DATABASE_URL=postgresql://flowline:***@127.0.0.1:1/x" in lines[0]
+    assert "s3cret" not in ended.stderr and "Traceback" not in ended.stderr
