@@ -35,11 +35,19 @@ def test_the_original_example_body_renders_exactly() -> None:
         ("first={data.tags.0} last={data.tags.-1}", "first=red last=blue"),
         ("{steps.open.ticket_id}", "T-42"),
         ("{data.name}/{data.name}", "Ada/Ada"),
+        ("{data.名前} {data.e-mail} {data.Größe}", "太郎 ada@example.com 1.7"),
     ],
 )
 def test_dotted_placeholders(template: str, expected: str) -> None:
     context = {
-        "data": {"name": "Ada", "address": {"city": "Oslo"}, "tags": ["red", "blue"]},
+        "data": {
+            "name": "Ada",
+            "address": {"city": "Oslo"},
+            "tags": ["red", "blue"],
+            "名前": "太郎",
+            "e-mail": "ada@example.com",
+            "Größe": 1.7,
+        },
         "steps": {"open": {"ticket_id": "T-42"}},
     }
     assert render(template, context) == expected
@@ -53,7 +61,9 @@ def test_dotted_placeholders(template: str, expected: str) -> None:
         "{data.name.first}",
         "{steps.missing.id}",
         "{0}",
+        "{٣}",
         "{}",
+        "{data.first name}",
         "{data.__class__}",
         "{data.__class__.__init__.__globals__}",
         "{data.name!r}",

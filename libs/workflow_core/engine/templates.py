@@ -15,7 +15,9 @@ import orjson
 
 from workflow_core.engine.paths import MISSING, resolve
 
-_TOKEN = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\}")
+# A dotted name: it starts with a letter or `_` (so `{0}` stays text) and its parts are letters
+# of any script, digits, `_` and `-` (`{data.名前}`, `{data.e-mail}`, `{data.tags.-1}`).
+_TOKEN = re.compile(r"\{((?:[^\W\d])[\w-]*(?:\.[\w-]+)*)\}")
 _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x85\x0b\x0c]+")
 
 
