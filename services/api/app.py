@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from services.api import errors
 from services.api.auth import BearerToken
@@ -81,5 +82,19 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         app.add_middleware(BearerToken, token=settings.api_token)
     errors.install(app)
     for module in (submissions, workflows, runs, tickets, tasks, dead_letters, health):
+        _document_common_answers(module.router)
         app.include_router(module.router)
     return app
+
+
+def _document_common_answers(router: APIRouter) -> None:
+    """Put the answers the middleware and error handlers give into the OpenAPI description:
+    413 wherever a body is taken, 503 wherever the database or Redis is asked."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute) or route.path == "/healthz":
+            continue
+        if (route.methods or set()) & {"POST", "PUT", "PATCH"}:
+            route.responses.setdefault(
+                413, {"description": "the body is larger than API_MAX_BODY_BYTES"}
+            )
+        route.responses.setdefault(503, {"description": "PostgreSQL or Redis does not answer"})

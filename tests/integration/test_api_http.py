@@ -238,6 +238,9 @@ async def test_health_ready_and_openapi(client: httpx.AsyncClient) -> None:
         "/healthz",
         "/readyz",
     } <= set(spec["paths"])
+    submit = spec["paths"]["/submit"]["post"]["responses"]
+    assert {"202", "413", "422", "503"} <= set(submit)
+    assert "413" not in spec["paths"]["/runs/{run_id}"]["get"]["responses"]
 
 
 async def test_a_dry_run_of_a_saved_workflow_renders_without_sending(
