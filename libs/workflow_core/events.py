@@ -76,7 +76,10 @@ def run_resume(event_id: UUID, run_id: UUID, cause: str, **details: Any) -> Even
 def from_fields(fields: dict[str, str] | None) -> Event:
     """Decode a stream entry; `MalformedEvent` when it is not one of ours."""
     if not fields:
-        raise MalformedEvent("the entry has no fields (deleted or trimmed payload)")
+        raise MalformedEvent(
+            "the entry has none of an event's fields (type, event_id, payload): "
+            "its payload was deleted, or it was never a Flowline event"
+        )
     try:
         event_type = fields["type"]
         event_id = UUID(fields["event_id"])

@@ -20,6 +20,16 @@ log = get_logger(__name__)
 
 
 def _problem(error: dict[str, Any]) -> dict[str, Any]:
+    if error.get("type") == "json_invalid":  # its loc is a character offset, not a path
+        where = [part for part in error.get("loc", ()) if isinstance(part, int)]
+        reason = str((error.get("ctx") or {}).get("error") or "not JSON")
+        at = f" at character {where[0]}" if where else ""
+        return {
+            "loc": ["body"],
+            "path": "body",
+            "msg": f"the body is not valid JSON: {reason}{at}",
+            "type": "json_invalid",
+        }
     loc = [part for part in error.get("loc", ()) if part != "body"]
     return {
         "loc": list(error.get("loc", ())),
@@ -62,7 +72,8 @@ async def _http(_: Request, error: Exception) -> JSONResponse:
             "loc": ["body"],
             "path": "body",
             "type": "json_invalid",
-            "msg": "the body is not JSON that can be read: nested too deeply or a number too long",
+            "msg": "the body cannot be read as JSON: it is not UTF-8, nests too deeply, "
+            "or holds a number too long",
         }
         return JSONResponse({"detail": [problem]}, status_code=422)
     return JSONResponse(

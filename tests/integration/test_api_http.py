@@ -73,8 +73,9 @@ async def test_submit_rejects_wrong_shapes_with_422(
         b'{"template_id": "t", "org_id": "o", "data": ' + b'{"a":' * 5000 + b"1" + b"}" * 5001,
         b'{"template_id": "t", "org_id": "o", "data": {"a": ' + b"9" * 5000 + b"}}",
         b"",
+        b'{"template_id": "\xff\xfe", "org_id": "o", "data": {}}',
     ],
-    ids=["broken", "nan", "too-deep", "huge-number", "empty"],
+    ids=["broken", "nan", "too-deep", "huge-number", "empty", "not-utf8"],
 )
 async def test_submit_rejects_unreadable_json_with_422(
     client: httpx.AsyncClient, raw: bytes
@@ -83,6 +84,27 @@ async def test_submit_rejects_unreadable_json_with_422(
         "/submit", content=raw, headers={"content-type": "application/json"}
     )
     assert response.status_code == 422, response.text
+    assert all(problem["msg"] for problem in response.json()["detail"])
+
+
+async def test_a_body_that_is_not_json_is_described_as_such(client: httpx.AsyncClient) -> None:
+    broken = await client.post(
+        "/submit", content=b'{"template_id": "x", ', headers={"content-type": "application/json"}
+    )
+    not_utf8 = await client.post(
+        "/submit",
+        content=b'{"template_id": "\xff\xfe", "org_id": "o", "data": {}}',
+        headers={"content-type": "application/json"},
+    )
+
+    [problem] = broken.json()["detail"]
+    assert (problem["path"], problem["loc"]) == ("body", ["body"])
+    assert problem["msg"] == (
+        "the body is not valid JSON: Expecting property name enclosed in double quotes "
+        "at character 21"
+    )
+    [problem] = not_utf8.json()["detail"]
+    assert "not UTF-8" in problem["msg"]
 
 
 async def test_body_over_the_limit_is_413_declared_or_streamed(client: httpx.AsyncClient) -> None:
