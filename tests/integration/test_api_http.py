@@ -247,6 +247,7 @@ async def test_workflow_needs_a_name_and_an_object_definition(client: httpx.Asyn
 
 async def test_health_ready_and_openapi(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert [(await client.head(path)).status_code for path in ("/healthz", "/readyz")] == [200, 200]
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}

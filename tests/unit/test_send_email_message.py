@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from email.message import EmailMessage
 from typing import Any
 from uuid import UUID
@@ -207,6 +208,17 @@ def test_an_html_body_is_an_alternative_to_the_text() -> None:
 
 def test_reply_to_is_set_when_given() -> None:
     assert message(reply_to="help@example.com")["Reply-To"] == "help@example.com"
+    assert message(reply_to="a@example.com; b@example.com")["Reply-To"] == (
+        "a@example.com, b@example.com"
+    )
+
+
+def test_a_reply_to_that_is_not_an_address_fails_like_a_bad_recipient() -> None:
+    """Line breaks from the form are gone by now; what is left must still be an address."""
+    with pytest.raises(
+        PermanentActionError, match=re.escape("not an email address: 'a@example.com X-Evil: 1'")
+    ):
+        build_message(call(), outgoing(reply_to="a@example.com X-Evil: 1"), FROM)
 
 
 def test_bcc_recipients_are_in_the_envelope_and_in_no_header() -> None:

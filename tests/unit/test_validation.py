@@ -412,3 +412,10 @@ def test_a_warning_names_the_placeholder_and_its_exact_location() -> None:
     result = valid(raw)
     assert warning_paths(result) == ["steps[0].actions[1].config.to[1]"]
     assert "{nope.email}" in result.warnings[0].msg
+
+
+def test_a_trigger_type_no_event_has_is_a_warning() -> None:
+    result = valid(definition_dict(trigger={"type": "form_submited"}))
+    assert warning_paths(result) == ["trigger.type"]
+    assert "'form_submited'" in result.warnings[0].msg and "never run" in result.warnings[0].msg
+    assert valid(definition_dict(trigger={"type": "form_submitted"})).warnings == []

@@ -83,7 +83,10 @@ def preview(config: SendEmailConfig, context: Mapping[str, Any]) -> dict[str, An
 
 def build_message(call: ActionCall, email: Mapping[str, Any], from_email: str) -> OutgoingEmail:
     """The email as it goes on the wire; `PermanentActionError` when it cannot be sent."""
-    bad = [a for a in [*email["to"], *email["cc"], *email["bcc"]] if not _ADDRESS.match(a)]
+    reply_to = [a.strip() for a in (email.get("reply_to") or "").replace(";", ",").split(",")]
+    reply_to = [address for address in reply_to if address]
+    everyone = [*email["to"], *email["cc"], *email["bcc"], *reply_to]
+    bad = [address for address in everyone if not _ADDRESS.match(address)]
     if bad:
         raise PermanentActionError(f"not an email address: {', '.join(map(repr, bad))}")
     if not email["to"]:
@@ -100,7 +103,7 @@ def build_message(call: ActionCall, email: Mapping[str, Any], from_email: str) -
         subject=email["subject"],
         text=email["body"],
         html=email.get("html_body"),
-        reply_to=email.get("reply_to"),
+        reply_to=", ".join(reply_to) or None,
         # Derived from the idempotency key: a receiver can tell a repeat by its Message-ID.
         message_id=f"<{derived_id(call.key)}@{domain}>",
         extra_headers=extra,

@@ -16,6 +16,7 @@ from workflow_core.engine.conditions import COMBINATORS, OPERATORS
 from workflow_core.engine.context import CONTEXT_ROOTS
 from workflow_core.engine.durations import parse_duration
 from workflow_core.engine.templates import placeholders
+from workflow_core.events import FORM_SUBMITTED
 
 Loc = tuple[str | int, ...]
 
@@ -63,7 +64,7 @@ def validate_definition(raw: Any) -> ValidationResult:
         *_check_conditions(definition),
         *_check_actions(definition),
     ]
-    warnings = list(_unresolvable_placeholders(definition))
+    warnings = [*_unknown_trigger_type(definition), *_unresolvable_placeholders(definition)]
     return ValidationResult(None if errors else definition, errors, warnings)
 
 
@@ -253,6 +254,17 @@ def parse_action_config(action_type: str, config: Mapping[str, Any]) -> BaseMode
     if known is None:
         raise KeyError(action_type)
     return known.config.model_validate(config)
+
+
+def _unknown_trigger_type(definition: WorkflowDefinition) -> Iterator[Problem]:
+    """A trigger type no event has (a typo, most often) saves fine and never starts a run."""
+    if definition.trigger.type != FORM_SUBMITTED:
+        yield Problem(
+            ("trigger", "type"),
+            f"no event has type {definition.trigger.type!r}: only {FORM_SUBMITTED!r} starts "
+            "runs, so this workflow will never run",
+            "trigger_type",
+        )
 
 
 def _unresolvable_placeholders(definition: WorkflowDefinition) -> Iterator[Problem]:

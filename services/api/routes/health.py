@@ -14,7 +14,8 @@ from services.api.deps import Db, Redis
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+# HEAD too: some load balancers and uptime checkers probe with it.
+@router.api_route("/healthz", methods=["GET", "HEAD"])
 async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
@@ -29,7 +30,11 @@ async def _check(name: str, probe: Any) -> tuple[str, str | None]:
     return name, None
 
 
-@router.get("/readyz", responses={503: {"description": "a dependency does not answer"}})
+@router.api_route(
+    "/readyz",
+    methods=["GET", "HEAD"],
+    responses={503: {"description": "a dependency does not answer"}},
+)
 async def readyz(db: Db, redis: Redis) -> JSONResponse:
     """PostgreSQL and Redis answer (each within a second)."""
 
