@@ -219,6 +219,50 @@ async def test_postgres_cut_off_from_the_api_gives_503_then_recovers(
         proxy.stop()
 
 
+async def test_postgres_cut_off_from_a_worker_pauses_it_and_it_resumes(
+    stack: Stack,
+    smtp: SmtpServer,
+    settings: Any,
+    client: httpx.AsyncClient,
+    redis: aioredis.Redis,
+    keys: Any,
+) -> None:
+    """The worker's database goes away while events keep arriving (the API still reaches its
+    own): the worker takes nothing it cannot finish, counts no delivery, dead-letters nothing,
+    and once the database is back every email goes out once."""
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.database_url)
+    proxy = TcpProxy(database.host or "127.0.0.1", database.port or 5432).start()
+    try:
+        through_proxy = database.set(host="127.0.0.1", port=proxy.port)
+        stack.start_api()
+        assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
+        stack.start_worker(
+            DATABASE_URL=through_proxy.render_as_string(hide_password=False),
+            DELIVERY_LIMIT=2,
+            **FAST,
+        )
+        await submit_many(client, 1, prefix="before")
+        await eventually(lambda: smtp.received, timeout=30, what="the first email")
+
+        proxy.cut()
+        await asyncio.sleep(0.2)  # the cut happens on the proxy's own thread
+        await submit_many(client, 20)
+        await asyncio.sleep(6)  # longer than CLAIM_IDLE_SECONDS x DELIVERY_LIMIT
+        assert len(smtp.received) == 1  # nothing could be recorded, so nothing was sent
+        assert await redis.xlen(keys.dead) == 0
+
+        proxy.restore()
+        await eventually(lambda: len(smtp.received) >= 21, timeout=40, what="every email")
+        await asyncio.sleep(1)  # time for a duplicate to show
+    finally:
+        proxy.stop()
+    delivered, duplicated, lost = report("postgres cut from the worker", 20, smtp)
+    assert (delivered, duplicated, lost) == (20, 0, 0), stack.logs()
+    assert await redis.xlen(keys.dead) == 0
+
+
 async def test_a_poison_event_is_dead_lettered_and_can_be_replayed(
     stack: Stack,
     smtp: SmtpServer,

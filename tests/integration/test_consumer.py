@@ -26,7 +26,7 @@ from workflow_core.adapters.streams import StreamKeys
 from workflow_core.ids import effect_key, new_id, run_id_for
 from workflow_core.persistence import effects
 from workflow_core.persistence.tables import effects as effects_table
-from workflow_core.persistence.tables import outbox
+from workflow_core.persistence.tables import outbox, run_actions
 from workflow_core.settings import Settings
 
 
@@ -228,3 +228,119 @@ async def test_an_event_that_keeps_failing_is_dead_lettered_after_the_limit(
     assert "ValueError" in dead["error"]
     assert worker.stats.dead_lettered == 1
     assert await pending_count(redis, keys) == 0
+
+
+async def _attempts(engine: AsyncEngine) -> list[tuple[int, str, str | None]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(run_actions.c.attempt, run_actions.c.status, run_actions.c.error).order_by(
+                run_actions.c.id
+            )
+        )
+        return [(row.attempt, row.status, row.error) for row in rows]
+
+
+async def test_an_smtp_try_later_reply_is_retried_until_the_email_goes_out(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    await create_workflow(engine)
+    email = unique_email()
+    smtp.behaviour.refuse_data = "451 4.3.0 try again later"
+    await submit(engine, {"email": email, "name": "Ada"})
+    await publish_all(engine, settings)
+
+    async with running_worker(settings):
+
+        async def retried_twice() -> bool:
+            return len(await _attempts(engine)) >= 2
+
+        async def completed() -> bool:
+            return [run.status for run in await run_rows(engine)] == ["completed"]
+
+        await eventually(retried_twice, what="two refused attempts")
+        smtp.behaviour.refuse_data = None
+        await eventually(completed, what="the run, once SMTP accepts the email")
+
+    attempts = await _attempts(engine)
+    assert attempts[0][1] == "retrying" and "451" in (attempts[0][2] or "")
+    assert attempts[-1][1] == "succeeded" and attempts[-1][0] == len(attempts)
+    assert len(smtp.to(email)) == 1
+
+
+async def test_an_smtp_refusal_of_the_recipient_fails_the_run_at_once(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    await create_workflow(engine)
+    smtp.behaviour.refuse_rcpt = "550 5.1.1 no such user here"
+    await submit(engine, {"email": unique_email(), "name": "Ada"})
+    await publish_all(engine, settings)
+
+    await run_worker_until_drained(settings)
+
+    [run] = await run_rows(engine)
+    assert run.status == "failed" and "550" in run.error and "no such user" in run.error
+    [(attempt, status, error)] = await _attempts(engine)  # permanent: no second attempt
+    assert (attempt, status) == (1, "failed") and "550" in (error or "")
+    assert smtp.received == []
+
+
+async def test_a_worker_busy_longer_than_the_claim_timeout_keeps_its_entry(
+    engine: AsyncEngine,
+    make_settings: SettingsFactory,
+    smtp: SmtpServer,
+    redis: aioredis.Redis,
+    keys: StreamKeys,
+) -> None:
+    """The SMTP server takes 3 s per email, three times CLAIM_IDLE_SECONDS: the heartbeat keeps
+    the entry from looking idle, so the other worker's reclaimer never takes it over."""
+    timing = {"claim_idle_seconds": 1.0, "claim_interval_seconds": 0.1}
+    first = make_settings(worker_consumer_name="first", **timing)
+    second = make_settings(worker_consumer_name="second", **timing)
+    await create_workflow(engine)
+    email = unique_email()
+    smtp.behaviour.data_delay = 3.0
+
+    async with running_worker(first) as one, running_worker(second) as other:
+        await submit(engine, {"email": email})
+        await publish_all(engine, first)
+        await eventually(lambda: smtp.to(email), what="the email")
+
+        async def completed() -> bool:
+            return [run.status for run in await run_rows(engine)] == ["completed"]
+
+        await eventually(completed, timeout=20, what="the run")
+    workers = [await one, await other]
+
+    assert sum(worker.stats.reclaimed for worker in workers) == 0
+    assert sum(worker.stats.handled for worker in workers) == 1
+    assert len(smtp.to(email)) == 1
+    [run] = await run_rows(engine)
+    assert run.deliveries == 1
+
+
+async def test_a_retry_timer_outlives_the_worker_that_set_it(
+    engine: AsyncEngine, make_settings: SettingsFactory, smtp: SmtpServer
+) -> None:
+    """An email refused with 451 waits for its retry in PostgreSQL, not in the worker: the
+    worker stops, a new one starts, and the retry fires there."""
+    settings = make_settings(action_retry_initial_seconds=2.0, action_retry_max_seconds=2.0)
+    await create_workflow(engine)
+    email = unique_email()
+    smtp.behaviour.refuse_data = "451 4.3.0 try again later"
+    await submit(engine, {"email": email, "name": "Ada"})
+    await publish_all(engine, settings)
+
+    async def retrying() -> bool:
+        return [status for _, status, _ in await _attempts(engine)] == ["retrying"]
+
+    async with running_worker(settings):
+        await eventually(retrying, what="the first refused attempt")
+    smtp.behaviour.refuse_data = None
+
+    async def completed() -> bool:
+        return [run.status for run in await run_rows(engine)] == ["completed"]
+
+    async with running_worker(make_settings(worker_consumer_name="the-next-one")):
+        await eventually(completed, timeout=20, what="the retry, in the next worker")
+    assert len(smtp.to(email)) == 1
+    assert [status for _, status, _ in await _attempts(engine)] == ["retrying", "succeeded"]
