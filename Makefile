@@ -7,8 +7,12 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 .PHONY: install run test test-faults bench lint format migrate clean
 
 .venv/.installed: pyproject.toml uv.lock
+	@# uv from PATH, else pip installs it: into the environment, else for the user, else (a
+	@# Debian-style "externally managed" Python) for the user anyway.
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
-		|| python3 -m pip install --quiet uv
+		|| python3 -m pip install --quiet uv 2>/dev/null \
+		|| python3 -m pip install --quiet --user uv 2>/dev/null \
+		|| python3 -m pip install --quiet --user --break-system-packages uv
 	$(UV) sync --frozen --compile-bytecode
 	@touch $@
 
