@@ -11,6 +11,7 @@ import collections
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import func, insert, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Stack
@@ -182,82 +184,81 @@ async def test_redis_stopped_and_started_again(
     assert figures == [(40, 0, 0)] * 3, stack.logs()
 
 
-async def test_postgres_cut_off_from_the_api_gives_503_then_recovers(
-    stack: Stack, servers: Any, settings: Any, client: httpx.AsyncClient
-) -> None:
-    from sqlalchemy.engine import make_url
+@dataclass
+class ProxiedDatabase:
+    """The test's database behind a TCP proxy the test can cut and restore."""
 
+    proxy: TcpProxy
+    url: str  # DATABASE_URL through the proxy
+
+
+@pytest.fixture
+def proxied_database(settings: Any) -> Iterator[ProxiedDatabase]:
     database = make_url(settings.database_url)
     proxy = TcpProxy(database.host or "127.0.0.1", database.port or 5432).start()
-    try:
-        through_proxy = database.set(host="127.0.0.1", port=proxy.port)
-        stack.start_api(DATABASE_URL=through_proxy.render_as_string(hide_password=False))
-        assert (await client.post("/submit", json=example_form())).status_code == 202
+    through_proxy = database.set(host="127.0.0.1", port=proxy.port)
+    yield ProxiedDatabase(proxy, through_proxy.render_as_string(hide_password=False))
+    proxy.stop()
 
-        proxy.cut()
-        await asyncio.sleep(0.2)  # the cut happens on the proxy's own thread
-        for _ in range(3):
-            started = time.monotonic()
-            response = await client.post("/submit", json=example_form())
-            elapsed = time.monotonic() - started
-            assert response.status_code == 503, response.text
-            assert "database" in response.json()["detail"]
-            assert elapsed < 1.5, f"503 took {elapsed:.2f} s"
-        ready = await client.get("/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["checks"]["database"].startswith("down")
-        assert ready.json()["checks"]["redis"] == "ok"
 
-        proxy.restore()
+async def test_postgres_cut_off_from_the_api_gives_503_then_recovers(
+    stack: Stack, client: httpx.AsyncClient, proxied_database: ProxiedDatabase
+) -> None:
+    proxy = proxied_database.proxy
+    stack.start_api(DATABASE_URL=proxied_database.url)
+    assert (await client.post("/submit", json=example_form())).status_code == 202
 
-        async def accepted() -> bool:
-            return (await client.post("/submit", json=example_form())).status_code == 202
+    proxy.cut()
+    await asyncio.sleep(0.2)  # the cut happens on the proxy's own thread
+    for _ in range(3):
+        started = time.monotonic()
+        response = await client.post("/submit", json=example_form())
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503, response.text
+        assert "database" in response.json()["detail"]
+        assert elapsed < 1.5, f"503 took {elapsed:.2f} s"
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"].startswith("down")
+    assert ready.json()["checks"]["redis"] == "ok"
 
-        await eventually(accepted, timeout=15, what="/submit to work again")
-        assert (await client.get("/readyz")).status_code == 200
-    finally:
-        proxy.stop()
+    proxy.restore()
+
+    async def accepted() -> bool:
+        return (await client.post("/submit", json=example_form())).status_code == 202
+
+    await eventually(accepted, timeout=15, what="/submit to work again")
+    assert (await client.get("/readyz")).status_code == 200
 
 
 async def test_postgres_cut_off_from_a_worker_pauses_it_and_it_resumes(
     stack: Stack,
     smtp: SmtpServer,
-    settings: Any,
     client: httpx.AsyncClient,
     redis: aioredis.Redis,
     keys: Any,
+    proxied_database: ProxiedDatabase,
 ) -> None:
     """The worker's database goes away while events keep arriving (the API still reaches its
     own): the worker takes nothing it cannot finish, counts no delivery, dead-letters nothing,
     and once the database is back every email goes out once."""
-    from sqlalchemy.engine import make_url
+    proxy = proxied_database.proxy
+    stack.start_api()
+    assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
+    stack.start_worker(DATABASE_URL=proxied_database.url, DELIVERY_LIMIT=2, **FAST)
+    await submit_many(client, 1, prefix="before")
+    await eventually(lambda: smtp.received, timeout=30, what="the first email")
 
-    database = make_url(settings.database_url)
-    proxy = TcpProxy(database.host or "127.0.0.1", database.port or 5432).start()
-    try:
-        through_proxy = database.set(host="127.0.0.1", port=proxy.port)
-        stack.start_api()
-        assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
-        stack.start_worker(
-            DATABASE_URL=through_proxy.render_as_string(hide_password=False),
-            DELIVERY_LIMIT=2,
-            **FAST,
-        )
-        await submit_many(client, 1, prefix="before")
-        await eventually(lambda: smtp.received, timeout=30, what="the first email")
+    proxy.cut()
+    await asyncio.sleep(0.2)  # the cut happens on the proxy's own thread
+    await submit_many(client, 20)
+    await asyncio.sleep(6)  # longer than CLAIM_IDLE_SECONDS x DELIVERY_LIMIT
+    assert len(smtp.received) == 1  # nothing could be recorded, so nothing was sent
+    assert await redis.xlen(keys.dead) == 0
 
-        proxy.cut()
-        await asyncio.sleep(0.2)  # the cut happens on the proxy's own thread
-        await submit_many(client, 20)
-        await asyncio.sleep(6)  # longer than CLAIM_IDLE_SECONDS x DELIVERY_LIMIT
-        assert len(smtp.received) == 1  # nothing could be recorded, so nothing was sent
-        assert await redis.xlen(keys.dead) == 0
-
-        proxy.restore()
-        await eventually(lambda: len(smtp.received) >= 21, timeout=40, what="every email")
-        await asyncio.sleep(1)  # time for a duplicate to show
-    finally:
-        proxy.stop()
+    proxy.restore()
+    await eventually(lambda: len(smtp.received) >= 21, timeout=40, what="every email")
+    await asyncio.sleep(1)  # time for a duplicate to show
     delivered, duplicated, lost = report("postgres cut from the worker", 20, smtp)
     assert (delivered, duplicated, lost) == (20, 0, 0), stack.logs()
     assert await redis.xlen(keys.dead) == 0

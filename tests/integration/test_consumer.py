@@ -140,8 +140,8 @@ async def test_an_email_reserved_by_a_crashed_attempt_but_never_handed_over_is_s
 
 
 async def _completed(engine: AsyncEngine) -> bool:
-    rows = await run_rows(engine)
-    return bool(rows) and rows[0].status == "completed"
+    """The test's one run has completed."""
+    return [run.status for run in await run_rows(engine)] == ["completed"]
 
 
 async def test_entries_of_a_dead_consumer_are_reclaimed(
@@ -254,12 +254,9 @@ async def test_an_smtp_try_later_reply_is_retried_until_the_email_goes_out(
         async def retried_twice() -> bool:
             return len(await _attempts(engine)) >= 2
 
-        async def completed() -> bool:
-            return [run.status for run in await run_rows(engine)] == ["completed"]
-
         await eventually(retried_twice, what="two refused attempts")
         smtp.behaviour.refuse_data = None
-        await eventually(completed, what="the run, once SMTP accepts the email")
+        await eventually(lambda: _completed(engine), what="the run, once SMTP accepts the email")
 
     attempts = await _attempts(engine)
     assert attempts[0][1] == "retrying" and "451" in (attempts[0][2] or "")
@@ -305,10 +302,7 @@ async def test_a_worker_busy_longer_than_the_claim_timeout_keeps_its_entry(
         await publish_all(engine, first)
         await eventually(lambda: smtp.to(email), what="the email")
 
-        async def completed() -> bool:
-            return [run.status for run in await run_rows(engine)] == ["completed"]
-
-        await eventually(completed, timeout=20, what="the run")
+        await eventually(lambda: _completed(engine), timeout=20, what="the run")
     workers = [await one, await other]
 
     assert sum(worker.stats.reclaimed for worker in workers) == 0
@@ -337,10 +331,9 @@ async def test_a_retry_timer_outlives_the_worker_that_set_it(
         await eventually(retrying, what="the first refused attempt")
     smtp.behaviour.refuse_data = None
 
-    async def completed() -> bool:
-        return [run.status for run in await run_rows(engine)] == ["completed"]
-
     async with running_worker(make_settings(worker_consumer_name="the-next-one")):
-        await eventually(completed, timeout=20, what="the retry, in the next worker")
+        await eventually(
+            lambda: _completed(engine), timeout=20, what="the retry, in the next worker"
+        )
     assert len(smtp.to(email)) == 1
     assert [status for _, status, _ in await _attempts(engine)] == ["retrying", "succeeded"]
