@@ -116,6 +116,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Conflict, _status(409))
     app.add_exception_handler(Unavailable, _unavailable)
     app.add_exception_handler(HTTPException, _http)
+    # Database errors by class, so they are answered like the ones above; the bare Exception
+    # handler runs outside them (Starlette re-raises its exception for the server to log).
     app.add_exception_handler(DBAPIError, _unexpected)
     app.add_exception_handler(asyncpg.DataError, _unexpected)
     app.add_exception_handler(Exception, _unexpected)

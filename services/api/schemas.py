@@ -84,15 +84,13 @@ DefinitionDocument = Annotated[
 
 
 class WorkflowCreate(BaseModel):
-    name: Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_document)]
+    name: Text
     definition: DefinitionDocument
     org_id: OptionalText = None
 
 
 class WorkflowUpdate(BaseModel):
-    name: (
-        Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_document)] | None
-    ) = None
+    name: OptionalText = None
     definition: DefinitionDocument
 
 

@@ -51,18 +51,23 @@ class SendEmailConfig(BaseModel):
         return self
 
 
+def _split(text: str) -> list[str]:
+    """The addresses in a header-safe text, `,` or `;` between them."""
+    return [address.strip() for address in text.replace(";", ",").split(",") if address.strip()]
+
+
 def _addresses(literal: Recipients, path: str | None, context: Mapping[str, Any]) -> list[str]:
     found: list[str] = []
     if literal:
         for item in [literal] if isinstance(literal, str) else literal:
-            found.extend(render_header(item, context).replace(";", ",").split(","))
+            found.extend(_split(render_header(item, context)))
     if path:
         value = resolve(context, path)
         if value is not MISSING and value is not None:
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, str):
-                    found.extend(strip_line_breaks(item).replace(";", ",").split(","))
-    return [address.strip() for address in found if address.strip()]
+                    found.extend(_split(strip_line_breaks(item)))
+    return found
 
 
 def preview(config: SendEmailConfig, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,8 +88,7 @@ def preview(config: SendEmailConfig, context: Mapping[str, Any]) -> dict[str, An
 
 def build_message(call: ActionCall, email: Mapping[str, Any], from_email: str) -> OutgoingEmail:
     """The email as it goes on the wire; `PermanentActionError` when it cannot be sent."""
-    reply_to = [a.strip() for a in (email.get("reply_to") or "").replace(";", ",").split(",")]
-    reply_to = [address for address in reply_to if address]
+    reply_to = _split(email.get("reply_to") or "")
     everyone = [*email["to"], *email["cc"], *email["bcc"], *reply_to]
     bad = [address for address in everyone if not _ADDRESS.match(address)]
     if bad:
