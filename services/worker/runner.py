@@ -85,9 +85,12 @@ class RunDriver:
         self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}  # per run: lock, users
         # Concurrent runs share their round trips: one statement inserts every run started in
         # the same loop iteration, one writes every checkpoint (coalesce.py).
-        self._inserts: Coalescer[RunRecord, tuple[RunRecord, bool]] = Coalescer(
-            lambda fresh: runs.insert_many(eager_pool, fresh),
-            lambda run: runs.insert_if_absent(eager_pool, run),
+        owner = deps.ledger.owner
+        self._inserts: Coalescer[runs.NewRun, runs.Inserted] = Coalescer(
+            lambda fresh: runs.insert_many(eager_pool, fresh, owner=owner),
+            lambda new: runs.insert_if_absent(
+                eager_pool, new.record, reserve=new.reserve, owner=owner
+            ),
         )
         self._checkpoints: Coalescer[tuple[RunRecord, Journal], RunRecord] = Coalescer(
             lambda items: runs.checkpoint_many(pool, items),
@@ -124,10 +127,17 @@ class RunDriver:
                 submission=payload, workflow_id=str(workflow.id), run_id=str(run_id)
             ),
         )
+        reserve = tuple(
+            effect_key(run_id, first.seq, index)
+            for index, spec in enumerate(first.step.actions)
+            if (action_type := actions.get(spec.type)) is not None and action_type.reserves_effect
+        )
         async with translate_errors():
-            run, created = await self._inserts(fresh)
-        if created:
-            await self._drive(run, workflow.definition, Resumption(first), {})
+            inserted = await self._inserts(runs.NewRun(fresh, reserve))
+        run = inserted.run
+        if inserted.created:
+            held = {key: effects.EffectState(effects.HELD, None) for key in inserted.held}
+            await self._drive(run, workflow.definition, Resumption(first), held)
         elif run.status == RUNNING:
             # An earlier delivery stopped part-way (a crash): carry on where it was recorded.
             definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
@@ -367,11 +377,36 @@ class RunDriver:
             {"key": key, "run_id": run.id, "state": effects.DONE, "result": result}
         )
 
+    async def _release_held(self, ledger: dict[str, effects.EffectState]) -> None:
+        """Give up the reservations taken with the run for emails the step did not reach, so
+        that a retry elsewhere need not wait for them to go stale."""
+        for key in [key for key, state in ledger.items() if state.state == effects.HELD]:
+            del ledger[key]
+            async with translate_errors():
+                await self._deps.ledger.release(key)
+
     async def _checkpoint(self, run: RunRecord, journal: Journal) -> RunRecord:
         async with translate_errors():
             return await self._checkpoints((run, journal))
 
     async def _run_actions(
+        self,
+        run: RunRecord,
+        step: StepSpec,
+        seq: int,
+        ledger: dict[str, effects.EffectState],
+        journal: Journal,
+        first_action: int,
+        attempt: int,
+    ) -> list[dict[str, Any]] | StepFailed | RetryScheduled:
+        outcome = await self._perform_actions(
+            run, step, seq, ledger, journal, first_action, attempt
+        )
+        if isinstance(outcome, StepFailed | RetryScheduled):
+            await self._release_held(ledger)
+        return outcome
+
+    async def _perform_actions(
         self,
         run: RunRecord,
         step: StepSpec,
@@ -404,6 +439,7 @@ class RunDriver:
                 key=key,
                 context=run.context,
                 claimed=prior is not None and prior.state == effects.COMMITTING,
+                reserved=prior is not None and prior.state == effects.HELD,
             )
             started = self._now()
             try:

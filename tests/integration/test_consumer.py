@@ -4,12 +4,14 @@ dead letters (CONTRACT §5)."""
 
 from __future__ import annotations
 
+import copy
+
 import redis.asyncio as aioredis
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import SettingsFactory
-from tests.support.examples import unique_email
+from tests.support.examples import EXAMPLE_WORKFLOW, unique_email
 from tests.support.flows import (
     create_workflow,
     pending_count,
@@ -279,6 +281,28 @@ async def test_an_smtp_refusal_of_the_recipient_fails_the_run_at_once(
     [(attempt, status, error)] = await _attempts(engine)  # permanent: no second attempt
     assert (attempt, status) == (1, "failed") and "550" in (error or "")
     assert smtp.received == []
+
+
+async def test_a_failed_first_step_leaves_no_reservation_for_the_emails_it_did_not_reach(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    """The first step's emails are reserved with the run; when the step fails at the first
+    email, the second one's reservation is given up, so a retry elsewhere need not wait."""
+    email = {"type": "send_email", "config": {"to_path": "data.email", "subject": "s", "body": "b"}}
+    definition = copy.deepcopy(EXAMPLE_WORKFLOW["definition"])
+    definition["steps"][0]["actions"] = [email, email]
+    await create_workflow(engine, definition)
+    smtp.behaviour.refuse_rcpt = "550 5.1.1 no such user here"
+    await submit(engine, {"email": unique_email(), "name": "Ada"})
+    await publish_all(engine, settings)
+
+    await run_worker_until_drained(settings)
+
+    [run] = await run_rows(engine)
+    assert run.status == "failed" and "actions[0]" in run.error
+    async with engine.connect() as conn:
+        left = (await conn.execute(select(effects_table.c.key, effects_table.c.state))).all()
+    assert left == []
 
 
 async def test_a_worker_busy_longer_than_the_claim_timeout_keeps_its_entry(

@@ -59,17 +59,37 @@ async def test_a_run_is_created_once_per_event_and_workflow(
     engine: AsyncEngine, pool: Pool
 ) -> None:
     record = await _run(engine)
-    first, created = await runs.insert_if_absent(pool, record)
-    again, created_again = await runs.insert_if_absent(pool, replace(record, context={"b": 2}))
-    assert created and not created_again
-    assert again.context == {"a": 1} and again.revision == first.revision == 0
+    first = await runs.insert_if_absent(pool, record, reserve=("r1",), owner="worker-a/1")
+    again = await runs.insert_if_absent(
+        pool, replace(record, context={"b": 2}), reserve=("r1",), owner="worker-b/1"
+    )
+    assert first.created and not again.created
+    assert again.run.context == {"a": 1} and again.run.revision == first.run.revision == 0
+    # The reservations come with the new run only, held by the worker that created it.
+    assert first.held == {"r1"} and again.held == frozenset()
+    async with pool.acquire() as conn:
+        held = await conn.fetch("SELECT state, owner FROM effects WHERE run_id = $1", record.id)
+    assert [(row["state"], row["owner"]) for row in held] == [(effects.RESERVED, "worker-a/1")]
+
+
+async def test_a_reservation_taken_with_the_run_locks_out_another_worker(
+    engine: AsyncEngine, pool: Pool
+) -> None:
+    record = await _run(engine)
+    key = effect_key(record.id, 1, 0)
+    await runs.insert_if_absent(pool, record, reserve=(key,), owner="worker-a/1")
+    call = replace(_call(record.id), key=key)
+    with pytest.raises(EffectBusy):
+        await DbEffectLedger(pool, owner="worker-b/1", stale_after=60).reserve(call)
+    await DbEffectLedger(pool, owner="worker-a/1", stale_after=60).release(key)
+    await DbEffectLedger(pool, owner="worker-b/1", stale_after=60).reserve(call)
 
 
 async def test_checkpoint_writes_everything_or_nothing_and_refuses_a_stale_run(
     engine: AsyncEngine, pool: Pool
 ) -> None:
     record = await _run(engine)
-    run, _ = await runs.insert_if_absent(pool, record)
+    run = (await runs.insert_if_absent(pool, record)).run
     journal = Journal(
         effects_done=[
             {"key": "k1", "run_id": run.id, "state": effects.DONE, "result": {"ok": True}}
@@ -118,7 +138,7 @@ async def test_an_effect_is_reserved_by_one_owner_and_handed_over_once(pool: Poo
     await (await mine.start_hand_over(call))
     with pytest.raises(EffectAlreadyClaimed):
         await theirs.reserve(call)
-    await mine.release(call)  # refused outright after all: nothing was delivered
+    await mine.release(call.key)  # refused outright after all: nothing was delivered
     await theirs.reserve(call)
 
 

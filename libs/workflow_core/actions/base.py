@@ -32,6 +32,8 @@ class ActionCall:
     context: Mapping[str, Any] = field(repr=False)
     claimed: bool = False
     """An earlier attempt claimed this effect in the ledger and may have carried it out."""
+    reserved: bool = False
+    """This attempt already holds the effect's reservation (taken with the run's creation)."""
 
 
 class CommitHook(Protocol):
@@ -91,6 +93,11 @@ class EffectLedger(Protocol):
     """Where an effect that cannot be taken back (an email) is recorded around its hand-over,
     so that a retry after a crash neither repeats it nor drops it."""
 
+    @property
+    def owner(self) -> str:
+        """Who holds the reservations this process takes."""
+        ...
+
     async def reserve(self, call: ActionCall) -> None:
         """Take the effect for this attempt, before any of its work. Raises
         `EffectAlreadyClaimed` when it was handed over already, and `RetryableActionError`
@@ -101,7 +108,7 @@ class EffectLedger(Protocol):
         as that record is on its way: the caller hands the effect over at once (so a crash
         can fall between the two only for an instant) and then awaits the returned record."""
 
-    async def release(self, call: ActionCall) -> None:
+    async def release(self, key: str) -> None:
         """Give the effect up: it was refused outright, nothing was delivered."""
 
 

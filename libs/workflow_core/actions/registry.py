@@ -24,6 +24,9 @@ class ActionType:
     preview: Previewer
     """What the action would do with this context, without doing it (for dry runs)."""
     retryable: bool = True
+    reserves_effect: bool = False
+    """It reserves its effect in the ledger first (an email): a run's first step has such
+    reservations taken with the run itself."""
 
 
 REGISTRY: dict[str, ActionType] = {}

@@ -121,7 +121,8 @@ async def execute(call: ActionCall, config: SendEmailConfig, deps: ActionDeps) -
     if call.claimed:
         return {**result, "deduplicated": True}
     try:
-        await deps.ledger.reserve(call)
+        if not call.reserved:
+            await deps.ledger.reserve(call)
     except EffectAlreadyClaimed:
         return {**result, "deduplicated": True}
     record: Awaitable[None] | None = None
@@ -137,11 +138,11 @@ async def execute(call: ActionCall, config: SendEmailConfig, deps: ActionDeps) -
         if record is not None:
             with contextlib.suppress(Exception):
                 await record
-        await deps.ledger.release(call)
+        await deps.ledger.release(call.key)
         raise
     if record is not None:
         await record  # durable before the run records the email as sent
     return result
 
 
-register(ActionType("send_email", SendEmailConfig, execute, preview))
+register(ActionType("send_email", SendEmailConfig, execute, preview, reserves_effect=True))

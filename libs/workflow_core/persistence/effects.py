@@ -6,6 +6,8 @@ An email, which cannot be taken back, goes through two more states first:
     reserved    taken by one attempt (its `owner`) before its SMTP transaction starts; a lock
                 against a second live attempt, and proof that nothing was handed over yet
     committing  the content is being handed to the server: never sent again
+For a run's first step the reservations are taken with the run's creation (runs.insert_many):
+the worker that created the run holds them (`HELD` in its ledger) and skips `reserve`.
 A reservation whose owner is gone is taken over once it is older than `stale_after` (longer
 than any live attempt can hold one). The `committing` record is written right before the
 content without waiting for it: a crash can fall between the two only for an instant.
@@ -29,6 +31,7 @@ from workflow_core.persistence.pg import Pool, PoolConnection
 from workflow_core.persistence.tables import effects
 
 RESERVED, COMMITTING, DONE = "reserved", "committing", "done"
+HELD = "held"  # never stored: reserved by this process with the run's creation
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,10 @@ class DbEffectLedger:
     def __init__(self, pool: Pool, *, owner: str, stale_after: float) -> None:
         self._pool, self._owner, self._stale_after = pool, owner, stale_after
 
+    @property
+    def owner(self) -> str:
+        return self._owner
+
     async def reserve(self, call: ActionCall) -> None:
         async with translate_errors():
             taken = await self._pool.fetchval(
@@ -110,6 +117,6 @@ class DbEffectLedger:
         finally:
             await self._pool.release(connection)
 
-    async def release(self, call: ActionCall) -> None:
+    async def release(self, key: str) -> None:
         async with translate_errors():
-            await self._pool.execute(_RELEASE, call.key, self._owner)
+            await self._pool.execute(_RELEASE, key, self._owner)

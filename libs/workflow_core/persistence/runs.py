@@ -82,44 +82,78 @@ _RUN_SPEC = ", ".join(
     )
 )
 _INSERT = f"""
-    INSERT INTO runs ({", ".join(_INSERTED)})
-    SELECT {", ".join(_INSERTED)} FROM jsonb_to_recordset($1::jsonb) AS x({_RUN_SPEC})
-    ON CONFLICT DO NOTHING
-    RETURNING {", ".join(_RUN_FIELDS)}
+    WITH fresh AS (
+        INSERT INTO runs ({", ".join(_INSERTED)})
+        SELECT {", ".join(_INSERTED)} FROM jsonb_to_recordset($1::jsonb) AS x({_RUN_SPEC})
+        ON CONFLICT DO NOTHING
+        RETURNING {", ".join(_RUN_FIELDS)}
+    ), held AS (
+        INSERT INTO effects (key, run_id, state, owner)
+        SELECT h.key, h.run_id, 'reserved', $3
+        FROM jsonb_to_recordset($2::jsonb) AS h(key text, run_id uuid)
+        WHERE h.run_id IN (SELECT id FROM fresh)
+        ON CONFLICT (key) DO NOTHING
+        RETURNING key, run_id
+    )
+    SELECT fresh.*, ARRAY(SELECT key FROM held WHERE held.run_id = fresh.id) AS held FROM fresh
 """
 _SELECT = f"SELECT {', '.join(_RUN_FIELDS)} FROM runs WHERE id = ANY($1::uuid[])"
 
 
-async def insert_many(
-    pg: Pool | Connection, fresh: list[RunRecord]
-) -> list[tuple[RunRecord, bool]]:
-    """Create the runs that do not exist yet (a redelivered event finds its run); returns each
-    run as stored and whether it is new. One statement for all (two when some existed)."""
-    rows = [{name: getattr(run, name) for name in _INSERTED} for run in fresh]
-    created = {row["id"]: _from_pg(row) for row in await pg.fetch(_INSERT, json_text(rows))}
-    missing = [run.id for run in fresh if run.id not in created]
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create, and the effects (emails) of its first step to reserve for `owner` in
+    the same statement: the reservation costs no round trip of its own."""
+
+    record: RunRecord
+    reserve: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    run: RunRecord
+    created: bool
+    held: frozenset[str] = frozenset()
+    """The reservations taken with it (none for a run that existed)."""
+
+
+async def insert_many(pg: Pool | Connection, fresh: list[NewRun], *, owner: str) -> list[Inserted]:
+    """Create the runs that do not exist yet (a redelivered event finds its run) with their
+    reservations; returns each run as stored and whether it is new. One statement for all
+    (two when some existed)."""
+    rows = [{name: getattr(new.record, name) for name in _INSERTED} for new in fresh]
+    holds = [{"key": key, "run_id": new.record.id} for new in fresh for key in new.reserve]
+    created = {
+        row["id"]: (_from_pg(row), frozenset(row["held"]))
+        for row in await pg.fetch(_INSERT, json_text(rows), json_text(holds), owner)
+    }
+    missing = [new.record.id for new in fresh if new.record.id not in created]
     existing = (
         {row["id"]: _from_pg(row) for row in await pg.fetch(_SELECT, missing)} if missing else {}
     )
     answer = []
-    for run in fresh:
-        if run.id in created:
-            answer.append((created[run.id], True))
-        elif run.id in existing:
-            answer.append((existing[run.id], False))
+    for new in fresh:
+        run_id = new.record.id
+        if run_id in created:
+            answer.append(Inserted(created[run_id][0], True, created[run_id][1]))
+        elif run_id in existing:
+            answer.append(Inserted(existing[run_id], False))
         else:  # the same event and workflow under another id: cannot happen
-            raise Conflict(f"run {run.id} conflicts with an existing run")
+            raise Conflict(f"run {run_id} conflicts with an existing run")
     return answer
 
 
-async def insert_if_absent(pg: Pool | Connection, run: RunRecord) -> tuple[RunRecord, bool]:
-    """Create the run unless it exists (a redelivered event); returns it and whether it is new."""
-    [answer] = await insert_many(pg, [run])
+async def insert_if_absent(
+    pg: Pool | Connection, run: RunRecord, *, reserve: tuple[str, ...] = (), owner: str = ""
+) -> Inserted:
+    """Create the run unless it exists (a redelivered event), reserving `reserve` for `owner`
+    if it is new."""
+    [answer] = await insert_many(pg, [NewRun(run, reserve)], owner=owner)
     return answer
 
 
 def _from_pg(row: Any) -> RunRecord:
-    values = dict(row)
+    values = {name: row[name] for name in _RUN_FIELDS}
     if isinstance(values["context"], str):
         values["context"] = orjson.loads(values["context"])
     return RunRecord(**values)
