@@ -34,6 +34,7 @@ from workflow_core.settings import Settings
 
 log = get_logger(__name__)
 
+ACK_LINGER_SECONDS = 0.01
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
 
 
@@ -223,10 +224,12 @@ class Worker:
 
     # -- fetching -----------------------------------------------------------------------------
 
-    async def _take_capacity(self) -> int:
-        """Wait for room for one entry, then take as much more as is free, up to a batch."""
-        await self._capacity.acquire()
-        taken = 1
+    async def _take_capacity(self, at_least: int = 1) -> int:
+        """Wait for room for `at_least` entries, then take as much more as is free, up to a
+        batch."""
+        for _ in range(at_least):
+            await self._capacity.acquire()
+        taken = at_least
         while taken < self._config.batch_size and not self._capacity.locked():
             await self._capacity.acquire()
             taken += 1
@@ -240,7 +243,9 @@ class Worker:
         history, backoff = True, _Backoff()
         while not stop.is_set():
             await self._database_up.wait()
-            room = await self._take_capacity()
+            # Under load, read in batches of a quarter at least: the queue still holds the rest
+            # of a batch for the handlers meanwhile, and each read is a round trip.
+            room = await self._take_capacity(at_least=max(1, self._config.batch_size // 4))
             try:
                 entries = await streams.read(
                     self._reader_redis,
@@ -486,6 +491,10 @@ class Worker:
         backoff = _Backoff()
         while not (self._stopping.is_set() and not self._to_ack):
             await self._ack_wanted.wait()
+            if not self._stopping.is_set():
+                # A moment for more ids to join: one XACK for many. An entry acknowledged a
+                # little later costs nothing; one lost with a crash is redelivered and skipped.
+                await asyncio.sleep(ACK_LINGER_SECONDS)
             self._ack_wanted.clear()
             try:
                 await self._flush_acks()
