@@ -9,6 +9,7 @@ from types import FrameType
 import uvicorn
 
 from services.api.app import create_app
+from services.api.http_protocol import OneWritePerResponse
 from workflow_core.log import configure_logging
 from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.settings import load_settings
@@ -35,6 +36,7 @@ def main() -> None:
         create_app(settings, migrated=True),
         host=settings.api_host,
         port=settings.api_port,
+        http=OneWritePerResponse,
         log_level=settings.log_level.lower(),
         access_log=settings.log_level == "DEBUG",
         timeout_graceful_shutdown=int(settings.worker_shutdown_grace_seconds),
