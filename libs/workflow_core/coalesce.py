@@ -6,6 +6,10 @@ than the work it carries, one statement for many items is most of the win: a `Co
 gathers the calls made in the same event-loop iteration (no timer, so no added latency when
 idle) and hands them to `flush` as one list.
 
+With `max_in_flight`, no more batches than that are carried out at once: calls made meanwhile
+wait and go together in the next one. Under load batches then grow with the round trip time,
+one statement serving what a busy moment brought; when idle nothing waits.
+
 `flush` returns one result (or exception) per item, in order. If it raises instead, the batch
 is carried out one item at a time with `single`, so one bad item (a constraint violation, say)
 fails alone rather than failing its neighbours.
@@ -28,8 +32,10 @@ class Coalescer(Generic[In, Out]):
         single: Callable[[In], Awaitable[Out]],
         *,
         max_batch: int = 256,
+        max_in_flight: int | None = None,
     ) -> None:
         self._flush, self._single, self._max_batch = flush, single, max_batch
+        self._max_in_flight = max_in_flight
         self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
@@ -47,11 +53,20 @@ class Coalescer(Generic[In, Out]):
 
     def _start(self) -> None:
         self._scheduled = False
-        batch, self._pending = self._pending, []
-        if batch:
+        while self._pending and (
+            self._max_in_flight is None or len(self._running) < self._max_in_flight
+        ):
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
             task = asyncio.get_running_loop().create_task(self._carry_out(batch))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
 
     async def _carry_out(self, batch: list[tuple[In, asyncio.Future[Out]]]) -> None:
         items = [item for item, _ in batch]

@@ -42,6 +42,8 @@ from workflow_core.persistence.runs import RUNNING, WAITING, Journal, RunRecord
 
 log = get_logger(__name__)
 
+STATEMENTS_IN_FLIGHT = 1  # per kind (run inserts, checkpoints): the rest wait and share the next
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -91,10 +93,12 @@ class RunDriver:
             lambda new: runs.insert_if_absent(
                 eager_pool, new.record, reserve=new.reserve, owner=owner
             ),
+            max_in_flight=STATEMENTS_IN_FLIGHT,
         )
         self._checkpoints: Coalescer[tuple[RunRecord, Journal], RunRecord] = Coalescer(
             lambda items: runs.checkpoint_many(pool, items),
             lambda item: runs.checkpoint(pool, *item),
+            max_in_flight=STATEMENTS_IN_FLIGHT,
         )
 
     # -- entry points -------------------------------------------------------------------------

@@ -86,3 +86,30 @@ async def test_a_cancelled_caller_does_not_hurt_the_others() -> None:
     assert await kept == 20
     with pytest.raises(asyncio.CancelledError):
         await doomed
+
+
+async def test_with_one_batch_in_flight_the_calls_made_meanwhile_go_together_next() -> None:
+    release = asyncio.Event()
+    batches: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        batches.append(items)
+        await release.wait()
+        return items
+
+    async def single(item: int) -> int:
+        batches.append([item])
+        await release.wait()
+        return item
+
+    coalescer = Coalescer(flush, single, max_in_flight=1)
+    first = asyncio.ensure_future(coalescer(0))
+    await asyncio.sleep(0.01)  # the first is in flight
+    later = [asyncio.ensure_future(coalescer(n)) for n in (1, 2)]
+    await asyncio.sleep(0.01)
+    later.append(asyncio.ensure_future(coalescer(3)))
+    await asyncio.sleep(0.01)
+    assert batches == [[0]]  # nothing else started while it was in flight
+    release.set()
+    assert await asyncio.gather(first, *later) == [0, 1, 2, 3]
+    assert batches == [[0], [1, 2, 3]]
