@@ -153,7 +153,9 @@ class FastPublisher:
 
     def __init__(self, pool: Pool, redis: aioredis.Redis, keys: streams.StreamKeys) -> None:
         self._pool, self._redis, self._keys = pool, redis, keys
-        self._publish: Coalescer[Event, None] = Coalescer(self._publish_many, self._publish_one)
+        self._publish: Coalescer[Event, None] = Coalescer(
+            self._publish_many, self._publish_one, max_in_flight=1
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures = 0
         self._resting_until = 0.0

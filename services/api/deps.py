@@ -34,9 +34,10 @@ class Database:
     ) -> None:
         self.engine, self.pool, self.timeout = engine, pool, timeout
         self._publisher = publisher
-        # Submissions arriving together are stored with one statement (coalesce.py).
+        # Submissions arriving together are stored with one statement (coalesce.py); under
+        # load, those arriving while two statements are out gather for the next one.
         self._submissions: Coalescer[NewSubmission, Event] = Coalescer(
-            lambda forms: submissions.create_many(pool, forms), self._store_one
+            lambda forms: submissions.create_many(pool, forms), self._store_one, max_in_flight=2
         )
 
     async def _store_one(self, form: NewSubmission) -> Event:
