@@ -54,6 +54,14 @@ class Recorder:
         self.messages = 0
         self.duplicates = 0
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd reads pipelined commands correctly but does not say so; the worker pipelines.
+        session.host_name = hostname  # the hook's duty (aiosmtpd's handlers.rst)
+        responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         arrived = time.time()
         content: bytes = envelope.original_content or envelope.content

@@ -46,6 +46,14 @@ class SmtpHandler:
     def __init__(self, catch: Catch) -> None:
         self.catch = catch
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd reads pipelined commands correctly but does not say so; the worker pipelines.
+        session.host_name = hostname  # the hook's duty (aiosmtpd's handlers.rst)
+        responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.original_content or envelope.content
         path = self.catch.directory / f"{time.time_ns()}.eml"

@@ -29,6 +29,7 @@ class Behaviour:
     refuse_data: str | None = None  # e.g. "451 4.3.0 try later" or "550 5.1.1 no such user"
     refuse_rcpt: str | None = None
     data_delay: float = 0.0  # seconds to wait before answering DATA (the message is kept first)
+    pipelining: bool = True  # advertise PIPELINING (RFC 2920) in the EHLO reply
 
 
 class RecordingHandler:
@@ -36,6 +37,15 @@ class RecordingHandler:
         self.received: list[Received] = []
         self.behaviour = Behaviour()
         self._lock = threading.Lock()
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # aiosmtpd reads pipelined commands correctly but does not say so.
+        session.host_name = hostname  # the hook's duty (aiosmtpd's handlers.rst)
+        if self.behaviour.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

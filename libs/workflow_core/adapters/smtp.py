@@ -1,4 +1,11 @@
-"""SMTP delivery with aiosmtplib over a small pool of reused connections.
+"""SMTP delivery over a small pool of reused connections, pipelined where the server allows.
+
+aiosmtplib opens each connection (TLS, EHLO, AUTH); then `_Replies`, a reader of our own, takes
+over its transport. When the server advertises PIPELINING (RFC 2920), MAIL, every RCPT and DATA
+go out in one write and their replies are read together, then the content in a second write:
+two round trips per email instead of four. aiosmtplib cannot read pipelined replies (its
+protocol drops what arrives before it waits for it). Without PIPELINING the same commands go
+one at a time.
 
 Errors are sorted here, where they are caught: connection problems and 4xx replies are
 retryable, 5xx replies permanent. A connection lost (or a reply that never came) after the
@@ -11,9 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
+from typing import cast
 
 import aiosmtplib
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.email import quote_address
+from aiosmtplib.protocol import (
+    COMMAND_INJECTION_REGEX,
+    MAX_LINE_LENGTH,
+    MAX_RESPONSE_LENGTH,
+    PERIOD_REGEX,
+    normalize_message_line_endings,
+)
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import SMTPStatus
 
 from workflow_core.actions.base import CommitHook
 from workflow_core.email_format import OutgoingEmail
@@ -50,6 +68,153 @@ def classify(error: Exception, stage: str) -> Exception:
     return PermanentActionError(f"SMTP {stage} failed: {type(error).__name__}: {error}")
 
 
+class _Replies(asyncio.Protocol):
+    """The server's replies, parsed as they arrive and queued in order, however many come in
+    one segment; raises what aiosmtplib would once the connection is gone or a reply is late."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._queue: deque[SMTPResponse] = deque()
+        self._error: aiosmtplib.SMTPException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def in_step(self) -> bool:
+        """Nothing unread and nothing wrong: the next reply will answer the next command."""
+        return self._error is None and not self._queue and not self._buffer
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            while (reply := self._parse()) is not None:
+                self._queue.append(reply)
+            if len(self._buffer) > MAX_RESPONSE_LENGTH:
+                raise aiosmtplib.SMTPResponseException(
+                    SMTPStatus.invalid_response.value, "Response too long"
+                )
+        except aiosmtplib.SMTPResponseException as error:
+            self._fail(error)  # out of step for good: the connection is not reused
+        if self._queue:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = aiosmtplib.SMTPServerDisconnected("Connection lost")
+        error.__cause__ = exc
+        self._fail(error)
+
+    def _fail(self, error: aiosmtplib.SMTPException) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _parse(self) -> SMTPResponse | None:
+        """The first complete reply (`NNN-text` lines, then `NNN text`), taken from the buffer."""
+        lines: list[bytes] = []
+        start = 0
+        while (end := self._buffer.find(b"\n", start)) >= 0:
+            line = bytes(self._buffer[start : end + 1])
+            start = end + 1
+            if len(line) > MAX_LINE_LENGTH:
+                raise aiosmtplib.SMTPResponseException(
+                    SMTPStatus.invalid_response.value, "Response too long"
+                )
+            try:
+                code = int(line[:3])
+            except ValueError:
+                raise aiosmtplib.SMTPResponseException(
+                    SMTPStatus.invalid_response.value,
+                    f"Malformed SMTP response line: {line.decode('utf-8', errors='ignore')}",
+                ) from None
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if line[3:4] != b"-":
+                del self._buffer[:start]
+                return SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape"))
+        return None
+
+    async def reply(self, timeout: float) -> SMTPResponse:
+        """The next reply: those that came before the connection went are read first."""
+        if not self._queue and self._error is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                raise aiosmtplib.SMTPReadTimeoutError(
+                    "Timed out waiting for server response"
+                ) from None
+            finally:
+                self._waiter = None
+        if self._queue:
+            return self._queue.popleft()
+        assert self._error is not None
+        raise self._error
+
+
+class _Connection:
+    """One SMTP session, set up by aiosmtplib, then written to directly and read by `_Replies`."""
+
+    def __init__(self, client: aiosmtplib.SMTP, timeout: float) -> None:
+        self._client = client  # closes what it opened
+        self._transport = cast(asyncio.Transport, client.transport)
+        self._replies = _Replies()
+        self._transport.set_protocol(self._replies)
+        self._timeout = timeout
+        self.pipelining = client.supports_extension("pipelining")
+
+    @property
+    def usable(self) -> bool:
+        return not self._transport.is_closing() and self._replies.in_step
+
+    def send(self, data: bytes) -> None:
+        if self._transport.is_closing():  # a closing transport would drop the data silently
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self._transport.write(data)
+
+    async def reply(self) -> SMTPResponse:
+        return await self._replies.reply(self._timeout)
+
+    async def command(self, line: bytes) -> SMTPResponse:
+        self.send(line)
+        return await self.reply()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+
+def _envelope_commands(sender: str, recipients: tuple[str, ...]) -> list[bytes]:
+    """MAIL, one RCPT per recipient and DATA, as lines on the wire; checked as aiosmtplib
+    checks its commands (no line break may slip into an address). The message is 7-bit clean
+    (email_format): no BODY=8BITMIME, no SMTPUTF8."""
+    lines = [b"MAIL FROM:" + _address(sender)]
+    lines += [b"RCPT TO:" + _address(recipient) for recipient in recipients]
+    return [line + b"\r\n" for line in [*lines, b"DATA"]]
+
+
+def _address(address: str) -> bytes:
+    quoted = quote_address(address).encode("ascii")
+    if COMMAND_INJECTION_REGEX.search(quoted):
+        raise ValueError("Command arg contains a prohibited control character")
+    return quoted
+
+
+def _envelope_settled(replies: list[SMTPResponse], recipients: int) -> bool:
+    """Whether the replies so far to MAIL and the RCPTs already say the envelope failed."""
+    if replies[0].code != SMTPStatus.completed:
+        return True
+    return len(replies) == 1 + recipients and not any(
+        reply.code in (SMTPStatus.completed, SMTPStatus.will_forward) for reply in replies[1:]
+    )
+
+
 class SmtpMailer:
     """A `Mailer` for one SMTP server; at most `pool_size` connections, reused between emails."""
 
@@ -71,7 +236,7 @@ class SmtpMailer:
         self._start_tls = use_tls and port != 465
         self._timeout = timeout
         self._slots = asyncio.Semaphore(pool_size)
-        self._idle: list[aiosmtplib.SMTP] = []
+        self._idle: list[_Connection] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpMailer:
@@ -86,85 +251,105 @@ class SmtpMailer:
         )
 
     async def send(self, message: OutgoingEmail, *, before_data: CommitHook) -> None:
+        try:
+            commands = _envelope_commands(message.sender, message.recipients)
+        except ValueError as error:
+            raise classify(error, "envelope") from None
+        content = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message.data)) + b".\r\n"
         async with self._slots:
-            client = await self._open_envelope(message.sender, list(message.recipients))
-            await self._hand_over(client, message.data, before_data)
+            connection = await self._open_envelope(message, commands)
+            await self._hand_over(connection, content, before_data)
 
-    async def _open_envelope(self, sender: str, recipients: list[str]) -> aiosmtplib.SMTP:
-        """A connection on which MAIL and RCPT were accepted."""
-        client, reused = await self._checkout()
+    async def _open_envelope(self, message: OutgoingEmail, commands: list[bytes]) -> _Connection:
+        """A connection on which MAIL, RCPT and DATA were accepted: the server awaits content."""
+        connection, reused = await self._checkout()
         for last_try in (not reused, True):
             try:
-                await self._envelope(client, sender, recipients)
-                return client
+                await self._envelope(connection, message, commands)
+                return connection
             except _TRANSPORT_ERRORS as error:
-                self._discard(client)
+                connection.close()
                 if last_try:
                     raise classify(error, "envelope") from None
             except aiosmtplib.SMTPException as error:
-                await self._reset(client)
-                raise classify(error, "envelope") from None
+                await self._reset(connection)
+                stage = "DATA" if isinstance(error, aiosmtplib.SMTPDataError) else "envelope"
+                raise classify(error, stage) from None
             # A pooled connection went stale (the server closed it): once more, afresh.
-            client = await self._connect()
+            connection = await self._connect()
         raise AssertionError("unreachable")
 
-    async def _envelope(self, client: aiosmtplib.SMTP, sender: str, recipients: list[str]) -> None:
-        await client.mail(sender)  # the message is 7-bit clean (email_format)
-        refused: list[aiosmtplib.SMTPRecipientRefused] = []
-        for recipient in recipients:
-            try:
-                await client.rcpt(recipient)
-            except aiosmtplib.SMTPRecipientRefused as error:
-                refused.append(error)
-        if len(refused) == len(recipients):
-            raise aiosmtplib.SMTPRecipientsRefused(refused)
+    async def _envelope(
+        self, connection: _Connection, message: OutgoingEmail, commands: list[bytes]
+    ) -> None:
+        """Every reply to what was sent is read before a refusal is raised: the replies stay in
+        step with the commands, and the connection can be reset and reused."""
+        recipients = message.recipients
+        replies: list[SMTPResponse] = []
+        if connection.pipelining:
+            connection.send(b"".join(commands))
+            for _ in commands:
+                replies.append(await connection.reply())
+        else:
+            for command in commands:
+                replies.append(await connection.command(command))
+                if _envelope_settled(replies, len(recipients)):
+                    break
+        mail, data = replies[0], replies[1 + len(recipients) :]
+        refused = [
+            aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+            for recipient, reply in zip(recipients, replies[1:], strict=False)
+            if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward)
+        ]
+        error: aiosmtplib.SMTPException
+        if mail.code != SMTPStatus.completed:
+            error = aiosmtplib.SMTPSenderRefused(mail.code, mail.message, message.sender)
+        elif len(refused) == len(recipients):
+            error = aiosmtplib.SMTPRecipientsRefused(refused)
+        elif data[0].code != SMTPStatus.start_input:
+            raise aiosmtplib.SMTPDataError(data[0].code, data[0].message)
+        else:
+            return
+        if data and data[0].code == SMTPStatus.start_input:
+            # The server wants content for an envelope it refused (RFC 2920 says it must not):
+            # an empty message ends the data phase; its reply is read to stay in step.
+            await connection.command(b".\r\n")
+        raise error
 
     async def _hand_over(
-        self, client: aiosmtplib.SMTP, message: bytes, before_data: CommitHook
+        self, connection: _Connection, content: bytes, before_data: CommitHook
     ) -> None:
-        """DATA, then the commit hook, then the message: the hook (the idempotency claim) runs
-        as late as it can, once the server waits for the content, so that a crash between the
-        claim and the hand-over is as unlikely as it can be made."""
-        content = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
-        try:
-            reply = await client.execute_command(b"DATA")
-        except _TRANSPORT_ERRORS as error:
-            self._discard(client)
-            raise classify(error, "DATA") from None
-        if reply.code != 354:
-            await self._reset(client)
-            raise classify(aiosmtplib.SMTPDataError(reply.code, reply.message), "DATA")
+        """The commit hook, then the message: the hook (the idempotency claim) runs as late as
+        it can, once the server waits for the content, so that a crash between the claim and
+        the hand-over is as unlikely as it can be made."""
         try:
             await before_data()
         except BaseException:
-            self._discard(client)  # the server is reading content now: only closing aborts it
+            connection.close()  # the server is reading content now: only closing aborts it
             raise
-        protocol = client.protocol
         try:
-            if protocol is None:
-                raise aiosmtplib.SMTPServerDisconnected("connection lost before the content")
-            protocol.write(content)
-            reply = await protocol.read_response(timeout=self._timeout)
-        except _TRANSPORT_ERRORS as error:
-            self._discard(client)
+            reply = await connection.command(content)
+        except (*_TRANSPORT_ERRORS, aiosmtplib.SMTPResponseException) as error:
+            connection.close()
             raise RetryableActionError(
                 f"the SMTP server did not confirm the message ({type(error).__name__}: "
                 f"{error}); it will be sent again with the same Message-ID"
             ) from None
-        if reply.code != 250:
+        if reply.code != SMTPStatus.completed:
             # A reply was read: the server refused the message; nothing was delivered.
-            await self._reset(client)
+            await self._reset(connection)
             raise classify(aiosmtplib.SMTPDataError(reply.code, reply.message), "DATA")
-        self._idle.append(client)
+        self._idle.append(connection)
 
-    async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
+    async def _checkout(self) -> tuple[_Connection, bool]:
         while self._idle:
-            client = self._idle.pop()
-            if client.is_connected:
-                return client, True
+            connection = self._idle.pop()
+            if connection.usable:
+                return connection, True
+            connection.close()
         return await self._connect(), False
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> _Connection:
         client = aiosmtplib.SMTP(
             hostname=self._host,
             port=self._port,
@@ -177,25 +362,24 @@ class SmtpMailer:
         try:
             await client.connect()
             if client.is_ehlo_or_helo_needed:
-                await client.ehlo()  # learn the extensions (8BITMIME) before MAIL
+                await client.ehlo()  # learn the extensions (PIPELINING) before MAIL
         except Exception as error:
             raise classify(error, "connect") from None
-        return client
+        return _Connection(client, self._timeout)
 
-    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+    async def _reset(self, connection: _Connection) -> None:
         try:
-            await client.rset()
+            reply = await connection.command(b"RSET\r\n")
         except Exception:
-            self._discard(client)
+            reply = None
+        if reply is not None and reply.code == SMTPStatus.completed:
+            self._idle.append(connection)
         else:
-            self._idle.append(client)
-
-    def _discard(self, client: aiosmtplib.SMTP) -> None:
-        with contextlib.suppress(Exception):
-            client.close()
+            connection.close()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for client in idle:
+        for connection in idle:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.quit(), timeout=2)
+                await asyncio.wait_for(connection.command(b"QUIT\r\n"), timeout=2)
+            connection.close()
