@@ -12,6 +12,7 @@ from services.api.app import create_app
 from services.api.http_protocol import OneWritePerResponse
 from workflow_core.log import configure_logging
 from workflow_core.persistence.migrate import migrate_at_start
+from workflow_core.runtime import freeze_startup_objects
 from workflow_core.settings import load_settings
 
 
@@ -42,6 +43,8 @@ def main() -> None:
         timeout_graceful_shutdown=int(settings.worker_shutdown_grace_seconds),
     )
     server = _Server(config)
+    config.load()  # import and build everything now, then keep it out of the collector's way
+    freeze_startup_objects()
     server.run()
     sys.exit(0 if server.started else 3)  # 3: it never started (uvicorn's convention)
 

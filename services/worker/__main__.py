@@ -32,6 +32,7 @@ from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.persistence.records import DbRecords
 from workflow_core.persistence.tables import runs as runs_table
 from workflow_core.relay import OutboxRelay
+from workflow_core.runtime import freeze_startup_objects
 from workflow_core.settings import Settings, load_settings
 
 log = get_logger("services.worker")
@@ -174,6 +175,7 @@ def main() -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    freeze_startup_objects()
 
     async def run() -> None:
         stop = asyncio.Event()
