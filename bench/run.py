@@ -70,6 +70,7 @@ class Run:
         await self.stack.create_workflow()
         if not self.options.api_only:
             await self.start_workers()
+        await self.stack.settle_disk()
         say(
             f"stack up (db {self.names.database}, stream {self.names.stream}, "
             f"API :{self.stack.api_port}, sink :{self.stack.sink_port})"

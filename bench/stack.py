@@ -354,6 +354,21 @@ class Stack:
             await connection.close()
         return dict(row) if row is not None else {}
 
+    async def settle_disk(self) -> None:
+        """Flush what start-up wrote (the new database and its migrations, the previous run's
+        dropped one) before the load starts: on a VM's shared disk such a write-back burst
+        holds up the fsyncs of the commits that follow for 100s of ms, which would be measured
+        as this run's latency. CHECKPOINT needs a superuser (or pg_checkpoint): without it the
+        operating system's sync alone is done."""
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            connection = await asyncpg.connect(admin_dsn(self.settings), timeout=10)
+            try:
+                await connection.execute("CHECKPOINT")
+            finally:
+                await connection.close()
+        await asyncio.to_thread(os.sync)
+        await asyncio.sleep(0.5)
+
     async def clean_up(self) -> list[str]:
         """Drop this run's database and delete this run's stream keys; problems, if any."""
         problems: list[str] = []
