@@ -3,6 +3,7 @@ ledger, tickets and tasks records."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from uuid import UUID
 
@@ -140,6 +141,24 @@ async def test_an_effect_is_reserved_by_one_owner_and_handed_over_once(pool: Poo
         await theirs.reserve(call)
     await mine.release(call.key)  # refused outright after all: nothing was delivered
     await theirs.reserve(call)
+
+
+async def test_hand_overs_started_together_share_one_record_and_all_count(pool: Pool) -> None:
+    calls = [_call() for _ in range(3)]
+    mine = DbEffectLedger(pool, owner="worker-a/1", stale_after=60)
+    for call in calls:
+        await mine.reserve(call)
+    records = await asyncio.gather(*(mine.start_hand_over(call) for call in calls))
+    await asyncio.gather(*records)
+    async with pool.acquire() as conn:
+        states = await conn.fetch(
+            "SELECT state FROM effects WHERE key = ANY($1::text[])", [c.key for c in calls]
+        )
+    assert [row["state"] for row in states] == [effects.COMMITTING] * 3
+    theirs = DbEffectLedger(pool, owner="worker-b/1", stale_after=0)
+    for call in calls:
+        with pytest.raises(EffectAlreadyClaimed):
+            await theirs.reserve(call)
 
 
 async def test_a_reservation_of_an_owner_that_is_gone_is_taken_over_once_stale(pool: Pool) -> None:

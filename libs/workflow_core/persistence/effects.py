@@ -61,7 +61,7 @@ _HOLDER = """
 """
 _HAND_OVER = (
     "UPDATE effects SET state = 'committing', updated_at = now() "
-    "WHERE key = $1 AND owner = $2 AND state = 'reserved'"
+    "WHERE key = ANY($1::text[]) AND owner = $2 AND state = 'reserved'"
 )
 _RELEASE = (
     "DELETE FROM effects WHERE key = $1 AND owner = $2 AND state IN ('reserved', 'committing')"
@@ -72,7 +72,23 @@ async def prepare_connection(connection: Any) -> None:
     """Have the hand-over statement prepared on every pooled connection, so that starting it
     puts it on the wire at once (a statement prepared on first use would cost a round trip
     between the record and the hand-over)."""
-    await connection.execute(_HAND_OVER, "", "")
+    await connection.execute(_HAND_OVER, [], "")
+
+
+@dataclass(slots=True)
+class _HandOvers:
+    """The hand-overs started in one event-loop iteration: one statement records them all.
+    `sent` resolves once it is on the wire, `recorded` once it is committed."""
+
+    keys: list[str]
+    sent: asyncio.Future[None]
+    recorded: asyncio.Future[None]
+
+    def fail(self, error: BaseException) -> None:
+        for future in (self.sent, self.recorded):
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: a waiter may have gone (cancelled)
 
 
 class DbEffectLedger:
@@ -81,6 +97,8 @@ class DbEffectLedger:
 
     def __init__(self, pool: Pool, *, owner: str, stale_after: float) -> None:
         self._pool, self._owner, self._stale_after = pool, owner, stale_after
+        self._gathering: _HandOvers | None = None
+        self._recording: set[asyncio.Task[None]] = set()
 
     @property
     def owner(self) -> str:
@@ -105,17 +123,44 @@ class DbEffectLedger:
         )
 
     async def start_hand_over(self, call: ActionCall) -> Awaitable[None]:
-        connection = await self._pool.acquire()
-        record = asyncio.ensure_future(self._hand_over(connection, call))
-        await asyncio.sleep(0)  # the task runs up to its first wait: the statement is sent
-        return record
+        batch = self._gathering
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = _HandOvers([], loop.create_future(), loop.create_future())
+            self._gathering = batch
+            loop.call_soon(self._record, batch)  # once this iteration's emails have joined
+        batch.keys.append(call.key)
+        await asyncio.shield(batch.sent)
+        return asyncio.shield(batch.recorded)
 
-    async def _hand_over(self, connection: PoolConnection, call: ActionCall) -> None:
+    def _record(self, batch: _HandOvers) -> None:
+        self._gathering = None
+        task = asyncio.get_running_loop().create_task(self._write(batch))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _write(self, batch: _HandOvers) -> None:
         try:
             async with translate_errors():
-                await connection.execute(_HAND_OVER, call.key, self._owner)
+                connection = await self._pool.acquire()
+        except BaseException as error:  # every waiter gets it
+            batch.fail(error)
+            return
+        try:
+            statement = asyncio.ensure_future(self._update(connection, batch.keys))
+            await asyncio.sleep(0)  # the statement runs up to its first wait: it is sent
+            if not batch.sent.done():
+                batch.sent.set_result(None)
+            await statement
+            batch.recorded.set_result(None)
+        except BaseException as error:
+            batch.fail(error)
         finally:
             await self._pool.release(connection)
+
+    async def _update(self, connection: PoolConnection, keys: list[str]) -> None:
+        async with translate_errors():
+            await connection.execute(_HAND_OVER, keys, self._owner)
 
     async def release(self, key: str) -> None:
         async with translate_errors():

@@ -86,7 +86,7 @@ _INSERT = f"""
         INSERT INTO runs ({", ".join(_INSERTED)})
         SELECT {", ".join(_INSERTED)} FROM jsonb_to_recordset($1::jsonb) AS x({_RUN_SPEC})
         ON CONFLICT DO NOTHING
-        RETURNING {", ".join(_RUN_FIELDS)}
+        RETURNING id
     ), held AS (
         INSERT INTO effects (key, run_id, state, owner)
         SELECT h.key, h.run_id, 'reserved', $3
@@ -95,7 +95,7 @@ _INSERT = f"""
         ON CONFLICT (key) DO NOTHING
         RETURNING key, run_id
     )
-    SELECT fresh.*, ARRAY(SELECT key FROM held WHERE held.run_id = fresh.id) AS held FROM fresh
+    SELECT fresh.id, ARRAY(SELECT key FROM held WHERE held.run_id = fresh.id) AS held FROM fresh
 """
 _SELECT = f"SELECT {', '.join(_RUN_FIELDS)} FROM runs WHERE id = ANY($1::uuid[])"
 
@@ -120,11 +120,12 @@ class Inserted:
 async def insert_many(pg: Pool | Connection, fresh: list[NewRun], *, owner: str) -> list[Inserted]:
     """Create the runs that do not exist yet (a redelivered event finds its run) with their
     reservations; returns each run as stored and whether it is new. One statement for all
-    (two when some existed)."""
+    (two when some existed). A new run is stored as given (revision 0): only its id comes
+    back."""
     rows = [{name: getattr(new.record, name) for name in _INSERTED} for new in fresh]
     holds = [{"key": key, "run_id": new.record.id} for new in fresh for key in new.reserve]
     created = {
-        row["id"]: (_from_pg(row), frozenset(row["held"]))
+        row["id"]: frozenset(row["held"])
         for row in await pg.fetch(_INSERT, json_text(rows), json_text(holds), owner)
     }
     missing = [new.record.id for new in fresh if new.record.id not in created]
@@ -135,7 +136,7 @@ async def insert_many(pg: Pool | Connection, fresh: list[NewRun], *, owner: str)
     for new in fresh:
         run_id = new.record.id
         if run_id in created:
-            answer.append(Inserted(created[run_id][0], True, created[run_id][1]))
+            answer.append(Inserted(replace(new.record, revision=0), True, created[run_id]))
         elif run_id in existing:
             answer.append(Inserted(existing[run_id], False))
         else:  # the same event and workflow under another id: cannot happen
