@@ -85,8 +85,9 @@ class RunDriver:
         self._engine, self._pool, self._catalog, self._deps = engine, pool, catalog, deps
         self._budget, self._retry_policy, self._now = step_budget, retry_policy, now
         self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}  # per run: lock, users
-        # Concurrent runs share their round trips: one statement inserts every run started in
-        # the same loop iteration, one writes every checkpoint (coalesce.py).
+        # Concurrent runs share their round trips: one statement inserts the runs started while
+        # the previous insert was out (with their first step's email reservations), one writes
+        # the checkpoints gathered likewise (coalesce.py).
         owner = deps.ledger.owner
         self._inserts: Coalescer[runs.NewRun, runs.Inserted] = Coalescer(
             lambda fresh: runs.insert_many(eager_pool, fresh, owner=owner),
