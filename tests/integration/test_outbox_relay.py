@@ -28,13 +28,16 @@ from workflow_core.relay import FastPublisher, OutboxRelay
 from workflow_core.settings import Settings
 
 
-def _relay(pool: Pool, redis: aioredis.Redis, settings: Settings, batch: int = 500) -> OutboxRelay:
+def _relay(
+    pool: Pool, redis: aioredis.Redis, settings: Settings, batch: int = 500, **timing: float
+) -> OutboxRelay:
     return OutboxRelay(
         pool,
         redis,
         StreamKeys.from_settings(settings),
         dsn=settings.async_database_url,
         batch_size=batch,
+        **timing,
     )
 
 
@@ -82,13 +85,7 @@ async def test_prune_deletes_only_events_published_longer_ago_than_the_retention
     old_published, fresh_published, old_unpublished = [
         await submit(engine, {"n": n}) for n in range(3)
     ]
-    relay = OutboxRelay(
-        pool,
-        streams.client(settings),
-        StreamKeys.from_settings(settings),
-        dsn=settings.async_database_url,
-        retention_seconds=3600,
-    )
+    relay = _relay(pool, streams.client(settings), settings, retention_seconds=3600)
     await relay.publish_batch(everything=True)
     async with engine.begin() as conn:
         age = text(
@@ -148,14 +145,7 @@ async def test_while_redis_is_away_events_wait_in_the_outbox(
 async def test_the_running_relay_is_woken_by_other_events_and_leaves_submissions_their_grace(
     engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:
-    relay = OutboxRelay(
-        pool,
-        streams.client(settings),
-        StreamKeys.from_settings(settings),
-        dsn=settings.async_database_url,
-        poll_seconds=1.0,
-        grace_seconds=1.5,
-    )
+    relay = _relay(pool, streams.client(settings), settings, poll_seconds=1.0, grace_seconds=1.5)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
