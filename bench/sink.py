@@ -27,6 +27,7 @@ import orjson
 from aiosmtpd.smtp import SMTP
 
 from bench import loop
+from services.mailcatcher import advertise_pipelining
 
 _SUBMISSION = re.compile(rb"^x-flowline-submission-id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
@@ -57,10 +58,7 @@ class Recorder:
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
-        # aiosmtpd reads pipelined commands correctly but does not say so; the worker pipelines.
-        session.host_name = hostname  # the hook's duty (aiosmtpd's handlers.rst)
-        responses.insert(-1, "250-PIPELINING")
-        return responses
+        return advertise_pipelining(session, hostname, responses)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         arrived = time.time()

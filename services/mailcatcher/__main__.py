@@ -22,6 +22,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from services.mailcatcher import advertise_pipelining
+
 
 class Catch:
     """What was caught, kept on disk and in memory (the latest 500 of each)."""
@@ -49,10 +51,7 @@ class SmtpHandler:
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
-        # aiosmtpd reads pipelined commands correctly but does not say so; the worker pipelines.
-        session.host_name = hostname  # the hook's duty (aiosmtpd's handlers.rst)
-        responses.insert(-1, "250-PIPELINING")
-        return responses
+        return advertise_pipelining(session, hostname, responses)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.original_content or envelope.content

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
+from services.mailcatcher import advertise_pipelining
 from tests.support.net import free_port
 
 
@@ -41,10 +42,9 @@ class RecordingHandler:
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
     ) -> list[str]:
-        # aiosmtpd reads pipelined commands correctly but does not say so.
-        session.host_name = hostname  # the hook's duty (aiosmtpd's handlers.rst)
         if self.behaviour.pipelining:
-            responses.insert(-1, "250-PIPELINING")
+            return advertise_pipelining(session, hostname, responses)
+        session.host_name = hostname  # the hook's duty (aiosmtpd's handlers.rst)
         return responses
 
     async def handle_RCPT(
