@@ -271,6 +271,7 @@ class RunDriver:
                 outcome = await self._run_actions(
                     run, step, seq, ledger, journal, first_action, attempt
                 )
+                await self._release_held(ledger)
                 first_action, attempt = 0, 1
                 if isinstance(outcome, RetryScheduled):
                     return await self._checkpoint(replace(run, status=WAITING), journal)
@@ -383,8 +384,9 @@ class RunDriver:
         )
 
     async def _release_held(self, ledger: dict[str, effects.EffectState]) -> None:
-        """Give up the reservations taken with the run for emails the step did not reach, so
-        that a retry elsewhere need not wait for them to go stale."""
+        """Give up the reservations taken with the run for emails the step did not reach (it
+        failed or waits for a retry), so that a retry elsewhere need not wait for them to go
+        stale. After a step that succeeded none is left: every email it ran is done."""
         for key in [key for key, state in ledger.items() if state.state == effects.HELD]:
             del ledger[key]
             async with translate_errors():
@@ -395,23 +397,6 @@ class RunDriver:
             return await self._checkpoints((run, journal))
 
     async def _run_actions(
-        self,
-        run: RunRecord,
-        step: StepSpec,
-        seq: int,
-        ledger: dict[str, effects.EffectState],
-        journal: Journal,
-        first_action: int,
-        attempt: int,
-    ) -> list[dict[str, Any]] | StepFailed | RetryScheduled:
-        outcome = await self._perform_actions(
-            run, step, seq, ledger, journal, first_action, attempt
-        )
-        if isinstance(outcome, StepFailed | RetryScheduled):
-            await self._release_held(ledger)
-        return outcome
-
-    async def _perform_actions(
         self,
         run: RunRecord,
         step: StepSpec,
