@@ -154,7 +154,7 @@ async def insert_if_absent(
 
 
 def _from_pg(row: Any) -> RunRecord:
-    values = {name: row[name] for name in _RUN_FIELDS}
+    values = dict(row)
     if isinstance(values["context"], str):
         values["context"] = orjson.loads(values["context"])
     return RunRecord(**values)
