@@ -23,13 +23,20 @@ class Received:
     rcpt_tos: list[str]
     message: EmailMessage
     at: float
+    """When the server kept it (time.time())."""
+    replied_at: float = 0.0
+    """When the server gave its 250 (the same as `at` unless it took time to judge)."""
 
 
 @dataclass
 class Behaviour:
     refuse_data: str | None = None  # e.g. "451 4.3.0 try later" or "550 5.1.1 no such user"
     refuse_rcpt: str | None = None
-    data_delay: float = 0.0  # seconds to wait before answering DATA (the message is kept first)
+    data_delay: float = 0.0  # seconds to wait before answering the end of the content
+    accept_at_reply: bool = False
+    """False: the message is kept at the final dot, before the delay (a server that queues,
+    then answers late). True: kept only if the 250 reaches a client still connected (RFC 5321:
+    a message is the server's once it said 250)."""
     pipelining: bool = True  # advertise PIPELINING (RFC 2920) in the EHLO reply
 
 
@@ -37,6 +44,10 @@ class RecordingHandler:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.behaviour = Behaviour()
+        self.judging = 0
+        """Messages whose content arrived and whose final reply is not sent yet."""
+        self.abandoned = 0
+        """Messages whose client left before their 250 (not kept with accept_at_reply)."""
         self._lock = threading.Lock()
 
     async def handle_EHLO(
@@ -61,13 +72,28 @@ class RecordingHandler:
         content = envelope.original_content or envelope.content
         message = message_from_bytes(content, policy=policy.default)
         assert isinstance(message, EmailMessage)
-        with self._lock:
-            self.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), message, time.time())
-            )
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), message, time.time())
+        at_reply = self.behaviour.accept_at_reply
+        if not at_reply:
+            self._keep(received)
         if self.behaviour.data_delay:
-            await asyncio.sleep(self.behaviour.data_delay)
+            self.judging += 1
+            try:
+                await asyncio.sleep(self.behaviour.data_delay)
+            finally:
+                self.judging -= 1
+        received.replied_at = time.time()
+        if at_reply:
+            if server.transport is None or server.transport.is_closing():
+                self.abandoned += 1  # the client left before its 250: nothing was taken
+            else:
+                received.at = received.replied_at
+                self._keep(received)
         return "250 Message accepted"
+
+    def _keep(self, received: Received) -> None:
+        with self._lock:
+            self.received.append(received)
 
 
 @dataclass
@@ -98,6 +124,24 @@ class SmtpServer:
 
     def to(self, address: str) -> list[Received]:
         return [r for r in self.received if address in r.rcpt_tos]
+
+
+def duplicates_outside_the_window(
+    received: list[Received], died_at: float, window: float
+) -> dict[str, float]:
+    """CONTRACT §5: an email is sent twice only when its sender died between the server's 250
+    and the commit of its record. For each repeated Message-ID whose first 250 was not given
+    within `window` seconds before `died_at`, how long before (negative: after) it was."""
+    first: dict[str, Received] = {}
+    repeated: set[str] = set()
+    for mail in sorted(received, key=lambda r: r.at):
+        message_id = str(mail.message["Message-ID"])
+        if message_id in first:
+            repeated.add(message_id)
+        else:
+            first[message_id] = mail
+    gaps = {message_id: died_at - first[message_id].replied_at for message_id in repeated}
+    return {message_id: gap for message_id, gap in gaps.items() if not 0 <= gap <= window}
 
 
 def start_smtp() -> SmtpServer:

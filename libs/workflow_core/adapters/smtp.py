@@ -9,9 +9,11 @@ one at a time.
 
 Errors are sorted here, where they are caught: connection problems and 4xx replies are
 retryable, 5xx replies permanent. A connection lost (or a reply that never came) after the
-message was handed over is retryable too: as RFC 5321 has it, a message is the server's only
-once it said 250, and a server that restarts mid-transaction drops it. The retry carries the
-same Message-ID, which receivers use to recognise the rare repeat.
+content was sent is retryable too: as RFC 5321 has it, a message is the server's only once it
+said 250, and a server whose client went away before that drops it. The reply to the end of
+the content may take long (spam scanning): it is awaited up to `data_timeout`
+(SMTP_DATA_TIMEOUT_SECONDS, 10 minutes as RFC 5321 4.5.3.2.6 asks), every other reply up to
+`timeout`. A retry carries the same Message-ID.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from aiosmtplib.protocol import (
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import SMTPStatus
 
-from workflow_core.actions.base import CommitHook
 from workflow_core.email_format import OutgoingEmail
 from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.log import get_logger
@@ -179,12 +180,12 @@ class _Connection:
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         self._transport.write(data)
 
-    async def reply(self) -> SMTPResponse:
-        return await self._replies.reply(self._timeout)
+    async def reply(self, timeout: float | None = None) -> SMTPResponse:
+        return await self._replies.reply(timeout or self._timeout)
 
-    async def command(self, line: bytes) -> SMTPResponse:
+    async def command(self, line: bytes, timeout: float | None = None) -> SMTPResponse:
         self.send(line)
-        return await self.reply()
+        return await self.reply(timeout)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -235,6 +236,7 @@ class SmtpMailer:
         password: str = "",
         use_tls: bool = False,
         timeout: float = 10.0,
+        data_timeout: float = 600.0,
         pool_size: int = 8,
     ) -> None:
         self._host, self._port = host, port
@@ -242,7 +244,7 @@ class SmtpMailer:
         # Port 465 speaks TLS from the first byte; elsewhere TLS means STARTTLS.
         self._implicit_tls = use_tls and port == 465
         self._start_tls = use_tls and port != 465
-        self._timeout = timeout
+        self._timeout, self._data_timeout = timeout, data_timeout
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[_Connection] = []
 
@@ -255,10 +257,11 @@ class SmtpMailer:
             password=settings.smtp_password,
             use_tls=settings.smtp_use_tls,
             timeout=settings.smtp_timeout_seconds,
+            data_timeout=settings.smtp_data_timeout_seconds,
             pool_size=settings.smtp_pool_size,
         )
 
-    async def send(self, message: OutgoingEmail, *, before_data: CommitHook) -> None:
+    async def send(self, message: OutgoingEmail) -> None:
         try:
             commands = _envelope_commands(message.sender, message.recipients)
         except ValueError as error:
@@ -266,7 +269,7 @@ class SmtpMailer:
         content = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message.data)) + b".\r\n"
         async with self._slots:
             connection = await self._open_envelope(message, commands)
-            await self._hand_over(connection, content, before_data)
+            await self._deliver(connection, content)
 
     async def _open_envelope(self, message: OutgoingEmail, commands: list[bytes]) -> _Connection:
         """A connection on which MAIL, RCPT and DATA were accepted: the server awaits content."""
@@ -324,25 +327,19 @@ class SmtpMailer:
             await connection.command(b".\r\n")
         raise error
 
-    async def _hand_over(
-        self, connection: _Connection, content: bytes, before_data: CommitHook
-    ) -> None:
-        """The commit hook, then the message: the hook (the idempotency claim) runs as late as
-        it can, once the server waits for the content, so that a crash between the claim and
-        the hand-over is as unlikely as it can be made."""
+    async def _deliver(self, connection: _Connection, content: bytes) -> None:
+        """The content, then its reply: only a 250 means the server took the message."""
         try:
-            await before_data()
-        except BaseException:
-            connection.close()  # the server is reading content now: only closing aborts it
-            raise
-        try:
-            reply = await connection.command(content)
+            reply = await connection.command(content, timeout=self._data_timeout)
         except (*_TRANSPORT_ERRORS, aiosmtplib.SMTPResponseException) as error:
-            connection.close()
+            connection.close()  # a reply that comes later must not be read as another's
             raise RetryableActionError(
                 f"the SMTP server did not confirm the message ({type(error).__name__}: "
                 f"{error}); it will be sent again with the same Message-ID"
             ) from None
+        except BaseException:
+            connection.close()  # cancelled while the server reads or judges the content
+            raise
         if reply.code != SMTPStatus.completed:
             # A reply was read: the server refused the message; nothing was delivered.
             await self._reset(connection)
