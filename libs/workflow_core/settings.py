@@ -14,7 +14,7 @@ from email.utils import parseaddr
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     smtp_password: str = ""
     smtp_use_tls: bool = False
     smtp_timeout_seconds: PositiveFloat = 10.0
+    # The reply to the end of DATA: RFC 5321 (4.5.3.2.6) asks clients to wait 10 minutes.
+    smtp_data_timeout_seconds: PositiveFloat = 600.0
     smtp_pool_size: PositiveInt = 8
     from_email: Annotated[str, Field(min_length=3)] = "flowline@localhost"
 
@@ -74,6 +76,10 @@ class Settings(BaseSettings):
     claim_interval_seconds: PositiveFloat = 5.0
     delivery_limit: PositiveInt = 5
     dead_letter_replay_limit: PositiveInt = 3
+    dead_letter_max_length: PositiveInt = 10_000
+    # Liveness of a worker (the owner of its email reservations): a heartbeat in PostgreSQL.
+    worker_heartbeat_seconds: PositiveFloat = 5.0
+    worker_dead_after_seconds: PositiveFloat = 30.0
     run_step_budget: PositiveInt = 100
 
     # Stream housekeeping (every worker, every HOUSEKEEPING_INTERVAL_SECONDS)
@@ -91,7 +97,9 @@ class Settings(BaseSettings):
     outbox_batch_size: PositiveInt = 500
     outbox_poll_seconds: PositiveFloat = 1.0
     outbox_grace_seconds: Annotated[float, Field(ge=0)] = 2.0
-    outbox_retention_seconds: Annotated[float, Field(ge=0)] = 0.0
+    outbox_retention_seconds: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0
+    # An event published and taken by no worker within this long is published again.
+    event_reconcile_seconds: PositiveFloat = 60.0
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -125,6 +133,16 @@ class Settings(BaseSettings):
             )
         return value
 
+    @model_validator(mode="after")
+    def _heartbeat_outlives_a_beat(self) -> Settings:
+        if self.worker_dead_after_seconds < 3 * self.worker_heartbeat_seconds:
+            raise ValueError(
+                "WORKER_DEAD_AFTER_SECONDS must be at least 3 x WORKER_HEARTBEAT_SECONDS "
+                f"({3 * self.worker_heartbeat_seconds:g}): one late heartbeat must not make a "
+                "live worker look dead"
+            )
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -149,7 +167,9 @@ class SettingsError(SystemExit):
 
 def describe_error(error: ValidationError) -> str:
     first = error.errors()[0]
-    name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+    if not first["loc"]:  # a rule about several settings: its message names them
+        return f"invalid settings: {first['msg'].removeprefix('Value error, ')}"
+    name = str(first["loc"][0]).upper()
     value = first.get("input")
     if "PASSWORD" in name or "TOKEN" in name:
         shown = "'***'"

@@ -87,7 +87,16 @@ outbox = Table(
     _created(),
     Column("published_at", DateTime(timezone=True), nullable=True),
     Column("stream_entry_id", Text, nullable=True),
+    # Set in the transaction that starts the event's runs (or finds none to start): an event
+    # published and never taken is published again (the reconcile sweep, relay.py).
+    Column("taken_at", DateTime(timezone=True), nullable=True),
+    Column("publish_count", Integer, nullable=False, server_default=text("0")),
     Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+    Index(
+        "ix_outbox_untaken",
+        "published_at",
+        postgresql_where=text("taken_at IS NULL AND published_at IS NOT NULL"),
+    ),
     Index("ix_outbox_submission", "submission_id"),
     Index("ix_outbox_event_id", "event_id"),
 )
@@ -112,7 +121,11 @@ runs = Table(
     _created(),
     _updated(),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    # The worker (effect owner) that wrote it last: a running run whose owner stopped beating
+    # is picked up again by the reconcile sweep.
+    Column("owner", Text, nullable=True),
     UniqueConstraint("event_id", "workflow_id"),
+    Index("ix_runs_running_updated", "updated_at", postgresql_where=text("status = 'running'")),
     Index("ix_runs_submission", "submission_id"),
     Index("ix_runs_workflow_status", "workflow_id", "status", "created_at"),
     Index("ix_runs_status_created", "status", "created_at"),
@@ -153,8 +166,8 @@ run_actions = Table(
     Index("ix_run_actions_run", "run_id", "step_seq", "action_index", "attempt"),
 )
 
-# One row per effect (email, webhook call, ticket ...): claimed before it is handed over,
-# marked done with its result when the step is recorded. A retry reads it and does not repeat.
+# One row per effect (email, webhook call, ticket ...), marked done with its result when it is
+# recorded. An email is reserved by its owner first (see persistence/effects.py).
 effects = Table(
     "effects",
     metadata,
@@ -226,4 +239,15 @@ timers = Table(
     _created(),
     Column("fired_at", DateTime(timezone=True), nullable=True),
     Index("ix_timers_due", "due_at", postgresql_where=text("fired_at IS NULL")),
+)
+
+# Every worker process, with the heartbeat it keeps: an owner whose heartbeat is older than
+# WORKER_DEAD_AFTER_SECONDS is dead, and its email reservations may be taken over.
+workers = Table(
+    "workers",
+    metadata,
+    Column("owner", Text, primary_key=True),
+    Column("consumer", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
