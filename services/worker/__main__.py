@@ -7,12 +7,15 @@ import contextlib
 import signal
 import sys
 import uuid
+from dataclasses import dataclass
 
-from sqlalchemy import func, text, update
+import redis.asyncio as aioredis
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.worker.catalog import Catalog
 from services.worker.handler import EventHandler
+from services.worker.heartbeat import Heartbeat
 from services.worker.runner import RunDriver, utcnow
 from services.worker.scheduler import TimerScheduler
 from services.worker.worker import Worker, WorkerConfig, settle
@@ -25,12 +28,11 @@ from workflow_core.adapters.streams import Entry, StreamKeys
 from workflow_core.definitions.models import RetryPolicy
 from workflow_core.ids import parse_uuid
 from workflow_core.log import configure_logging, get_logger
-from workflow_core.persistence import pg, runs
+from workflow_core.persistence import outbox, pg, runs
 from workflow_core.persistence.db import create_engine, translate_errors
-from workflow_core.persistence.effects import DbEffectLedger, prepare_connection
+from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.persistence.records import DbRecords
-from workflow_core.persistence.tables import runs as runs_table
 from workflow_core.relay import OutboxRelay
 from workflow_core.runtime import freeze_startup_objects
 from workflow_core.settings import Settings, load_settings
@@ -41,6 +43,25 @@ log = get_logger("services.worker")
 async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False) -> Worker:
     """Run a worker until `stop` is set (or, with `burst`, until the stream is drained)."""
     await migrate_at_start(settings)
+    async with contextlib.AsyncExitStack() as resources:
+        parts = await _open(settings, resources)
+        return await _consume(settings, parts, stop, burst=burst)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    engine: AsyncEngine
+    pool: pg.Pool
+    eager_pool: pg.Pool
+    redis: aioredis.Redis
+    reader_redis: aioredis.Redis
+    keys: StreamKeys
+    deps: ActionDeps
+    ledger: DbEffectLedger
+
+
+async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Parts:
+    """Connections and clients, each closed by `resources` in the reverse order."""
     # The hot path (runs, claims, checkpoints, the relay) goes through the asyncpg pool; the
     # engine serves the rest (resumes, records, the catalog), so it can stay small.
     engine = create_engine(
@@ -49,13 +70,14 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
         pool_size=max(2, settings.db_pool_size // 2),
         pool_timeout=60,
     )
+    resources.push_async_callback(engine.dispose)
     pool = await pg.create_pool(
         settings,
         application_name="flowline-worker",
         size=min(settings.worker_concurrency, settings.db_pool_size * 2),
-        init=prepare_connection,
     )
-    # Run inserts need not wait for the disk (see pg.create_pool): a commit less on the way
+    resources.push_async_callback(pool.close)
+    # Event starts need not wait for the disk (see pg.create_pool): a commit less on the way
     # from an event to its email.
     eager_pool = await pg.create_pool(
         settings,
@@ -63,65 +85,89 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
         size=max(2, settings.db_pool_size // 2),
         durable=False,
     )
+    resources.push_async_callback(eager_pool.close)
     redis = streams.client(settings)
+    resources.push_async_callback(redis.aclose)
     reader_redis = streams.client(
         settings, max_connections=2, socket_timeout=settings.worker_block_ms / 1000 + 10
     )
-    keys = StreamKeys.from_settings(settings)
+    resources.push_async_callback(reader_redis.aclose)
     mailer = SmtpMailer.from_settings(settings)
+    resources.push_async_callback(mailer.close)
     http = HttpxClient()
+    resources.push_async_callback(http.close)
+    # A restarted worker is a new owner: what its previous life held is taken over once that
+    # life's heartbeat is old.
+    ledger = DbEffectLedger(
+        pool,
+        owner=f"{settings.consumer_name}/{uuid.uuid4().hex[:8]}",
+        dead_after=settings.worker_dead_after_seconds,
+        eager_pool=eager_pool,
+    )
     deps = ActionDeps(
         mailer=mailer,
         http=http,
         records=DbRecords(engine),
-        # A restarted worker is a new owner; a reservation outlives any live SMTP transaction.
-        ledger=DbEffectLedger(
-            pool,
-            owner=f"{settings.consumer_name}/{uuid.uuid4().hex[:8]}",
-            stale_after=3 * settings.smtp_timeout_seconds + 5,
-        ),
+        ledger=ledger,
         from_email=settings.from_email,
         now=utcnow,
         settings={"webhook_timeout_seconds": settings.webhook_timeout_seconds},
     )
+    keys = StreamKeys.from_settings(settings)
+    return _Parts(engine, pool, eager_pool, redis, reader_redis, keys, deps, ledger)
+
+
+async def _consume(
+    settings: Settings, parts: _Parts, stop: asyncio.Event, *, burst: bool
+) -> Worker:
+    heartbeat = Heartbeat(
+        parts.pool,
+        parts.ledger,
+        consumer=settings.consumer_name,
+        interval=settings.worker_heartbeat_seconds,
+    )
+    await heartbeat.beat()  # alive before anything is reserved in its name
     retry = RetryPolicy(
         max_attempts=settings.action_max_attempts,
         initial_delay=settings.action_retry_initial_seconds,
         max_delay=settings.action_retry_max_seconds,
     )
     background_stop = asyncio.Event()
-    async with Catalog(engine, dsn=settings.async_database_url) as catalog:
+    async with Catalog(parts.engine, dsn=settings.async_database_url) as catalog:
         driver = RunDriver(
-            engine,
-            pool,
-            eager_pool,
+            parts.engine,
+            parts.pool,
+            parts.eager_pool,
             catalog,
-            deps,
+            parts.deps,
+            parts.ledger,
             step_budget=settings.run_step_budget,
             retry_policy=retry,
         )
+        relay = OutboxRelay.from_settings(parts.pool, parts.redis, settings)
 
         async def fail_runs(entry: Entry, reason: str) -> None:
-            await fail_runs_of(engine, entry, reason)
+            await fail_runs_of(parts.engine, entry, reason)
 
         async def probe() -> None:
-            async with translate_errors(), engine.connect() as conn:
+            async with translate_errors(), parts.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
 
         worker = Worker(
-            redis,
-            reader_redis,
-            keys,
+            parts.redis,
+            parts.reader_redis,
+            parts.keys,
             EventHandler(driver).handle,
             WorkerConfig.from_settings(settings),
             on_dead_letter=fail_runs,
             database_probe=probe,
+            on_redis_reset=relay.reconcile_soon,
         )
-        relay = OutboxRelay.from_settings(pool, redis, settings)
-        scheduler = TimerScheduler(engine, dsn=settings.async_database_url)
+        scheduler = TimerScheduler(parts.engine, dsn=settings.async_database_url)
         background = [
             asyncio.create_task(relay.run(background_stop), name="relay"),
             asyncio.create_task(scheduler.run(background_stop), name="timers"),
+            asyncio.create_task(heartbeat.run(background_stop), name="heartbeat"),
         ]
         try:
             await worker.run(stop, burst=burst)
@@ -129,43 +175,26 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
             background_stop.set()
             await settle(background, cancel=False)
             await relay.drain(timeout=2.0)
-            await mailer.close()
-            await http.close()
-            await redis.aclose()
-            await reader_redis.aclose()
-            await pool.close()
-            await eager_pool.close()
-            await engine.dispose()
+            await heartbeat.retire()
     return worker
 
 
 async def fail_runs_of(engine: AsyncEngine, entry: Entry, reason: str) -> None:
-    """Mark failed the runs a dead-lettered entry was driving, when it names any."""
+    """Mark failed the runs a dead-lettered entry was driving, when it names any, and the event
+    taken (it was handled: the reconcile sweep must not publish it again)."""
     try:
         event = events.from_fields(entry.fields)
     except events.MalformedEvent:
         return
     message = f"event {entry.id} dead-lettered: {reason}"
     async with translate_errors(), engine.begin() as conn:
+        await outbox.mark_taken(conn, event.event_id)
         if event.type == events.RUN_RESUME:
             run_id = parse_uuid(str(event.payload.get("run_id")))
             if run_id is not None:
                 await runs.mark_failed(conn, run_id, message)
         else:
-            await conn.execute(
-                update(runs_table)
-                .where(
-                    runs_table.c.event_id == event.event_id,
-                    runs_table.c.status.notin_(runs.FINISHED),
-                )
-                .values(
-                    status=runs.FAILED,
-                    error=message,
-                    finished_at=func.now(),
-                    updated_at=func.now(),
-                    revision=runs_table.c.revision + 1,
-                )
-            )
+            await runs.fail_event_runs(conn, event.event_id, message)
 
 
 def main() -> None:

@@ -3,8 +3,8 @@ ledger, tickets and tasks records."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
@@ -12,13 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.examples import EXAMPLE_WORKFLOW
 from tests.support.flows import create_workflow, submit
-from workflow_core.actions.base import ActionCall, EffectAlreadyClaimed
-from workflow_core.errors import EffectBusy
+from workflow_core.actions.base import ActionCall
+from workflow_core.definitions import StepSpec
+from workflow_core.errors import EffectBusy, Unavailable
 from workflow_core.ids import effect_key, new_id
-from workflow_core.persistence import effects, runs, workflows
+from workflow_core.persistence import effects, pg, runs, workers, workflows
 from workflow_core.persistence.effects import DbEffectLedger
+from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pg import Pool
-from workflow_core.persistence.runs import Journal, RunRecord, StaleRun
+from workflow_core.persistence.runs import RunRecord, StaleRun
+from workflow_core.settings import Settings
 
 
 async def test_workflow_versions_and_deactivation(engine: AsyncEngine) -> None:
@@ -60,55 +63,107 @@ async def test_a_run_is_created_once_per_event_and_workflow(
     engine: AsyncEngine, pool: Pool
 ) -> None:
     record = await _run(engine)
-    first = await runs.insert_if_absent(pool, record, reserve=("r1",), owner="worker-a/1")
-    again = await runs.insert_if_absent(
-        pool, replace(record, context={"b": 2}), reserve=("r1",), owner="worker-b/1"
+    first = await runs.start_event(pool, _start(record, "r1"), owner="worker-a/1")
+    again = await runs.start_event(
+        pool, _start(replace(record, context={"b": 2}), "r1"), owner="worker-b/1"
     )
-    assert first.created and not again.created
-    assert again.run.context == {"a": 1} and again.run.revision == first.run.revision == 0
+    assert first[0].created and not again[0].created
+    assert again[0].run.context == {"a": 1} and again[0].run.revision == first[0].run.revision == 0
     # The reservations come with the new run only, held by the worker that created it.
-    assert first.held == {"r1"} and again.held == frozenset()
+    assert first[0].held == {"r1"} and again[0].held == frozenset()
     async with pool.acquire() as conn:
         held = await conn.fetch("SELECT state, owner FROM effects WHERE run_id = $1", record.id)
+        owner = await conn.fetchval("SELECT owner FROM runs WHERE id = $1", record.id)
     assert [(row["state"], row["owner"]) for row in held] == [(effects.RESERVED, "worker-a/1")]
+    assert owner == "worker-a/1"
 
 
-async def test_a_reservation_taken_with_the_run_locks_out_another_worker(
+def _start(record: RunRecord, *reserve: str) -> runs.EventStart:
+    return runs.EventStart(record.event_id, (runs.NewRun(record, reserve),))
+
+
+async def _taken_at(pool: Pool, event_id: UUID) -> object:
+    return await pool.fetchval("SELECT taken_at FROM outbox WHERE event_id = $1", event_id)
+
+
+async def test_an_event_is_marked_taken_with_the_runs_it_starts_or_alone(
+    engine: AsyncEngine, pool: Pool
+) -> None:
+    """PostgreSQL is the truth: an event is taken in the statement that creates its runs, and
+    an event no workflow matched is taken all the same (else the sweep publishes it again)."""
+    record = await _run(engine)
+    _, lonely = await submit(engine, {"email": "nobody@example.com"}, template_id="no_workflow")
+    assert await _taken_at(pool, record.event_id) is None
+
+    await runs.start_events(pool, [_start(record), runs.EventStart(lonely)], owner="worker-a/1")
+
+    assert await _taken_at(pool, record.event_id) is not None
+    assert await _taken_at(pool, lonely) is not None
+
+
+async def test_a_reservation_taken_with_the_run_locks_out_another_live_worker(
     engine: AsyncEngine, pool: Pool
 ) -> None:
     record = await _run(engine)
     key = effect_key(record.id, 1, 0)
-    await runs.insert_if_absent(pool, record, reserve=(key,), owner="worker-a/1")
+    await workers.beat(pool, "worker-a/1", "a")
+    await runs.start_event(pool, _start(record, key), owner="worker-a/1")
     call = replace(_call(record.id), key=key)
+    theirs = await _live_ledger(pool, "worker-b/1")
     with pytest.raises(EffectBusy):
-        await DbEffectLedger(pool, owner="worker-b/1", stale_after=60).reserve(call)
-    await DbEffectLedger(pool, owner="worker-a/1", stale_after=60).release(key)
-    await DbEffectLedger(pool, owner="worker-b/1", stale_after=60).reserve(call)
+        await theirs.reserve(call)
+    await DbEffectLedger(pool, owner="worker-a/1", dead_after=60).release(key)
+    assert await theirs.reserve(call) is None
 
 
-async def test_checkpoint_writes_everything_or_nothing_and_refuses_a_stale_run(
+async def test_checkpoint_writes_everything_or_only_the_facts_of_a_stale_run(
     engine: AsyncEngine, pool: Pool
 ) -> None:
+    """A run someone else moved on keeps its state, but what the stale writer did (an email
+    sent: its effect) is recorded all the same: it happened."""
     record = await _run(engine)
-    run = (await runs.insert_if_absent(pool, record)).run
+    [inserted] = await runs.start_event(pool, _start(record), owner="w/1")
+    run = inserted.run
     journal = Journal(
         effects_done=[
             {"key": "k1", "run_id": run.id, "state": effects.DONE, "result": {"ok": True}}
         ]
     )
-    moved = await runs.checkpoint(pool, replace(run, status=runs.COMPLETED), journal)
+    moved = await runs.checkpoint(pool, replace(run, status=runs.COMPLETED), journal, owner="w/1")
     assert moved.revision == 1
 
     late = Journal(
         effects_done=[{"key": "k2", "run_id": run.id, "state": effects.DONE, "result": {}}]
     )
+    late.step_entered(run.id, 1, _step(), datetime.now(UTC))
     with pytest.raises(StaleRun):
-        await runs.checkpoint(pool, replace(run, status=runs.FAILED), late)
+        await runs.checkpoint(pool, replace(run, status=runs.FAILED), late, owner="w/2")
     async with engine.connect() as conn:
         stored = await runs.get(conn, run.id)
         ledger = await effects.for_run(conn, run.id)
+        steps, _ = await runs.history(conn, run.id)
     assert stored is not None and stored.status == runs.COMPLETED and stored.finished_at
-    assert set(ledger) == {"k1"}
+    assert set(ledger) == {"k1", "k2"}
+    assert steps == []  # the stale writer's view of the run is not written
+
+
+def _step() -> StepSpec:
+    return StepSpec(id="step1", type="auto_action")
+
+
+async def _live_ledger(
+    pool: Pool, owner: str, dead_after: float = 60, eager_pool: Pool | None = None
+) -> DbEffectLedger:
+    """A ledger whose owner has been beating for longer than `dead_after` (it may take over
+    the reservations of dead owners)."""
+    clock = [1000.0]
+    ledger = DbEffectLedger(
+        pool, owner=owner, dead_after=dead_after, eager_pool=eager_pool, clock=lambda: clock[0]
+    )
+    await workers.beat(pool, owner, owner)
+    ledger.heartbeat(True)
+    clock[0] += dead_after
+    return ledger
 
 
 def _call(key_run: UUID | None = None) -> ActionCall:
@@ -127,45 +182,92 @@ def _call(key_run: UUID | None = None) -> ActionCall:
     )
 
 
-async def test_an_effect_is_reserved_by_one_owner_and_handed_over_once(pool: Pool) -> None:
+async def test_an_email_is_reserved_by_one_live_owner_and_done_once(pool: Pool) -> None:
     call = _call()
-    mine = DbEffectLedger(pool, owner="worker-a/1", stale_after=60)
-    theirs = DbEffectLedger(pool, owner="worker-b/1", stale_after=60)
-    await mine.reserve(call)
-    await mine.reserve(call)  # the same owner again (a retry in the same process)
+    mine = await _live_ledger(pool, "worker-a/1")
+    theirs = await _live_ledger(pool, "worker-b/1")
+    assert await mine.reserve(call) is None
+    assert await mine.reserve(call) is None  # the same owner again (a retry in this process)
     with pytest.raises(EffectBusy) as busy:
         await theirs.reserve(call)
-    assert 59 < (busy.value.retry_after or 0) <= 61
-    await (await mine.start_hand_over(call))
-    with pytest.raises(EffectAlreadyClaimed):
-        await theirs.reserve(call)
-    await mine.release(call.key)  # refused outright after all: nothing was delivered
-    await theirs.reserve(call)
+    assert 59 < (busy.value.retry_after or 0) <= 61  # until the holder would be dead
+    await mine.release(call.key)  # refused before its 250: nothing was delivered
+    assert await theirs.reserve(call) is None
+    await pool.execute(
+        "UPDATE effects SET state = 'done', result = $2 WHERE key = $1", call.key, '{"n": 1}'
+    )
+    assert await mine.reserve(call) == {"n": 1}  # sent (and recorded): never again
 
 
-async def test_hand_overs_started_together_share_one_record_and_all_count(pool: Pool) -> None:
-    calls = [_call() for _ in range(3)]
-    mine = DbEffectLedger(pool, owner="worker-a/1", stale_after=60)
-    for call in calls:
-        await mine.reserve(call)
-    records = await asyncio.gather(*(mine.start_hand_over(call) for call in calls))
-    await asyncio.gather(*records)
-    async with pool.acquire() as conn:
-        states = await conn.fetch(
-            "SELECT state FROM effects WHERE key = ANY($1::text[])", [c.key for c in calls]
-        )
-    assert [row["state"] for row in states] == [effects.COMMITTING] * 3
-    theirs = DbEffectLedger(pool, owner="worker-b/1", stale_after=0)
-    for call in calls:
-        with pytest.raises(EffectAlreadyClaimed):
-            await theirs.reserve(call)
-
-
-async def test_a_reservation_of_an_owner_that_is_gone_is_taken_over_once_stale(pool: Pool) -> None:
+async def test_an_email_is_recorded_done_as_soon_as_it_is_sent(pool: Pool) -> None:
     call = _call()
-    await DbEffectLedger(pool, owner="died/1", stale_after=60).reserve(call)
-    await DbEffectLedger(pool, owner="restarted/2", stale_after=0).reserve(call)
+    mine = await _live_ledger(pool, "worker-a/1")
+    assert await mine.reserve(call) is None
+    await mine.sent(call, {"message_id": "<m@x>"})
+    theirs = await _live_ledger(pool, "worker-b/1")
+    assert await theirs.reserve(call) == {"message_id": "<m@x>"}
+
+
+async def test_an_email_sent_whose_record_failed_is_not_sent_again_by_its_process(
+    pool: Pool, settings: Settings
+) -> None:
+    """A 250 was read, and its record failed (the database went away): when the run goes
+    round again in this process, the email counts as sent."""
+    call = _call()
+    gone = await pg.create_pool(settings, application_name="flowline-tests", size=1)
+    await gone.close()
+    mine = await _live_ledger(pool, "worker-a/1", eager_pool=gone)
+    assert await mine.reserve(call) is None
+    with pytest.raises(Unavailable):
+        await mine.sent(call, {"message_id": "<m@x>"})
+    assert await mine.reserve(call) == {"message_id": "<m@x>"}
+    mine.recorded([call.key])  # the run's checkpoint wrote it later
+    assert await mine.reserve(call) is None  # (here it did not: the row is still reserved)
+
+
+@pytest.mark.parametrize("heartbeat", ["stale", "none"])
+async def test_a_reservation_of_a_dead_owner_is_taken_over(pool: Pool, heartbeat: str) -> None:
+    """A killed worker's emails go out again: its heartbeat stopped (or its row is gone)."""
+    call = _call()
+    if heartbeat == "stale":
+        await pool.execute(
+            "INSERT INTO workers (owner, consumer, heartbeat_at) "
+            "VALUES ('died/1', 'died', now() - interval '61 seconds')"
+        )
+    await pool.execute(
+        "INSERT INTO effects (key, run_id, state, owner) VALUES ($1, $2, 'reserved', 'died/1')",
+        call.key,
+        call.run_id,
+    )
+    assert await (await _live_ledger(pool, "restarted/2")).reserve(call) is None
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT owner FROM effects WHERE key = $1", call.key) == (
             "restarted/2"
         )
+
+
+async def test_a_worker_back_from_an_outage_waits_before_taking_over(pool: Pool) -> None:
+    """After the database was away every heartbeat looks old: a worker takes another's
+    reservation only once its own heartbeat has gone through for `dead_after`, time for the
+    other (maybe alive, waiting for an SMTP reply) to beat again."""
+    call = _call()
+    await pool.execute(
+        "INSERT INTO effects (key, run_id, state, owner) VALUES ($1, $2, 'reserved', 'gone/1')",
+        call.key,
+        call.run_id,
+    )
+    clock = [0.0]
+    ledger = DbEffectLedger(pool, owner="back/1", dead_after=30, clock=lambda: clock[0])
+    await workers.beat(pool, "back/1", "back")
+    ledger.heartbeat(True)
+    clock[0] = 10.0
+    with pytest.raises(EffectBusy) as busy:
+        await ledger.reserve(call)
+    assert 20 <= (busy.value.retry_after or 0) <= 21
+    ledger.heartbeat(False)  # the database went away again: the count starts over
+    ledger.heartbeat(True)
+    clock[0] = 39.0
+    with pytest.raises(EffectBusy):
+        await ledger.reserve(call)
+    clock[0] = 40.5
+    assert await ledger.reserve(call) is None

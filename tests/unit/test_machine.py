@@ -161,21 +161,21 @@ def test_a_human_task_step_opens_a_task_from_its_config() -> None:
         description="Amount: 250",
         assignee="team-sales",
         assignee_email="boss@example.com",
-        due_at=NOW + timedelta(hours=2),
+        due_in=timedelta(hours=2),
     )
 
 
 def test_a_task_due_in_seconds() -> None:
     decision = after(review_flow(due_in=90), "review")
     assert isinstance(decision, OpenTask)
-    assert decision.due_at == NOW + timedelta(seconds=90)
+    assert decision.due_in == timedelta(seconds=90)  # counted by the database when stored
 
 
 def test_a_task_without_config_is_titled_by_the_step_and_has_no_deadline() -> None:
     decision = after(review_flow(), "review")
     assert isinstance(decision, OpenTask)
     assert decision.title == "Review John Doe"
-    assert decision.due_at is None
+    assert decision.due_in is None
     assert decision.assignee is None
     assert decision.assignee_email is None
     assert decision.description is None
@@ -224,9 +224,10 @@ def wait_flow(**config: Any) -> WorkflowDefinition:
 @pytest.mark.parametrize(
     ("duration", "delta"), [("PT10M", timedelta(minutes=10)), (30, timedelta(seconds=30))]
 )
-def test_a_wait_for_a_duration_sleeps_until_now_plus_it(duration: Any, delta: timedelta) -> None:
+def test_a_wait_for_a_duration_sleeps_for_it(duration: Any, delta: timedelta) -> None:
+    """A duration stays one: the timer's due time is counted by the database's clock."""
     flow = wait_flow(**{"for": duration})
-    assert after(flow, "pause", seq=3) == Sleep(flow.step("pause"), 3, NOW + delta)
+    assert after(flow, "pause", seq=3) == Sleep(flow.step("pause"), 3, delta)
 
 
 def test_a_wait_until_a_future_timestamp_sleeps_until_it() -> None:
@@ -301,3 +302,15 @@ def test_a_task_result_is_set_under_task() -> None:
     )
     assert context["task"] == {"outcome": "approve", "data": {"note": "ok"}}
     assert context["submission_id"] == example_context()["submission_id"]
+
+
+@pytest.mark.parametrize(
+    "value", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", 1e20, "2999-01-01T00:00Z"]
+)
+def test_a_wait_until_a_time_out_of_range_fails_the_run_naming_the_path(value: Any) -> None:
+    """Such a value raised OverflowError inside the engine, and the whole event was
+    redelivered and dead-lettered; now it is this run's failure, with the reason."""
+    flow = wait_flow(until_path="data.appointment")
+    decision = after(flow, "pause", example_context(appointment=value))
+    assert isinstance(decision, Fail)
+    assert "data.appointment" in decision.reason

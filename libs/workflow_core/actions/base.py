@@ -8,7 +8,7 @@ context. It raises `RetryableActionError` or `PermanentActionError` (workflow_co
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,20 +30,13 @@ class ActionCall:
     key: str
     """Idempotency key of this action in this visit of the step: the same on every attempt."""
     context: Mapping[str, Any] = field(repr=False)
-    claimed: bool = False
-    """An earlier attempt claimed this effect in the ledger and may have carried it out."""
-    reserved: bool = False
-    """This attempt already holds the effect's reservation (taken with the run's creation)."""
-
-
-class CommitHook(Protocol):
-    def __call__(self) -> Awaitable[None]: ...
 
 
 class Mailer(Protocol):
-    async def send(self, message: OutgoingEmail, *, before_data: CommitHook) -> None:
-        """Deliver `message`. `before_data` runs once the recipients are accepted and before the
-        message is handed over; if it raises, nothing is sent."""
+    async def send(self, message: OutgoingEmail) -> None:
+        """Deliver `message`: returns once the server confirmed it (its final 250). Raises
+        `RetryableActionError` or `PermanentActionError` otherwise; either way the server did
+        not take the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,30 +83,20 @@ class Records(Protocol):
 
 
 class EffectLedger(Protocol):
-    """Where an effect that cannot be taken back (an email) is recorded around its hand-over,
+    """Where an effect that cannot be taken back (an email) is reserved before it is performed,
     so that a retry after a crash neither repeats it nor drops it."""
 
-    @property
-    def owner(self) -> str:
-        """Who holds the reservations this process takes."""
-        ...
+    async def reserve(self, call: ActionCall) -> Mapping[str, Any] | None:
+        """Take the effect for this attempt, before any of its work: None when taken. Returns
+        the recorded result when the effect was performed already (do not repeat it), and
+        raises `EffectBusy` while another live attempt holds it."""
 
-    async def reserve(self, call: ActionCall) -> None:
-        """Take the effect for this attempt, before any of its work. Raises
-        `EffectAlreadyClaimed` when it was handed over already, and `RetryableActionError`
-        while another live attempt holds it."""
-
-    async def start_hand_over(self, call: ActionCall) -> Awaitable[None]:
-        """Start recording, durably, that the effect is being handed over, and return as soon
-        as that record is on its way: the caller hands the effect over at once (so a crash
-        can fall between the two only for an instant) and then awaits the returned record."""
+    async def sent(self, call: ActionCall, result: Mapping[str, Any]) -> None:
+        """The effect was performed (the server confirmed it): record it before anything
+        else happens."""
 
     async def release(self, key: str) -> None:
-        """Give the effect up: it was refused outright, nothing was delivered."""
-
-
-class EffectAlreadyClaimed(Exception):
-    """An earlier attempt already handed this effect over; it must not be repeated."""
+        """Give the effect up: nothing was delivered."""
 
 
 @dataclass(frozen=True, slots=True)

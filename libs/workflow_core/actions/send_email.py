@@ -1,26 +1,27 @@
 """send_email: a UTF-8 email through the configured SMTP server, once per run step.
 
 Before its SMTP transaction the email is reserved in the effect ledger (a lock against a second
-live attempt); right before its content goes to the server the hand-over is recorded, and the
-content follows at once. A retry after a crash sends again what was only reserved (nothing
-left) and never what was handed over (see persistence/effects.py).
+live attempt). It counts as sent once the server answered the end of its content with 250; the
+run records it right after. Whatever happens before that 250 (a refusal, a timeout, a lost
+connection, a crash) leaves it unsent, and it is sent again with the same Message-ID (see
+persistence/effects.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from workflow_core.actions.base import ActionCall, ActionDeps, EffectAlreadyClaimed
+from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.actions.registry import ActionType, register
 from workflow_core.email_format import OutgoingEmail, compose
 from workflow_core.engine.paths import MISSING, resolve
 from workflow_core.engine.templates import render, render_header, strip_line_breaks
-from workflow_core.errors import PermanentActionError, RetryableActionError
+from workflow_core.errors import PermanentActionError
 from workflow_core.ids import derived_id
 
 # ASCII only: internationalised addresses would need SMTPUTF8 end to end.
@@ -118,30 +119,16 @@ async def execute(call: ActionCall, config: SendEmailConfig, deps: ActionDeps) -
     email = preview(config, call.context)
     message = build_message(call, email, deps.from_email)
     result = {"message_id": message.message_id, "to": email["to"], "subject": email["subject"]}
-    if call.claimed:
+    if await deps.ledger.reserve(call) is not None:
         return {**result, "deduplicated": True}
     try:
-        if not call.reserved:
-            await deps.ledger.reserve(call)
-    except EffectAlreadyClaimed:
-        return {**result, "deduplicated": True}
-    record: Awaitable[None] | None = None
-
-    async def hand_over() -> None:
-        nonlocal record
-        record = await deps.ledger.start_hand_over(call)
-
-    try:
-        await deps.mailer.send(message, before_data=hand_over)
-    except (RetryableActionError, PermanentActionError):
-        # Refused before the server took the message: nothing was delivered; a retry may send.
-        if record is not None:
-            with contextlib.suppress(Exception):
-                await record
-        await deps.ledger.release(call.key)
+        await deps.mailer.send(message)
+    except BaseException:
+        # No 250 was read: the server did not take the message, and another attempt may send.
+        with contextlib.suppress(Exception):
+            await deps.ledger.release(call.key)
         raise
-    if record is not None:
-        await record  # durable before the run records the email as sent
+    await deps.ledger.sent(call, result)
     return result
 
 

@@ -92,7 +92,7 @@ def dry_run(
                 "description": decision.description,
                 "assignee": decision.assignee,
                 "assignee_email": decision.assignee_email,
-                "due_at": decision.due_at.isoformat() if decision.due_at else None,
+                "due_at": (now + decision.due_in).isoformat() if decision.due_in else None,
             }
             if step.id not in outcomes:
                 report["status"] = "waiting"
@@ -106,7 +106,10 @@ def dry_run(
             entry["task"]["completed_with"] = settled
             decision = machine.next_step(definition, step, seq, context, step_budget)
         elif isinstance(decision, machine.Sleep):
-            entry["waits_until"] = decision.until.isoformat()
+            until = decision.until
+            entry["waits_until"] = (
+                until if isinstance(until, datetime) else now + until
+            ).isoformat()
             decision = machine.next_step(definition, step, seq, context, step_budget)
         entry["next"] = decision.step.id if isinstance(decision, machine.RunStep) else None
     if isinstance(decision, machine.Complete):

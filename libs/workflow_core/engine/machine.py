@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from workflow_core.definitions.models import (
@@ -23,7 +23,7 @@ from workflow_core.definitions.models import (
     WorkflowDefinition,
 )
 from workflow_core.engine.conditions import evaluate
-from workflow_core.engine.durations import parse_duration, parse_timestamp
+from workflow_core.engine.durations import MAX_DURATION, parse_duration, parse_timestamp
 from workflow_core.engine.paths import MISSING, resolve
 from workflow_core.engine.templates import render, strip_line_breaks
 
@@ -46,16 +46,18 @@ class OpenTask:
     description: str | None
     assignee: str | None
     assignee_email: str | None
-    due_at: datetime | None
+    due_in: timedelta | None
+    """Counted from when the task is stored (by the database's clock)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Sleep:
-    """Wait until `until`, then go on with `next_step`."""
+    """Wait, then go on with `next_step`: until a moment (`datetime`, from the run's data), or
+    for a while (`timedelta`, counted from when the timer is stored, by the database's clock)."""
 
     step: StepSpec
     seq: int
-    until: datetime
+    until: datetime | timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +99,12 @@ def after_actions(
 ) -> Decision:
     """What follows once the actions of `step` have all succeeded."""
     if step.type == "human_task":
-        return _open_task(step, seq, context, now)
+        return _open_task(step, seq, context)
     if step.type == "wait":
         until = wake_time(step, context, now)
         if isinstance(until, Fail):
             return until
-        if until > now:
+        if until > now if isinstance(until, datetime) else until > timedelta(0):
             return Sleep(step, seq, until)
     return next_step(definition, step, seq, context, step_budget)
 
@@ -126,21 +128,29 @@ def next_step(
     return Complete()
 
 
-def wake_time(step: StepSpec, context: Mapping[str, Any], now: datetime) -> datetime | Fail:
+def wake_time(
+    step: StepSpec, context: Mapping[str, Any], now: datetime
+) -> datetime | timedelta | Fail:
+    """How long a wait step waits: a duration, or a moment read from the context."""
     config = WaitConfig.model_validate(step.config)
     if config.for_ is not None:
-        return now + parse_duration(config.for_)
+        return parse_duration(config.for_)
     value = resolve(context, config.until_path or "")
     until = None if value is MISSING else parse_timestamp(value)
     if until is None:
         return Fail(
             f"wait step {step.id!r}: {config.until_path} holds no timestamp "
-            f"(got {'nothing' if value is MISSING else repr(value)})"
+            f"(got {'nothing' if value is MISSING else repr(value)[:200]})"
+        )
+    if until - now > MAX_DURATION:
+        return Fail(
+            f"wait step {step.id!r}: {config.until_path} is {until.isoformat()}, more than "
+            "100 years away"
         )
     return until
 
 
-def _open_task(step: StepSpec, seq: int, context: Mapping[str, Any], now: datetime) -> OpenTask:
+def _open_task(step: StepSpec, seq: int, context: Mapping[str, Any]) -> OpenTask:
     config = HumanTaskConfig.model_validate(step.config)
     title = strip_line_breaks(render(config.title or step.name or step.id, context))
     return OpenTask(
@@ -154,7 +164,7 @@ def _open_task(step: StepSpec, seq: int, context: Mapping[str, Any], now: dateti
             if config.assignee_email
             else None
         ),
-        due_at=now + parse_duration(config.due_in) if config.due_in is not None else None,
+        due_in=parse_duration(config.due_in) if config.due_in is not None else None,
     )
 
 

@@ -1,37 +1,52 @@
 """The effect ledger: one row per effect keyed by (run, step visit, action). Every effect is
-marked `done` with its result when its step is recorded, so a redelivered event skips what
-was already done.
+marked `done` with its result once it is recorded, so a redelivered event skips what was
+already done.
 
-An email, which cannot be taken back, goes through two more states first:
-    reserved    taken by one attempt (its `owner`) before its SMTP transaction starts; a lock
-                against a second live attempt, and proof that nothing was handed over yet
-    committing  the content is being handed to the server: never sent again
-For a run's first step the reservations are taken with the run's creation (runs.insert_many):
-the worker that created the run holds them (`HELD` in its ledger) and skips `reserve`.
-A reservation whose owner is gone is taken over once it is older than `stale_after` (longer
-than any live attempt can hold one). The `committing` record is written right before the
-content without waiting for it: a crash can fall between the two only for an instant.
+An email, which cannot be taken back, is first reserved by its owner (a worker process):
+    reserved   held by one owner: a lock against a second live attempt. Nothing is known to
+               have been delivered.
+    done       its final 250 (the reply to the end of DATA) was read, and recorded at once by a
+               statement of its own (`sent`), before the run does anything else; the run's
+               checkpoint records it again with the run.
+A reservation is taken over only from an owner that stopped keeping its heartbeat (the
+`workers` table, persistence/workers.py): a live attempt may wait SMTP_DATA_TIMEOUT_SECONDS for
+its reply, and a dead owner's emails are sent again, with the same Message-ID, once its
+heartbeat is WORKER_DEAD_AFTER_SECONDS old.
+
+The one window for a duplicate is between the server's 250 and the commit of that record: a
+crash of the worker there sends the email again. It is kept as short as it can be: the record
+is a one-row statement started in the event-loop iteration that read the 250 (the emails of one
+iteration share it), and it does not wait for the disk (synchronous_commit off, like a run's
+creation): a committed record survives the death of any worker; only a crash of PostgreSQL
+itself within a fraction of a second could lose it (then the run's durable checkpoint, which
+writes it again, had not committed either).
+
+Within a process the ledger remembers what it holds and what it sent but could not record yet
+(the database away), so a run that goes round again after an outage never sends an email twice.
+For a run's first step the reservations are taken with the run's creation (runs.start_events):
+`hold` tells the ledger so, and `reserve` then costs no round trip.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 from uuid import UUID
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from workflow_core.actions.base import ActionCall, EffectAlreadyClaimed
+from workflow_core.actions.base import ActionCall
+from workflow_core.coalesce import Coalescer
 from workflow_core.errors import EffectBusy
 from workflow_core.persistence.db import translate_errors
-from workflow_core.persistence.pg import Pool, PoolConnection
+from workflow_core.persistence.pg import Pool, json_text
 from workflow_core.persistence.tables import effects
 
-RESERVED, COMMITTING, DONE = "reserved", "committing", "done"
-HELD = "held"  # never stored: reserved by this process with the run's creation
+RESERVED, DONE = "reserved", "done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,121 +62,141 @@ async def for_run(conn: AsyncConnection, run_id: UUID) -> dict[str, EffectState]
     return {row.key: EffectState(row.state, row.result) for row in rows}
 
 
-_RESERVE = """
+_LIVE_OWNER = (
+    "EXISTS (SELECT 1 FROM workers w WHERE w.owner = effects.owner "
+    "AND w.heartbeat_at > now() - make_interval(secs => $4))"
+)
+_RESERVE = f"""
     INSERT INTO effects (key, run_id, state, owner) VALUES ($1, $2, 'reserved', $3)
     ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, updated_at = now()
     WHERE effects.state = 'reserved'
-      AND (effects.owner = excluded.owner
-           OR effects.updated_at < now() - make_interval(secs => $4))
+      AND (effects.owner = excluded.owner OR ($5 AND (effects.owner IS NULL OR NOT {_LIVE_OWNER})))
     RETURNING true
 """
 _HOLDER = """
-    SELECT state, GREATEST(0, $2 - extract(epoch FROM now() - updated_at)) AS wait
-    FROM effects WHERE key = $1
+    SELECT e.state, e.result,
+           GREATEST(0, $2 - extract(epoch FROM now() - w.heartbeat_at)) AS wait
+    FROM effects e LEFT JOIN workers w ON w.owner = e.owner WHERE e.key = $1
 """
-_HAND_OVER = (
-    "UPDATE effects SET state = 'committing', updated_at = now() "
-    "WHERE key = ANY($1::text[]) AND owner = $2 AND state = 'reserved'"
-)
-_RELEASE = (
-    "DELETE FROM effects WHERE key = $1 AND owner = $2 AND state IN ('reserved', 'committing')"
-)
-
-
-async def prepare_connection(connection: Any) -> None:
-    """Have the hand-over statement prepared on every pooled connection, so that starting it
-    puts it on the wire at once (a statement prepared on first use would cost a round trip
-    between the record and the hand-over)."""
-    await connection.execute(_HAND_OVER, [], "")
-
-
-@dataclass(slots=True)
-class _HandOvers:
-    """The hand-overs started in one event-loop iteration: one statement records them all.
-    `sent` resolves once it is on the wire, `recorded` once it is committed."""
-
-    keys: list[str]
-    sent: asyncio.Future[None]
-    recorded: asyncio.Future[None]
-
-    def fail(self, error: BaseException) -> None:
-        for future in (self.sent, self.recorded):
-            if not future.done():
-                future.set_exception(error)
-                future.exception()  # retrieved: a waiter may have gone (cancelled)
+_RELEASE = "DELETE FROM effects WHERE key = ANY($1::text[]) AND owner = $2 AND state = 'reserved'"
+_SENT = """
+    INSERT INTO effects (key, run_id, state, result, owner)
+    SELECT key, run_id, 'done', result, $2 FROM jsonb_to_recordset($1::jsonb)
+        AS x(key text, run_id uuid, result jsonb)
+    ON CONFLICT (key) DO UPDATE SET state = 'done', result = excluded.result, updated_at = now()
+"""
 
 
 class DbEffectLedger:
-    """`EffectLedger` on PostgreSQL. `owner` names this process (a restarted worker is a new
-    owner); `stale_after` is how old a reservation must be before another owner takes it."""
+    """`EffectLedger` on PostgreSQL for one owner (a worker process: a restarted worker is a
+    new owner). `dead_after` is the age of a heartbeat that makes its owner dead.
 
-    def __init__(self, pool: Pool, *, owner: str, stale_after: float) -> None:
-        self._pool, self._owner, self._stale_after = pool, owner, stale_after
-        self._gathering: _HandOvers | None = None
-        self._recording: set[asyncio.Task[None]] = set()
+    A reservation is taken over from a dead owner only once this process's own heartbeat has
+    been written without a break for `dead_after` (`beating_since`): after an outage of the
+    database every owner's heartbeat looks old, and the others need a moment to beat again."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        owner: str,
+        dead_after: float,
+        eager_pool: Pool | None = None,
+        clock: Callable[[], float] = monotonic,
+    ) -> None:
+        """`eager_pool`: where `sent` records go (a pool whose commits do not wait for the
+        disk, see pg.create_pool); `pool` by default."""
+        self._pool, self._owner, self._dead_after = pool, owner, dead_after
+        self._clock = clock
+        self._held: set[str] = set()
+        self._unrecorded: dict[str, dict[str, Any]] = {}
+        self._beating_since: float | None = None
+        eager = eager_pool or pool
+        self._marks: Coalescer[tuple[ActionCall, dict[str, Any]], None] = Coalescer(
+            lambda items: self._mark(eager, items), lambda item: self._mark_one(eager, item)
+        )
+
+    def heartbeat(self, written: bool) -> None:
+        """The heartbeat loop says whether its last write went through."""
+        if not written:
+            self._beating_since = None
+        elif self._beating_since is None:
+            self._beating_since = self._clock()
+
+    def _may_take_over(self) -> tuple[bool, float]:
+        """Whether dead owners' reservations may be taken now, else how long until they may."""
+        if self._beating_since is None:
+            return False, self._dead_after
+        waited = self._clock() - self._beating_since
+        return waited >= self._dead_after, max(self._dead_after - waited, 0.0)
 
     @property
     def owner(self) -> str:
         return self._owner
 
-    async def reserve(self, call: ActionCall) -> None:
+    def hold(self, keys: Iterable[str]) -> None:
+        """Reservations taken for this owner by another statement (a run's creation)."""
+        self._held.update(keys)
+
+    async def reserve(self, call: ActionCall) -> Mapping[str, Any] | None:
+        if call.key in self._unrecorded:
+            return self._unrecorded[call.key]
+        if call.key in self._held:
+            return None
+        may_take_over, not_before = self._may_take_over()
         async with translate_errors():
             taken = await self._pool.fetchval(
-                _RESERVE, call.key, call.run_id, self._owner, self._stale_after
+                _RESERVE, call.key, call.run_id, self._owner, self._dead_after, may_take_over
             )
             if taken:
-                return
-            holder = await self._pool.fetchrow(_HOLDER, call.key, self._stale_after)
+                self._held.add(call.key)
+                return None
+            holder = await self._pool.fetchrow(_HOLDER, call.key, self._dead_after)
         if holder is None:  # released between the two statements: take it next time
             raise EffectBusy("the effect was just released; trying again", retry_after=0.1)
-        if holder["state"] != RESERVED:
-            raise EffectAlreadyClaimed(call.key)
+        if holder["state"] == DONE:
+            result = holder["result"]  # jsonb comes as text from a plain asyncpg pool
+            return dict(orjson.loads(result) if isinstance(result, str) else result or {})
+        wait = float(holder["wait"]) if holder["wait"] is not None else 0.0
         raise EffectBusy(
-            "another attempt holds this email (or held it and died); trying again once its "
-            "reservation is stale",
-            retry_after=float(holder["wait"]) + 0.5,
+            "another live attempt holds this email; trying again once it is over or its "
+            "worker stops keeping its heartbeat",
+            retry_after=max(min(wait, self._dead_after), not_before) + 0.5,
         )
 
-    async def start_hand_over(self, call: ActionCall) -> Awaitable[None]:
-        batch = self._gathering
-        if batch is None:
-            loop = asyncio.get_running_loop()
-            batch = _HandOvers([], loop.create_future(), loop.create_future())
-            self._gathering = batch
-            loop.call_soon(self._record, batch)  # once this iteration's emails have joined
-        batch.keys.append(call.key)
-        await asyncio.shield(batch.sent)
-        return asyncio.shield(batch.recorded)
-
-    def _record(self, batch: _HandOvers) -> None:
-        self._gathering = None
-        task = asyncio.get_running_loop().create_task(self._write(batch))
-        self._recording.add(task)
-        task.add_done_callback(self._recording.discard)
-
-    async def _write(self, batch: _HandOvers) -> None:
-        try:
-            async with translate_errors():
-                connection = await self._pool.acquire()
-        except BaseException as error:  # every waiter gets it
-            batch.fail(error)
-            return
-        try:
-            statement = asyncio.ensure_future(self._update(connection, batch.keys))
-            await asyncio.sleep(0)  # the statement runs up to its first wait: it is sent
-            if not batch.sent.done():
-                batch.sent.set_result(None)
-            await statement
-            batch.recorded.set_result(None)
-        except BaseException as error:
-            batch.fail(error)
-        finally:
-            await self._pool.release(connection)
-
-    async def _update(self, connection: PoolConnection, keys: list[str]) -> None:
+    async def sent(self, call: ActionCall, result: Mapping[str, Any]) -> None:
+        """Its 250 was read: record the email as done now (see the module's docstring)."""
+        self._held.discard(call.key)
+        self._unrecorded[call.key] = dict(result)
         async with translate_errors():
-            await connection.execute(_HAND_OVER, keys, self._owner)
+            await self._marks((call, dict(result)))
+        self._unrecorded.pop(call.key, None)
+
+    async def _mark(self, pool: Pool, items: list[tuple[ActionCall, dict[str, Any]]]) -> list[None]:
+        rows = [{"key": c.key, "run_id": c.run_id, "result": result} for c, result in items]
+        await pool.execute(_SENT, json_text(rows), self._owner)
+        return [None] * len(items)
+
+    async def _mark_one(self, pool: Pool, item: tuple[ActionCall, dict[str, Any]]) -> None:
+        await self._mark(pool, [item])
+
+    def recorded(self, keys: Iterable[str]) -> None:
+        """These effects' `done` records are committed."""
+        for key in keys:
+            self._unrecorded.pop(key, None)
 
     async def release(self, key: str) -> None:
+        await self._release([key])
+
+    async def release_held(self, run_id: UUID) -> None:
+        """Give up every reservation of the run this owner holds and did not use (its step
+        failed, or waits for a retry), so that another attempt need not wait for it."""
+        prefix = f"{run_id}/"
+        held = [key for key in self._held if key.startswith(prefix)]
+        if held:
+            await self._release(held)
+
+    async def _release(self, keys: list[str]) -> None:
+        self._held.difference_update(keys)
         async with translate_errors():
-            await self._pool.execute(_RELEASE, key, self._owner)
+            await self._pool.execute(_RELEASE, keys, self._owner)

@@ -1,0 +1,201 @@
+"""What one stretch of a run did, as rows for its checkpoint (persistence/runs.py): steps
+entered and left, action attempts, effects done, tasks and timers created, events to publish,
+and events handled. The row builders live here, so the runner says what happened, not how it
+is stored.
+
+Timer and task rows carry their due time as seconds (`delay`, `due_in`), which the checkpoint
+counts from the database's clock, or as an absolute `due_at` taken from the run's data: a
+worker's clock never sets a due time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+from uuid import UUID
+
+from workflow_core.actions.base import ActionCall
+from workflow_core.definitions import StepSpec
+from workflow_core.engine import machine
+from workflow_core.events import Event
+from workflow_core.ids import derived_id, new_id
+
+
+class RunLike(Protocol):
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def workflow_id(self) -> UUID: ...
+    @property
+    def submission_id(self) -> UUID | None: ...
+    @property
+    def org_id(self) -> str | None: ...
+
+
+@dataclass(slots=True)
+class Journal:
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    effects_done: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    timers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    taken: list[UUID] = field(default_factory=list)
+    """Events this stretch handled (a resume): marked taken with it."""
+
+    def clear(self) -> None:
+        for rows in (
+            self.steps,
+            self.actions,
+            self.effects_done,
+            self.tasks,
+            self.timers,
+            self.events,
+            self.taken,
+        ):
+            rows.clear()
+
+    def effect_keys(self) -> list[str]:
+        return [row["key"] for row in self.effects_done]
+
+    # -- what happened ------------------------------------------------------------------------
+
+    def step_entered(self, run_id: UUID, seq: int, step: StepSpec, now: datetime) -> None:
+        self.steps.append(_step_row(run_id, seq, step, "running", now))
+
+    def step_failed(
+        self, run_id: UUID, seq: int, step: StepSpec, entered: datetime, now: datetime, error: str
+    ) -> None:
+        self.steps.append(
+            _step_row(run_id, seq, step, "failed", entered, finished=now, error=error)
+        )
+
+    def step_left(
+        self,
+        run_id: UUID,
+        seq: int,
+        step: StepSpec,
+        decision: machine.Decision,
+        entered: datetime,
+        now: datetime,
+    ) -> None:
+        """The step's actions are done and `decision` says what follows."""
+        if isinstance(decision, machine.OpenTask | machine.Sleep):
+            row = _step_row(run_id, seq, step, "waiting", entered)
+        elif isinstance(decision, machine.Fail):
+            row = _step_row(
+                run_id, seq, step, "failed", entered, finished=now, error=decision.reason
+            )
+        else:
+            target = decision.step.id if isinstance(decision, machine.RunStep) else None
+            row = _step_row(
+                run_id, seq, step, "completed", entered, finished=now, transition_to=target
+            )
+        self.steps.append(row)
+
+    def attempt(
+        self,
+        call: ActionCall,
+        action_type: str,
+        status: str,
+        started: datetime,
+        finished: datetime,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.actions.append(
+            {
+                "run_id": call.run_id,
+                "step_seq": call.step_seq,
+                "step_id": call.step_id,
+                "action_index": call.index,
+                "action_type": action_type,
+                "attempt": call.attempt,
+                "status": status,
+                "started_at": started,
+                "finished_at": finished,
+                "result": result,
+                "error": error,
+                "delivery": None,
+            }
+        )
+
+    def done(self, call: ActionCall, result: dict[str, Any]) -> None:
+        self.effects_done.append(
+            {"key": call.key, "run_id": call.run_id, "state": "done", "result": result}
+        )
+
+    def task_opened(self, run: RunLike, decision: machine.OpenTask) -> dict[str, Any]:
+        """A human task for `decision` (its id derived from the run step); returns its row."""
+        row = {
+            "id": derived_id(f"{run.id}/{decision.seq}/task"),
+            "kind": "human",
+            "run_id": run.id,
+            "workflow_id": run.workflow_id,
+            "step_id": decision.step.id,
+            "step_seq": decision.seq,
+            "submission_id": run.submission_id,
+            "org_id": run.org_id,
+            "title": decision.title,
+            "description": decision.description,
+            "assignee": decision.assignee,
+            "status": "pending",
+            "due_in": _seconds(decision.due_in),
+            "fields": (
+                {"assignee_email": decision.assignee_email} if decision.assignee_email else None
+            ),
+        }
+        self.tasks.append(row)
+        return row
+
+    def timer(
+        self,
+        run_id: UUID,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        at: datetime | None = None,
+        after: timedelta | float | None = None,
+    ) -> None:
+        """A wake-up at a moment (`at`, from the run's data) or after a while (`after`)."""
+        self.timers.append(
+            {
+                "id": new_id(),
+                "run_id": run_id,
+                "kind": kind,
+                "due_at": at,
+                "delay": _seconds(after) if after is not None else None,
+                "payload": payload,
+            }
+        )
+
+
+def _seconds(value: timedelta | float | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _step_row(
+    run_id: UUID,
+    seq: int,
+    step: StepSpec,
+    status: str,
+    entered: datetime,
+    *,
+    finished: datetime | None = None,
+    error: str | None = None,
+    transition_to: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "seq": seq,
+        "step_id": step.id,
+        "step_type": step.type,
+        "status": status,
+        "entered_at": entered,
+        "finished_at": finished,
+        "transition_to": transition_to,
+        "error": error,
+    }

@@ -1,0 +1,62 @@
+"""This worker's heartbeat in PostgreSQL: the proof, for every other process, that the owner of
+its email reservations and the driver of its runs is alive (persistence/workers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from workflow_core.log import get_logger
+from workflow_core.persistence import workers
+from workflow_core.persistence.db import translate_errors
+from workflow_core.persistence.effects import DbEffectLedger
+from workflow_core.persistence.pg import Pool
+
+log = get_logger(__name__)
+
+
+class Heartbeat:
+    def __init__(
+        self, pool: Pool, ledger: DbEffectLedger, *, consumer: str, interval: float
+    ) -> None:
+        self._pool, self._ledger = pool, ledger
+        self._consumer, self._interval = consumer, interval
+
+    async def beat(self) -> None:
+        """Say this worker is alive (at start this must succeed before anything is taken)."""
+        async with translate_errors():
+            await workers.beat(self._pool, self._ledger.owner, self._consumer)
+        self._ledger.heartbeat(True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)
+            if stop.is_set():
+                return
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self.beat()
+            except Exception as error:
+                self._ledger.heartbeat(False)
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning(
+                        "heartbeat_failed",
+                        owner=self._ledger.owner,
+                        failures=failures,
+                        error=f"{type(error).__name__}: {error}",
+                    )
+                continue
+            if failures:
+                log.info("heartbeat_resumed", owner=self._ledger.owner, after_failures=failures)
+                failures = 0
+
+    async def retire(self) -> None:
+        """Stopping in order: what this owner still holds is taken over at once."""
+        try:
+            async with translate_errors(), asyncio.timeout(2.0):
+                await workers.retire(self._pool, self._ledger.owner)
+        except Exception as error:  # the heartbeat goes stale by itself soon enough
+            log.warning("heartbeat_not_retired", owner=self._ledger.owner, error=str(error))
