@@ -6,9 +6,14 @@ and an orderly shutdown.
     reclaimer (XAUTOCLAIM idle > CLAIM_IDLE_SECONDS) --^   \\--> dead letters past DELIVERY_LIMIT
 
 One blocking XREADGROUP per process holds one connection; everything else shares a pool.
-On start the reader first re-reads this consumer's own pending entries (history `0`), then
-switches to new ones (`>`). Entries are acknowledged only after the handler returned, that is
-after the run's effects are recorded.
+On start the reader first re-reads this consumer's own pending entries (its history, from `0`,
+its cursor moving past what it got, so nothing it works on is handed back to it), then switches
+to new ones (`>`). Entries are acknowledged only after the handler returned, that is after the
+run's effects are recorded.
+
+Redis may lose its data (a restart without persistence, a failover): the reclaimer notices a
+new server run id, recreates the group from the stream's start if it is gone, and asks for the
+reconcile sweep (`on_redis_reset`), which publishes again what no worker took.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class WorkerConfig:
     claim_idle_seconds: float = 30.0
     claim_interval_seconds: float = 5.0
     delivery_limit: int = 5
+    dead_letter_max_length: int = 10_000
     grace_seconds: float = 20.0
     housekeeping_interval_seconds: float = 60.0
     stream_retention_seconds: float = 3600.0
@@ -64,6 +70,7 @@ class WorkerConfig:
                 settings.claim_interval_seconds, settings.claim_idle_seconds
             ),
             delivery_limit=settings.delivery_limit,
+            dead_letter_max_length=settings.dead_letter_max_length,
             grace_seconds=settings.worker_shutdown_grace_seconds,
             housekeeping_interval_seconds=settings.housekeeping_interval_seconds,
             stream_retention_seconds=settings.stream_retention_seconds,
@@ -123,10 +130,13 @@ class Worker:
         *,
         on_dead_letter: DeadLetterHook | None = None,
         database_probe: Callable[[], Awaitable[None]] | None = None,
+        on_redis_reset: Callable[[], None] | None = None,
     ) -> None:
         self._redis, self._reader_redis, self._keys = redis, reader_redis, keys
         self._handler, self._config = handler, config
         self._on_dead_letter = on_dead_letter
+        self._on_redis_reset = on_redis_reset
+        self._redis_run_id: str | None = None
         self._database_probe = database_probe
         self._queue: asyncio.Queue[Entry] = asyncio.Queue()
         # Entries held (queued or being handled) never exceed this: memory stays flat.
@@ -216,6 +226,8 @@ class Worker:
         while True:
             try:
                 await streams.ensure_group(self._redis, self._keys)
+                if self._redis_run_id is None:
+                    self._redis_run_id = await streams.server_run_id(self._redis)
                 return
             except REDIS_ERRORS as error:
                 delay = backoff.next_delay()
@@ -240,7 +252,9 @@ class Worker:
             self._capacity.release()
 
     async def _read_loop(self, stop: asyncio.Event) -> None:
-        history, backoff = True, _Backoff()
+        # Our own pending entries first (`0`, then after the last one read), then new ones.
+        history: str | None = "0"
+        backoff = _Backoff()
         while not stop.is_set():
             await self._database_up.wait()
             # Under load, read in batches of a quarter at least: the queue still holds the rest
@@ -253,24 +267,18 @@ class Worker:
                     self._config.consumer,
                     count=room,
                     block_ms=self._config.block_ms,
-                    history=history,
+                    after=history,
                 )
-                if history and entries:
-                    counts = await streams.delivery_counts(
-                        self._redis, self._keys, [e.id for e in entries]
-                    )
-                    entries = [Entry(e.id, e.fields, counts.get(e.id, 1)) for e in entries]
+                history_read = history is not None and not entries
+                if history is not None and entries:
+                    history = entries[-1].id
+                    entries = await self._with_delivery_counts(entries)
                 backoff.reset()
             except ResponseError as error:
                 self._give_back(room)
                 if "NOGROUP" not in str(error):
                     raise
-                log.warning(
-                    "consumer_group_missing",
-                    stream=self._keys.stream,
-                    hint="the stream or group was deleted; recreating it",
-                )
-                await self._ensure_group()
+                await self._group_lost("the consumer group is gone")
                 continue
             except REDIS_ERRORS as error:
                 self._give_back(room)
@@ -280,11 +288,48 @@ class Worker:
                 )
                 await asyncio.sleep(delay)
                 continue
-            if history and not entries:
-                history = False  # own history replayed: from now on, new entries only
+            if history_read:
+                history = None  # own history read: from now on, new entries only
             self._give_back(room - len(entries))
             for entry in entries:
                 self._accept(entry)
+
+    async def _with_delivery_counts(self, entries: list[Entry]) -> list[Entry]:
+        """Entries of our own history with their delivery counts; one we are working on still
+        (it came back after a reconnect) stays with its handler."""
+        fresh = [entry for entry in entries if entry.id not in self._inflight]
+        counts = await streams.delivery_counts(self._redis, self._keys, [e.id for e in fresh])
+        return [Entry(e.id, e.fields, counts.get(e.id, 1)) for e in fresh]
+
+    async def _group_lost(self, why: str) -> None:
+        """The stream or its group is gone (Redis lost its data, or someone deleted them):
+        recreate the group from the stream's start, and have the outbox swept for what was
+        published and never taken."""
+        log.warning(
+            "redis_lost_its_data",
+            stream=self._keys.stream,
+            why=why,
+            action="recreating the consumer group from the stream's start; the outbox "
+            "publishes again every event no worker took",
+        )
+        await self._ensure_group()
+        if self._on_redis_reset is not None:
+            self._on_redis_reset()
+
+    async def _check_redis(self) -> None:
+        """A new run id means Redis restarted: whether it kept its data shows in the group."""
+        run_id = await streams.server_run_id(self._redis)
+        if run_id is None or run_id == self._redis_run_id:
+            return
+        previous, self._redis_run_id = self._redis_run_id, run_id
+        if previous is None:
+            return
+        if await streams.group_exists(self._redis, self._keys):
+            log.warning("redis_restarted", stream=self._keys.stream, kept_its_data=True)
+            if self._on_redis_reset is not None:
+                self._on_redis_reset()  # an append-only file may still miss the last second
+        else:
+            await self._group_lost("Redis restarted without it")
 
     def _accept(self, entry: Entry) -> None:
         self._inflight.add(entry.id)
@@ -305,6 +350,7 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), delay)
 
     async def _reclaim_once(self) -> None:
+        await self._check_redis()
         room = await self._take_capacity()
         try:
             claimed, deleted = await streams.autoclaim(
@@ -454,7 +500,12 @@ class Worker:
         if self._on_dead_letter is not None:
             await self._on_dead_letter(entry, error)
         dead_id = await streams.move_to_dead_letters(
-            self._redis, self._keys, entry, error, self._config.consumer
+            self._redis,
+            self._keys,
+            entry,
+            error,
+            self._config.consumer,
+            max_length=self._config.dead_letter_max_length,
         )
         self.stats.dead_lettered += 1
         log.warning(

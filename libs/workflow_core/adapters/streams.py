@@ -75,6 +75,21 @@ def client(
     return aioredis.Redis(connection_pool=pool)
 
 
+async def server_run_id(redis: aioredis.Redis) -> str | None:
+    """Redis's run id: a new one means the server restarted (maybe without its data)."""
+    info = await redis.info("server")
+    run_id = info.get("run_id")
+    return str(run_id) if run_id else None
+
+
+async def group_exists(redis: aioredis.Redis, keys: StreamKeys) -> bool:
+    try:
+        groups = await redis.xinfo_groups(keys.stream)
+    except ResponseError:  # no such stream
+        return False
+    return any(str(group["name"]) == keys.group for group in groups)
+
+
 async def ensure_group(redis: aioredis.Redis, keys: StreamKeys) -> bool:
     """Create the consumer group (and the stream) if missing; True when created. Starts at the
     stream's beginning so that events published before any worker ran are delivered."""
@@ -110,16 +125,18 @@ async def read(
     *,
     count: int,
     block_ms: int | None,
-    history: bool = False,
+    after: str | None = None,
 ) -> list[Entry]:
-    """XREADGROUP: new entries (`>`), or with `history` this consumer's own pending ones
-    (`0`), which an empty pending list answers with an empty list, never None."""
+    """XREADGROUP: new entries (`>`), or with `after` this consumer's own pending entries
+    with a greater id (`0` for all of them), which an empty pending list answers with an
+    empty list, never None. A reader of its history moves `after` on to the last id it got:
+    reading from `0` again would hand back what it is still working on."""
     response = await redis.xreadgroup(
         keys.group,
         consumer,
-        {keys.stream: "0" if history else ">"},
+        {keys.stream: ">" if after is None else after},
         count=count,
-        block=None if history else block_ms,
+        block=block_ms if after is None else None,
     )
     return _entries(response)
 
@@ -127,19 +144,15 @@ async def read(
 async def delivery_counts(
     redis: aioredis.Redis, keys: StreamKeys, ids: Sequence[str]
 ) -> dict[str, int]:
-    """How often each pending entry was delivered (XPENDING's counter)."""
+    """How often each pending entry was delivered (XPENDING's counter), looked up one id at a
+    time (a range would also count the entries between them), in one round trip."""
     if not ids:
         return {}
-    ordered = sorted(ids, key=_id_key)
-    rows = await redis.xpending_range(
-        keys.stream, keys.group, min=ordered[0], max=ordered[-1], count=max(len(ids), 1) * 4
-    )
-    wanted = set(ids)
-    return {
-        str(row["message_id"]): int(row["times_delivered"])
-        for row in rows
-        if str(row["message_id"]) in wanted
-    }
+    async with redis.pipeline(transaction=False) as pipe:
+        for entry_id in ids:
+            pipe.xpending_range(keys.stream, keys.group, min=entry_id, max=entry_id, count=1)
+        answers = await pipe.execute()
+    return {str(rows[0]["message_id"]): int(rows[0]["times_delivered"]) for rows in answers if rows}
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -191,11 +204,17 @@ async def remember_error(
 
 
 async def move_to_dead_letters(
-    redis: aioredis.Redis, keys: StreamKeys, entry: Entry, error: str | None, consumer: str
+    redis: aioredis.Redis,
+    keys: StreamKeys,
+    entry: Entry,
+    error: str | None,
+    consumer: str,
+    *,
+    max_length: int = 10_000,
 ) -> str:
     """Copy the entry to the dead-letter stream with its error and delivery count, then
     acknowledge it on the main stream, in that order (a crash between repeats the copy, never
-    loses the entry)."""
+    loses the entry). The dead-letter stream keeps about `max_length` entries, the newest."""
     last_error = error or await redis.hget(keys.errors, entry.id) or "unknown error"
     fields = {
         "original_id": entry.id,
@@ -207,7 +226,12 @@ async def move_to_dead_letters(
             for name, value in (entry.fields or {}).items()
         },
     }
-    dead_id = await redis.xadd(keys.dead, fields)  # type: ignore[arg-type]
+    dead_id = await redis.xadd(
+        keys.dead,
+        fields,  # type: ignore[arg-type]
+        maxlen=max_length,
+        approximate=True,
+    )
     await ack(redis, keys, [entry.id])
     return str(dead_id)
 
