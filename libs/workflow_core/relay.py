@@ -9,8 +9,15 @@ publishes other events (task completions, timers, replays) at once, woken by NOT
 trigger on the outbox, with a poll as a backstop.
 
 Publishing is at-least-once (a crash after XADD and before the row is marked publishes again);
-consumers deduplicate by event id. With a retention set (OUTBOX_RETENTION_SECONDS), published
-rows older than it are deleted, so the outbox does not grow with every submission ever made.
+consumers deduplicate by event id. Events a worker took longer ago than OUTBOX_RETENTION_SECONDS
+(7 days by default) are deleted, so the outbox does not grow with every submission ever made.
+
+PostgreSQL is the truth, Redis carries the work: a worker marks an event taken in the
+transaction that starts its runs. The reconcile sweep (one relay at a time, under an advisory
+lock) publishes again every event published more than EVENT_RECONCILE_SECONDS ago that no
+worker took, so Redis losing its data (a restart without persistence, a failover) loses no
+submission; and it wakes the runs that a worker which died left running (their events may be
+gone from Redis with it). A worker that sees Redis come back empty asks for a sweep at once.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ import time
 
 import redis.asyncio as aioredis
 
+from workflow_core import events
 from workflow_core.adapters import streams
 from workflow_core.coalesce import Coalescer
 from workflow_core.events import Event
+from workflow_core.ids import new_id
 from workflow_core.log import get_logger
-from workflow_core.persistence import outbox
+from workflow_core.persistence import outbox, runs
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.listen import Listener
 from workflow_core.persistence.pg import Pool
@@ -35,6 +44,8 @@ log = get_logger(__name__)
 
 PRUNE_EVERY_SECONDS = 600.0
 PRUNE_BATCH = 5000
+# Any constant will do: one sweep at a time across every process on this database.
+RECONCILE_LOCK = 0x466C6F77_5357  # "FlowSW"
 
 
 class OutboxRelay:
@@ -49,14 +60,20 @@ class OutboxRelay:
         poll_seconds: float = 1.0,
         grace_seconds: float = 2.0,
         retention_seconds: float = 0.0,
+        reconcile_seconds: float = 60.0,
+        dead_after_seconds: float = 30.0,
     ) -> None:
         self._pool, self._redis, self._keys = pool, redis, keys
         self._batch_size, self._poll_seconds = batch_size, poll_seconds
         self._grace_seconds = grace_seconds
         self._retention_seconds = retention_seconds
+        self._reconcile_seconds, self._dead_after = reconcile_seconds, dead_after_seconds
         self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+        self._next_reconcile = time.monotonic() + reconcile_seconds / 4
+        self._reconcile_all = False
         self._listener = Listener(dsn, outbox.CHANNEL)
         self.published = 0
+        self.republished = 0
 
     @classmethod
     def from_settings(cls, pool: Pool, redis: aioredis.Redis, settings: Settings) -> OutboxRelay:
@@ -69,6 +86,8 @@ class OutboxRelay:
             poll_seconds=settings.outbox_poll_seconds,
             grace_seconds=settings.outbox_grace_seconds,
             retention_seconds=settings.outbox_retention_seconds,
+            reconcile_seconds=settings.event_reconcile_seconds,
+            dead_after_seconds=settings.worker_dead_after_seconds,
         )
 
     async def publish_batch(self, *, everything: bool = False) -> int:
@@ -79,13 +98,64 @@ class OutboxRelay:
             rows = await outbox.claim_unpublished(conn, self._batch_size, grace)
             if not rows:
                 return 0
-            events = [Event(event_id, kind, payload) for _, event_id, kind, payload in rows]
-            entry_ids = await streams.publish(self._redis, self._keys, events)
+            batch = [Event(event_id, kind, payload) for _, event_id, kind, payload in rows]
+            entry_ids = await streams.publish(self._redis, self._keys, batch)
             await outbox.mark_published(
                 conn, [(row[0], entry) for row, entry in zip(rows, entry_ids, strict=True)]
             )
         self.published += len(rows)
         return len(rows)
+
+    async def reconcile(self, *, everything: bool = False) -> int:
+        """The sweep: publish again the events published more than EVENT_RECONCILE_SECONDS ago
+        (`everything`: at any time before now) that no worker took, and queue a `recover` wake-up
+        for each run left running by a dead worker. Returns how many events went out; 0 when
+        another process holds the sweep."""
+        age = 0.0 if everything else self._reconcile_seconds
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RECONCILE_LOCK):
+                return 0
+            stranded = await runs.orphans(
+                conn,
+                quiet_for=self._reconcile_seconds,
+                dead_after=self._dead_after,
+                limit=self._batch_size,
+            )
+            if stranded:
+                await outbox.add_events(
+                    conn, [events.run_resume(new_id(), run_id, "recover") for run_id in stranded]
+                )
+                log.warning("orphaned_runs_recovered", runs=[str(r) for r in stranded])
+            rows = await outbox.claim_untaken(conn, self._batch_size, age)
+            if not rows:
+                return 0
+            batch = [Event(event_id, kind, payload) for _, event_id, kind, payload in rows]
+            entry_ids = await streams.publish(self._redis, self._keys, batch)
+            await outbox.mark_published(
+                conn, [(row[0], entry) for row, entry in zip(rows, entry_ids, strict=True)]
+            )
+        self.republished += len(rows)
+        log.warning(
+            "events_republished",
+            events=len(rows),
+            hint="published but taken by no worker: Redis lost them, or no worker is running",
+        )
+        return len(rows)
+
+    def reconcile_soon(self) -> None:
+        """Sweep at once, everything published until now (Redis came back without its data)."""
+        self._reconcile_all = True
+        self._next_reconcile = 0.0
+
+    async def _reconcile_when_due(self) -> None:
+        if time.monotonic() >= self._next_reconcile:
+            everything, self._reconcile_all = self._reconcile_all, False
+            self._next_reconcile = time.monotonic() + self._reconcile_seconds / 4
+            try:
+                await self.reconcile(everything=everything)
+            except BaseException:
+                self._reconcile_all = self._reconcile_all or everything
+                raise
 
     async def prune(self) -> int:
         """Delete the events published longer ago than the retention (none when it is 0);
@@ -121,6 +191,7 @@ class OutboxRelay:
             while not stop.is_set():
                 try:
                     count = await self.publish_batch()
+                    await self._reconcile_when_due()
                     await self._prune_when_due()
                 except Exception as error:  # Redis or PostgreSQL away: keep the rows, try later
                     failures += 1
@@ -138,7 +209,8 @@ class OutboxRelay:
                     log.info("outbox_relay_recovered", after_failures=failures)
                     failures = 0
                 if count < self._batch_size:
-                    await self._listener.wait(self._poll_seconds, stop)
+                    until_sweep = max(self._next_reconcile - time.monotonic(), 0.0)
+                    await self._listener.wait(min(self._poll_seconds, until_sweep), stop)
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

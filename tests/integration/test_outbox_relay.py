@@ -24,7 +24,7 @@ from workflow_core.persistence import submissions as submissions_repo
 from workflow_core.persistence.pg import Pool
 from workflow_core.persistence.submissions import NewSubmission
 from workflow_core.persistence.tables import outbox, submissions
-from workflow_core.relay import FastPublisher, OutboxRelay
+from workflow_core.relay import RECONCILE_LOCK, FastPublisher, OutboxRelay
 from workflow_core.settings import Settings
 
 
@@ -79,31 +79,62 @@ async def test_relay_publishes_in_order_and_marks_rows(
     assert [row.stream_entry_id for row in rows] == [entry_id for entry_id, _ in entries]
 
 
-async def test_prune_deletes_only_events_published_longer_ago_than_the_retention(
+async def test_prune_deletes_only_events_taken_longer_ago_than_the_retention(
     engine: AsyncEngine, pool: Pool, settings: Settings
 ) -> None:
-    old_published, fresh_published, old_unpublished = [
-        await submit(engine, {"n": n}) for n in range(3)
-    ]
+    """An event is kept until a worker took it and the retention passed: one published long
+    ago and never taken (Redis lost it) stays for the reconcile sweep."""
+    old_taken, fresh_taken, old_untaken = [await submit(engine, {"n": n}) for n in range(3)]
     relay = _relay(pool, streams.client(settings), settings, retention_seconds=3600)
     await relay.publish_batch(everything=True)
     async with engine.begin() as conn:
         age = text(
-            "UPDATE outbox SET created_at = now() - interval '2 hours', "
-            "published_at = CASE WHEN event_id = :unpublished THEN NULL "
-            "ELSE now() - interval '2 hours' END WHERE event_id IN (:old, :unpublished)"
+            "UPDATE outbox SET published_at = now() - interval '2 hours', "
+            "taken_at = CASE WHEN event_id = :old THEN now() - interval '2 hours' "
+            "WHEN event_id = :fresh THEN now() END"
         )
-        await conn.execute(age, {"old": old_published[1], "unpublished": old_unpublished[1]})
+        await conn.execute(
+            age, {"old": old_taken[1], "fresh": fresh_taken[1], "untaken": old_untaken[1]}
+        )
 
     assert await relay.prune() == 1
 
     async with engine.connect() as conn:
         kept = set((await conn.execute(select(outbox.c.event_id))).scalars())
-    assert kept == {fresh_published[1], old_unpublished[1]}
+    assert kept == {fresh_taken[1], old_untaken[1]}
     keep_for_ever = _relay(pool, streams.client(settings), settings)
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE outbox SET published_at = now() - interval '400 days'"))
+        await conn.execute(text("UPDATE outbox SET taken_at = now() - interval '400 days'"))
     assert await keep_for_ever.prune() == 0  # retention 0: nothing is ever deleted
+
+
+async def test_the_sweep_publishes_again_what_no_worker_took_one_process_at_a_time(
+    engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+) -> None:
+    """Redis lost what was published: the outbox still says `published` but nobody took it.
+    After EVENT_RECONCILE_SECONDS the sweep publishes it again; a relay in another process
+    sweeping at the same moment finds the lock taken and does nothing."""
+    taken, lost = [await submit(engine, {"n": n}) for n in range(2)]
+    relay = _relay(pool, streams.client(settings), settings, reconcile_seconds=60)
+    await relay.publish_batch(everything=True)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE outbox SET published_at = now() - interval '61 seconds', "
+                "taken_at = CASE WHEN event_id = :taken THEN now() END"
+            ),
+            {"taken": taken[1]},
+        )
+    await redis.delete(keys.stream)
+
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", RECONCILE_LOCK)
+        assert await relay.reconcile() == 0  # another process is sweeping
+    assert await relay.reconcile() == 1
+    assert await relay.reconcile() == 0  # published again just now: not yet due again
+
+    [(_, entries)] = await redis.xread({keys.stream: "0"})
+    assert [fields["event_id"] for _, fields in entries] == [str(lost[1])]
 
 
 async def test_relays_in_several_processes_publish_each_event_once(

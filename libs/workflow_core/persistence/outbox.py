@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.events import FORM_SUBMITTED, Event
@@ -29,6 +29,15 @@ async def add(conn: AsyncConnection, event: Event, *, submission_id: UUID | None
             payload=event.payload,
             submission_id=submission_id,
         )
+    )
+
+
+async def mark_taken(conn: AsyncConnection, event_id: UUID) -> None:
+    """The event was handled without starting runs the usual way (it was dead-lettered)."""
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.event_id == event_id, outbox.c.taken_at.is_(None))
+        .values(taken_at=func.now())
     )
 
 
@@ -54,7 +63,8 @@ async def mark_published(conn: Connection, published: Sequence[tuple[int, str]])
     """Record the stream entry id each event got."""
     if published:
         await conn.execute(
-            "UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id "
+            "UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id, "
+            "publish_count = publish_count + 1 "
             "FROM unnest($1::bigint[], $2::text[]) AS v(id, entry_id) "
             # `= ANY` makes the plan an index lookup however large the table has grown
             # (a cached generic plan may otherwise scan it all for every batch).
@@ -64,14 +74,44 @@ async def mark_published(conn: Connection, published: Sequence[tuple[int, str]])
         )
 
 
+async def claim_untaken(
+    conn: Connection, limit: int, published_before_seconds: float
+) -> list[tuple[int, Any, str, Any]]:
+    """Events published at least `published_before_seconds` ago that no worker took (Redis
+    lost them, or no worker ran), oldest first, locked like `claim_unpublished`."""
+    rows = await conn.fetch(
+        "SELECT id, event_id, event_type, payload FROM outbox "
+        "WHERE taken_at IS NULL AND published_at IS NOT NULL "
+        "AND published_at <= now() - make_interval(secs => $2) "
+        "ORDER BY published_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+        published_before_seconds,
+    )
+    return [(row[0], row[1], row[2], orjson.loads(row[3])) for row in rows]
+
+
+async def add_events(conn: Connection, events: Sequence[Event]) -> None:
+    """Queue events (on a plain connection, in the caller's transaction)."""
+    if events:
+        await conn.execute(
+            "INSERT INTO outbox (event_id, event_type, payload) "
+            "SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])",
+            [event.event_id for event in events],
+            [event.type for event in events],
+            [orjson.dumps(event.payload).decode() for event in events],
+        )
+
+
 async def prune_published(conn: Connection, older_than_seconds: float, limit: int) -> int:
-    """Delete up to `limit` events published more than `older_than_seconds` ago; how many went.
-    Unpublished rows are never touched. SKIP LOCKED lets relays in several processes prune
-    side by side without waiting on each other."""
+    """Delete, among the `limit` oldest events, those a worker took more than
+    `older_than_seconds` ago; how many went. Rows not yet published or taken are never
+    touched. Looking only at the oldest rows (the primary key's order) keeps each call cheap
+    however large the table is. SKIP LOCKED lets relays in several processes prune side by
+    side without waiting on each other."""
     status = await conn.execute(
-        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at IS NOT NULL "
-        "AND published_at < now() - make_interval(secs => $1) "
-        "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM ("
+        "SELECT id, taken_at FROM outbox ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) AS oldest "
+        "WHERE taken_at < now() - make_interval(secs => $1))",
         older_than_seconds,
         limit,
     )
@@ -83,15 +123,11 @@ async def mark_published_events(pg: Pool, published: Sequence[tuple[UUID, str]])
     event's earlier rows were marked long ago)."""
     if published:
         await pg.execute(
-            "UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id "
+            "UPDATE outbox SET published_at = now(), stream_entry_id = v.entry_id, "
+            "publish_count = publish_count + 1 "
             "FROM unnest($1::uuid[], $2::text[]) AS v(event_id, entry_id) "
             "WHERE outbox.event_id = ANY($1::uuid[]) AND outbox.event_id = v.event_id "
             "AND outbox.published_at IS NULL",
             [event_id for event_id, _ in published],
             [entry for _, entry in published],
         )
-
-
-async def unpublished_count(conn: AsyncConnection) -> int:
-    query = select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
-    return int((await conn.execute(query)).scalar_one())
