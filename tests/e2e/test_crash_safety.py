@@ -1,11 +1,13 @@
 """Crash safety with real processes: a worker killed with SIGKILL in the middle of a burst loses
-no event and sends no email twice once another worker takes over."""
+no event, and sends an email twice only if it died between the server's 250 and the record of
+that email (CONTRACT §5), once another worker takes over."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import signal
+import time
 
 import httpx
 import pytest
@@ -16,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import Stack
 from tests.support.examples import EXAMPLE_WORKFLOW, example_form
 from tests.support.flows import submit
-from tests.support.smtp import SmtpServer
+from tests.support.smtp import SmtpServer, duplicates_outside_the_window
 from tests.support.waiting import eventually
 from workflow_core import events
 from workflow_core.adapters.streams import StreamKeys
@@ -42,30 +44,40 @@ async def _submit_all(client: httpx.AsyncClient, count: int, parallel: int = 16)
     return accepted
 
 
-async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
+QUICK = {
+    "CLAIM_IDLE_SECONDS": 1,
+    "CLAIM_INTERVAL_SECONDS": 0.3,
+    "SMTP_TIMEOUT_SECONDS": 2,
+    "WORKER_HEARTBEAT_SECONDS": 0.5,
+    "WORKER_DEAD_AFTER_SECONDS": 2,
+}
+# How long before its sender died a repeated email's first 250 may have been given: the
+# window between reading a 250 and committing its record, under full load (the worker's event
+# loop is busy, so it reads a reply a few milliseconds after it came).
+DUPLICATE_WINDOW_SECONDS = 0.5
+
+
+async def test_sigkill_mid_burst_loses_nothing_and_repeats_only_what_was_in_the_window(
     stack: Stack, smtp: SmtpServer, engine: AsyncEngine
 ) -> None:
     total = 1000
     stack.start_api()
-    first = stack.start_worker(
-        "worker-a", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3, SMTP_TIMEOUT_SECONDS=2
-    )
+    first = stack.start_worker("worker-a", **QUICK)
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
         assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
         submitting = asyncio.create_task(_submit_all(client, total))
         await eventually(lambda: len(smtp.received) >= 150, timeout=60, what="150 emails")
+        died_at = time.time()
         first.signal(signal.SIGKILL)
         first.process.wait(timeout=10)
         killed_at = len(smtp.received)
-        stack.start_worker(
-            "worker-b", CLAIM_IDLE_SECONDS=1, CLAIM_INTERVAL_SECONDS=0.3, SMTP_TIMEOUT_SECONDS=2
-        )
+        stack.start_worker("worker-b", **QUICK)
         accepted = await submitting
     assert len(accepted) == total
 
     try:
         await eventually(
-            lambda: len(smtp.received) >= total,
+            lambda: len({r.rcpt_tos[0] for r in smtp.received}) >= total,
             timeout=90,
             what=f"{total} emails (killed after {killed_at})",
         )
@@ -86,8 +98,9 @@ async def test_sigkill_mid_burst_loses_nothing_and_sends_nothing_twice(
         f"\nsubmitted={total} delivered={len(per_recipient)} duplicated={len(duplicates)} "
         f"lost={len(lost)} killed_after={killed_at}"
     )
-    assert not duplicates, stack.logs()
     assert not lost, stack.logs()
+    outside = duplicates_outside_the_window(smtp.received, died_at, DUPLICATE_WINDOW_SECONDS)
+    assert not outside, (outside, stack.logs())
 
 
 async def test_sigterm_finishes_in_flight_work_and_exits_zero(

@@ -1,6 +1,8 @@
 """A redis-server of the test's own, on its own port and directory, that the test may stop
-and start again (the machine's shared Redis is never touched). It keeps its data in an
-append-only file, as production Redis should, so a restart loses nothing acknowledged."""
+and start again (the machine's shared Redis is never touched). By default it keeps its data in
+an append-only file, as production Redis should, so a restart loses nothing acknowledged;
+`persistent=False` keeps nothing, and `restart_empty()` is a restart that lost everything (a
+failover to a replica that had not caught up does the same to recent writes)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from tests.support.net import free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persistent: bool = True) -> None:
         self.port = free_port()
         self.directory = directory
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -34,10 +37,11 @@ class RedisServer:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
+                *(
+                    ["--appendonly", "yes", "--appendfsync", "always"]
+                    if self.persistent
+                    else ["--appendonly", "no"]
+                ),
                 "--dir",
                 str(self.directory),
             ],
@@ -52,6 +56,15 @@ class RedisServer:
             except redis.exceptions.ConnectionError:
                 time.sleep(0.05)
         raise AssertionError(f"redis-server on port {self.port} did not start")
+
+    def restart_empty(self) -> None:
+        self.stop()
+        for path in self.directory.glob("*"):
+            if path.is_dir() and path.name.startswith("appendonly"):
+                shutil.rmtree(path)
+            elif path.suffix in {".aof", ".rdb"}:
+                path.unlink()
+        self.start()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
