@@ -12,9 +12,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from workflow_core.definitions.validate import format_path
 from workflow_core.errors import Conflict, DefinitionInvalid, NotFound, Unavailable
 from workflow_core.log import get_logger
+from workflow_core.validation import format_path
 
 log = get_logger(__name__)
 

@@ -13,13 +13,14 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from workflow_core.definitions import WorkflowDefinition, validate_definition
+from workflow_core.definitions import WorkflowDefinition
 from workflow_core.engine.machine import matches_trigger
 from workflow_core.errors import NotFound
 from workflow_core.log import get_logger
 from workflow_core.persistence import workflows
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.listen import Listener
+from workflow_core.validation import validate_definition
 
 log = get_logger(__name__)
 CHANNEL = "flowline_workflows"

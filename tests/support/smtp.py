@@ -141,6 +141,11 @@ def duplicates_outside_the_window(
         else:
             first[message_id] = mail
     gaps = {message_id: died_at - first[message_id].replied_at for message_id in repeated}
+    if gaps:
+        print(
+            f"\nrepeated emails: {len(gaps)}, their 250 came before the death by (s): "
+            f"{sorted(round(gap, 4) for gap in gaps.values())}"
+        )
     return {message_id: gap for message_id, gap in gaps.items() if not 0 <= gap <= window}
 
 

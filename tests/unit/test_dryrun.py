@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.support.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW
 from workflow_core.definitions import WorkflowDefinition
-from workflow_core.engine.dryrun import dry_run
+from workflow_core.dryrun import dry_run
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

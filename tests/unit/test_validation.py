@@ -12,7 +12,7 @@ from tests.unit.factories import (
     step,
     transition,
 )
-from workflow_core.definitions import Problem, ValidationResult, validate_definition
+from workflow_core.validation import Problem, ValidationResult, validate_definition
 
 OK = cond("data.x", "==", 1)
 

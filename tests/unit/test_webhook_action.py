@@ -19,9 +19,9 @@ from tests.unit.factories import example_context, example_definition
 from workflow_core import actions
 from workflow_core.actions.base import ActionCall, ActionDeps, HttpResponse
 from workflow_core.actions.webhook import WebhookConfig, execute, preview
-from workflow_core.definitions import validate_definition
 from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.ids import derived_id
+from workflow_core.validation import validate_definition
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 RUN_ID = UUID("00000000-0000-4000-8000-0000000000a1")

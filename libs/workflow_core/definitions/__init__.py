@@ -1,13 +1,6 @@
-"""Workflow definitions: the models and their validation. Pure: no I/O."""
+"""Workflow definitions: the models, shapes only (their meaning is checked in
+workflow_core.validation). Pure: no I/O, and nothing of Flowline's above it."""
 
 from workflow_core.definitions.models import ActionSpec, StepSpec, WorkflowDefinition
-from workflow_core.definitions.validate import Problem, ValidationResult, validate_definition
 
-__all__ = [
-    "ActionSpec",
-    "Problem",
-    "StepSpec",
-    "ValidationResult",
-    "WorkflowDefinition",
-    "validate_definition",
-]
+__all__ = ["ActionSpec", "StepSpec", "WorkflowDefinition"]

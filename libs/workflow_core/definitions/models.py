@@ -1,5 +1,5 @@
 """A workflow definition as pydantic models: the trigger, the steps, their actions and
-transitions. Parsing checks shapes only; `validate.validate_definition` checks the meaning."""
+transitions. Parsing checks shapes only; `workflow_core.validation` checks the meaning."""
 
 from __future__ import annotations
 

@@ -19,11 +19,12 @@ from services.api.schemas import (
     WorkflowOut,
     WorkflowUpdate,
 )
-from workflow_core.definitions import ValidationResult, WorkflowDefinition, validate_definition
-from workflow_core.engine.dryrun import dry_run
+from workflow_core.definitions import WorkflowDefinition
+from workflow_core.dryrun import dry_run
 from workflow_core.errors import DefinitionInvalid, NotFound
 from workflow_core.persistence import workflows
 from workflow_core.persistence.workflows import WorkflowRecord
+from workflow_core.validation import ValidationResult, validate_definition
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such workflow"}}
