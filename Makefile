@@ -19,7 +19,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 install: .venv/.installed
 
 run: install  ## API + worker + a local SMTP catcher, against PostgreSQL/Redis on localhost
-	$(PY) -m services.devrun
+	$(PY) -m dev.run
 
 test: install  ## the whole suite against real PostgreSQL, Redis and SMTP
 	$(PY) -m pytest

@@ -27,7 +27,7 @@ import orjson
 from aiosmtpd.smtp import SMTP
 
 from bench import loop
-from services.mailcatcher import advertise_pipelining
+from dev.mailcatcher import advertise_pipelining
 
 _SUBMISSION = re.compile(rb"^x-flowline-submission-id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.engine import make_url
 
 from bench.http import fetch
-from workflow_core.examples import EXAMPLE_WORKFLOW
+from tests.support.examples import EXAMPLE_WORKFLOW
 from workflow_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from workflow_core.engine import machine
 from workflow_core.engine.conditions import evaluate
 from workflow_core.engine.context import initial_context
 from workflow_core.errors import ActionFailed
-
-DRY_RUN_ID = "dry-run"
+from workflow_core.ids import DRY_RUN_ID
+from workflow_core.statuses import RunStatus
 
 
 def trigger_verdict(
@@ -95,7 +95,7 @@ def dry_run(
                 "due_at": (now + decision.due_in).isoformat() if decision.due_in else None,
             }
             if step.id not in outcomes:
-                report["status"] = "waiting"
+                report["status"] = RunStatus.WAITING
                 report["waiting_for"] = (
                     f"a person to complete the task of step {step.id!r}; "
                     f"pass task_outcomes.{step.id} to go on"
@@ -113,9 +113,9 @@ def dry_run(
             decision = machine.next_step(definition, step, seq, context, step_budget)
         entry["next"] = decision.step.id if isinstance(decision, machine.RunStep) else None
     if isinstance(decision, machine.Complete):
-        report["status"] = "completed"
+        report["status"] = RunStatus.COMPLETED
     elif isinstance(decision, machine.Fail):
-        report["status"], report["error"] = "failed", decision.reason
+        report["status"], report["error"] = RunStatus.FAILED, decision.reason
     report["path"] = [entry["step_id"] for entry in report["steps"]]
     report["context"] = context
     return report

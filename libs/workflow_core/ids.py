@@ -9,6 +9,10 @@ import uuid
 _NAMESPACE = uuid.UUID("5b0c5f4e-6a53-4f3a-9f0e-2a2f6d1c7e11")
 
 
+DRY_RUN_ID = "dry-run"
+"""What a dry run shows where a real run would have an id (a run, a ticket, a task)."""
+
+
 def new_id() -> uuid.UUID:
     return uuid.uuid4()
 

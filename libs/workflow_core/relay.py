@@ -34,6 +34,7 @@ from workflow_core.coalesce import Coalescer
 from workflow_core.events import Event
 from workflow_core.ids import new_id
 from workflow_core.log import get_logger
+from workflow_core.pacing import Backoff, sleep_unless
 from workflow_core.persistence import outbox, runs
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.listen import Listener
@@ -186,7 +187,7 @@ class OutboxRelay:
                     pass
 
     async def run(self, stop: asyncio.Event) -> None:
-        failures = 0
+        backoff = Backoff()
         async with self._listener:
             while not stop.is_set():
                 try:
@@ -194,8 +195,8 @@ class OutboxRelay:
                     await self._reconcile_when_due()
                     await self._prune_when_due()
                 except Exception as error:  # Redis or PostgreSQL away: keep the rows, try later
-                    failures += 1
-                    delay = min(0.1 * 2**failures, 5.0)
+                    delay = backoff.next_delay()
+                    failures = backoff.failures
                     if failures in (1, 10) or failures % 50 == 0:
                         log.warning(
                             "outbox_relay_failed",
@@ -203,19 +204,14 @@ class OutboxRelay:
                             failures=failures,
                             retry_in=delay,
                         )
-                    await _sleep_unless(stop, delay)
+                    await sleep_unless(stop, delay)
                     continue
-                if failures:
-                    log.info("outbox_relay_recovered", after_failures=failures)
-                    failures = 0
+                if backoff.failures:
+                    log.info("outbox_relay_recovered", after_failures=backoff.failures)
+                    backoff.reset()
                 if count < self._batch_size:
                     until_sweep = max(self._next_reconcile - time.monotonic(), 0.0)
                     await self._listener.wait(min(self._poll_seconds, until_sweep), stop)
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 class FastPublisher:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from workflow_core import actions
 from workflow_core.definitions.models import STEP_CONFIGS, StepSpec, WaitConfig, WorkflowDefinition
@@ -246,14 +246,6 @@ def _check_actions(definition: WorkflowDefinition) -> Iterator[Problem]:
                 action_type.config.model_validate(action.config)
             except ValidationError as error:
                 yield from _pydantic_problems(error, (*loc, "config"))
-
-
-def parse_action_config(action_type: str, config: Mapping[str, Any]) -> BaseModel:
-    """The validated config of one action (the definition was validated when it was saved)."""
-    known = actions.get(action_type)
-    if known is None:
-        raise KeyError(action_type)
-    return known.config.model_validate(config)
 
 
 def _unknown_trigger_type(definition: WorkflowDefinition) -> Iterator[Problem]:

@@ -113,6 +113,12 @@ class WorkflowOut(BaseModel):
     warnings: list[Problem] = Field(default_factory=list)
 
 
+class WorkflowVersionOut(BaseModel):
+    version: int
+    name: str
+    created_at: datetime
+
+
 class RunSummary(BaseModel):
     id: UUID
     run_id: UUID

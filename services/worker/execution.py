@@ -17,6 +17,7 @@ from workflow_core.definitions.models import ActionSpec, RetryPolicy
 from workflow_core.engine.retry import GiveUp, next_attempt
 from workflow_core.errors import EffectBusy, PermanentActionError, RetryableActionError
 from workflow_core.persistence.journal import Journal
+from workflow_core.statuses import AttemptStatus
 
 EFFECT_BUSY_POLL_SECONDS = 0.1
 
@@ -65,18 +66,18 @@ async def execute_action(
         result = await action_type.execute(call, config, deps)
     except EffectBusy as error:
         # Waiting for another live attempt to end is not an attempt of ours: not counted.
-        journal.attempt(call, name, "waiting", started, now(), error=error.message)
+        journal.attempt(call, name, AttemptStatus.WAITING, started, now(), error=error.message)
         return Retry(error.retry_after or EFFECT_BUSY_POLL_SECONDS, call.attempt)
     except RetryableActionError as error:
         plan = next_attempt(call.attempt, spec.retry or policy, retry_after=error.retry_after)
         if isinstance(plan, GiveUp):
             message = f"{error.message} ({plan.reason})"
-            journal.attempt(call, name, "failed", started, now(), error=message)
+            journal.attempt(call, name, AttemptStatus.FAILED, started, now(), error=message)
             return Failed(f"{where} failed: {message}")
         journal.attempt(
             call,
             name,
-            "retrying",
+            AttemptStatus.RETRYING,
             started,
             now(),
             error=f"{error.message}; attempt {call.attempt + 1} in {plan.seconds:.1f} s",
@@ -84,8 +85,8 @@ async def execute_action(
         return Retry(plan.seconds, call.attempt + 1)
     except (PermanentActionError, ValidationError) as error:
         message = error.message if isinstance(error, PermanentActionError) else str(error)
-        journal.attempt(call, name, "failed", started, now(), error=message)
+        journal.attempt(call, name, AttemptStatus.FAILED, started, now(), error=message)
         return Failed(f"{where} failed: {message}")
-    journal.attempt(call, name, "succeeded", started, now(), result=result)
+    journal.attempt(call, name, AttemptStatus.SUCCEEDED, started, now(), result=result)
     journal.done(call, result)
     return Succeeded(result)

@@ -4,9 +4,9 @@ its email reservations and the driver of its runs is alive (persistence/workers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from workflow_core.log import get_logger
+from workflow_core.pacing import sleep_unless
 from workflow_core.persistence import workers
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.effects import DbEffectLedger
@@ -31,9 +31,7 @@ class Heartbeat:
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._interval)
-            if stop.is_set():
+            if await sleep_unless(stop, self._interval):
                 return
             try:
                 async with asyncio.timeout(self._interval):

@@ -41,7 +41,8 @@ from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pg import Pool
-from workflow_core.persistence.runs import RUNNING, WAITING, RunRecord
+from workflow_core.persistence.runs import RunRecord
+from workflow_core.statuses import SETTLED_TASKS, RunStatus, TaskStatus
 
 log = get_logger(__name__)
 
@@ -138,7 +139,7 @@ class RunDriver:
             submission_id=UUID(payload["submission_id"]),
             event_id=event.event_id,
             org_id=payload.get("org_id"),
-            status=RUNNING,
+            status=RunStatus.RUNNING,
             current_step_id=first.step.id,
             step_seq=first.seq,
             deliveries=deliveries,
@@ -162,7 +163,7 @@ class RunDriver:
         """A run an earlier delivery started and left part-way (a crash): go on from where it
         was recorded. A run that moved on elsewhere meanwhile is left alone."""
         run = await self._load(run_id)
-        if run is None or run.status != RUNNING:
+        if run is None or run.status != RunStatus.RUNNING:
             return
         definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
         run = replace(run, deliveries=max(run.deliveries, deliveries))
@@ -188,7 +189,11 @@ class RunDriver:
             await self._mark_taken(event)
             return
         run = await self._load(run_id)
-        if run is None or run.status != WAITING or payload.get("step_seq") != run.step_seq:
+        if (
+            run is None
+            or run.status != RunStatus.WAITING
+            or payload.get("step_seq") != run.step_seq
+        ):
             log.debug("resume_ignored", run_id=str(run_id), cause=cause)
             await self._mark_taken(event)
             return
@@ -198,7 +203,7 @@ class RunDriver:
             await self._notify(run, step, UUID(payload["task_id"]), int(payload["attempt"]))
             await self._mark_taken(event)
             return
-        run = replace(run, status=RUNNING, deliveries=max(run.deliveries, deliveries))
+        run = replace(run, status=RunStatus.RUNNING, deliveries=max(run.deliveries, deliveries))
         journal = Journal(taken=[event.event_id])
         if cause == "retry":
             resumption = Resumption(
@@ -236,7 +241,7 @@ class RunDriver:
             ) or await human_tasks.get(conn, task_id)
         if task is None or task["run_id"] != run.id or task["step_seq"] != run.step_seq:
             return None
-        return task if task["status"] in {human_tasks.COMPLETED, human_tasks.TIMED_OUT} else None
+        return task if task["status"] in SETTLED_TASKS else None
 
     def _after_wait(
         self, definition: WorkflowDefinition, step: StepSpec, run: RunRecord, journal: Journal
@@ -315,7 +320,7 @@ class RunDriver:
             now = self._now()
             if isinstance(decision, machine.RunStep):
                 step, seq = decision.step, decision.seq
-                run = replace(run, status=RUNNING, current_step_id=step.id, step_seq=seq)
+                run = replace(run, status=RunStatus.RUNNING, current_step_id=step.id, step_seq=seq)
                 if first_action == 0 and attempt == 1:
                     journal.step_entered(run.id, seq, step, now)
                 outcome = await self._run_actions(
@@ -328,7 +333,7 @@ class RunDriver:
                     decision = machine.Fail(outcome.reason)
                     continue
                 if isinstance(outcome, Retry):  # its timer is in the journal
-                    return await self._checkpoint(replace(run, status=WAITING), journal)
+                    return await self._checkpoint(replace(run, status=RunStatus.WAITING), journal)
                 run = replace(run, context=machine.with_step_results(run.context, step.id, outcome))
                 decision = machine.after_actions(
                     definition, step, seq, run.context, self._now(), self._budget
@@ -346,7 +351,7 @@ class RunDriver:
                         {"step_seq": decision.seq, "task_id": str(task["id"])},
                         after=decision.due_in,
                     )
-                run = await self._checkpoint(replace(run, status=WAITING), journal)
+                run = await self._checkpoint(replace(run, status=RunStatus.WAITING), journal)
                 if decision.assignee_email:
                     await self._notify(run, decision.step, task["id"], 1, ledger)
                 return run
@@ -358,15 +363,15 @@ class RunDriver:
                     {"step_seq": decision.seq},
                     **({"at": until} if isinstance(until, datetime) else {"after": until}),
                 )
-                return await self._checkpoint(replace(run, status=WAITING), journal)
+                return await self._checkpoint(replace(run, status=RunStatus.WAITING), journal)
             if isinstance(decision, machine.Complete):
                 return await self._checkpoint(
-                    replace(run, status=runs.COMPLETED, error=None), journal
+                    replace(run, status=RunStatus.COMPLETED, error=None), journal
                 )
             assert isinstance(decision, machine.Fail)
             log.info("run_failed", run_id=str(run.id), reason=decision.reason)
             return await self._checkpoint(
-                replace(run, status=runs.FAILED, error=decision.reason), journal
+                replace(run, status=RunStatus.FAILED, error=decision.reason), journal
             )
 
     async def _run_actions(
@@ -448,7 +453,7 @@ class RunDriver:
             return
         async with translate_errors(), self._engine.connect() as conn:
             task = await human_tasks.get(conn, task_id)
-        if task is None or task["status"] != human_tasks.PENDING:
+        if task is None or task["status"] != TaskStatus.PENDING:
             return  # settled (or gone) before its assignee was told: nothing to say
         journal = Journal()
         outcome = await execute_action(

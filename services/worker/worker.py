@@ -35,6 +35,7 @@ from workflow_core.adapters import streams
 from workflow_core.adapters.streams import Entry, StreamKeys
 from workflow_core.errors import Unavailable
 from workflow_core.log import get_logger
+from workflow_core.pacing import Backoff, sleep_unless
 from workflow_core.settings import Settings
 
 log = get_logger(__name__)
@@ -104,19 +105,6 @@ async def settle(tasks: list[asyncio.Task[None]], *, cancel: bool, timeout: floa
         _, stuck = await asyncio.wait(pending, timeout=1.0)
         for task in stuck:
             log.warning("task_would_not_stop", task=task.get_name())
-
-
-@dataclass(slots=True)
-class _Backoff:
-    failures: int = 0
-    ceiling: float = 5.0
-
-    def next_delay(self) -> float:
-        self.failures += 1
-        return min(0.05 * 2.0**self.failures, self.ceiling)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Worker:
@@ -222,7 +210,7 @@ class Worker:
         )
 
     async def _ensure_group(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             try:
                 await streams.ensure_group(self._redis, self._keys)
@@ -254,7 +242,7 @@ class Worker:
     async def _read_loop(self, stop: asyncio.Event) -> None:
         # Our own pending entries first (`0`, then after the last one read), then new ones.
         history: str | None = "0"
-        backoff = _Backoff()
+        backoff = Backoff()
         while not stop.is_set():
             await self._database_up.wait()
             # Under load, read in batches of a quarter at least: the queue still holds the rest
@@ -336,7 +324,7 @@ class Worker:
         self._queue.put_nowait(entry)
 
     async def _reclaim_loop(self, stop: asyncio.Event) -> None:
-        backoff = _Backoff(ceiling=self._config.claim_interval_seconds)
+        backoff = Backoff(ceiling=self._config.claim_interval_seconds)
         while not stop.is_set():
             await self._database_up.wait()
             try:
@@ -346,8 +334,7 @@ class Worker:
             except REDIS_ERRORS as error:
                 delay = backoff.next_delay()
                 log.warning("redis_reclaim_failed", error=str(error), retry_in=delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await sleep_unless(stop, delay)
 
     async def _reclaim_once(self) -> None:
         await self._check_redis()
@@ -387,8 +374,7 @@ class Worker:
         (XCLAIM to ourselves with JUSTID resets the idle time without counting a delivery)."""
         interval = max(self._config.claim_idle_seconds / 3, 0.2)
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
+            await sleep_unless(stop, interval)
             ids: list[Any] = list(self._inflight)
             if ids:
                 with contextlib.suppress(*REDIS_ERRORS):
@@ -405,8 +391,7 @@ class Worker:
         """Trim acknowledged history older than STREAM_RETENTION_SECONDS (never an entry a group
         still needs) and forget consumers of workers that are gone (only with nothing pending)."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._config.housekeeping_interval_seconds)
+            await sleep_unless(stop, self._config.housekeeping_interval_seconds)
             if stop.is_set():
                 return
             try:
@@ -525,7 +510,7 @@ class Worker:
 
     async def _wait_for_database(self) -> None:
         assert self._database_probe is not None
-        backoff = _Backoff(ceiling=2.0)
+        backoff = Backoff(ceiling=2.0)
         while True:
             await asyncio.sleep(backoff.next_delay())
             try:
@@ -539,7 +524,7 @@ class Worker:
     # -- acknowledging ------------------------------------------------------------------------
 
     async def _ack_loop(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         while not (self._stopping.is_set() and not self._to_ack):
             await self._ack_wanted.wait()
             if not self._stopping.is_set():

@@ -137,6 +137,7 @@ async def test_unknown_ids_are_404_and_malformed_ids_422(client: httpx.AsyncClie
         f"/submissions/{missing}",
         f"/runs/{missing}",
         f"/workflows/{missing}/versions/1",
+        f"/workflows/{missing}/versions",
     ):
         response = await client.get(path)
         assert response.status_code == 404, path
@@ -157,6 +158,14 @@ async def test_workflow_round_trip(client: httpx.AsyncClient) -> None:
     assert scoped.json()["org_id"] == "org_9"
     listed = {w["id"] for w in (await client.get("/workflows")).json()}
     assert {body["id"], scoped.json()["id"]} <= listed
+    changed = {**EXAMPLE_WORKFLOW["definition"], "initial_step_id": "step1"}
+    put = await client.put(f"/workflows/{body['id']}", json={"definition": changed, "name": "v2"})
+    assert put.status_code == 200 and put.json()["version"] == 2
+    versions = (await client.get(f"/workflows/{body['id']}/versions")).json()
+    assert [(v["version"], v["name"]) for v in versions] == [
+        (1, EXAMPLE_WORKFLOW["name"]),
+        (2, "v2"),
+    ]
 
 
 def _definition(**changes: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pg import Pool
 from workflow_core.persistence.runs import RunRecord, StaleRun
 from workflow_core.settings import Settings
+from workflow_core.statuses import RunStatus
 
 
 async def test_workflow_versions_and_deactivation(engine: AsyncEngine) -> None:
@@ -52,7 +53,7 @@ async def _run(engine: AsyncEngine) -> RunRecord:
         submission_id=submission_id,
         event_id=event_id,
         org_id="org_123",
-        status=runs.RUNNING,
+        status=RunStatus.RUNNING,
         current_step_id="step1",
         step_seq=1,
         context={"a": 1},
@@ -129,7 +130,9 @@ async def test_checkpoint_writes_everything_or_only_the_facts_of_a_stale_run(
             {"key": "k1", "run_id": run.id, "state": effects.DONE, "result": {"ok": True}}
         ]
     )
-    moved = await runs.checkpoint(pool, replace(run, status=runs.COMPLETED), journal, owner="w/1")
+    moved = await runs.checkpoint(
+        pool, replace(run, status=RunStatus.COMPLETED), journal, owner="w/1"
+    )
     assert moved.revision == 1
 
     late = Journal(
@@ -137,12 +140,12 @@ async def test_checkpoint_writes_everything_or_only_the_facts_of_a_stale_run(
     )
     late.step_entered(run.id, 1, _step(), datetime.now(UTC))
     with pytest.raises(StaleRun):
-        await runs.checkpoint(pool, replace(run, status=runs.FAILED), late, owner="w/2")
+        await runs.checkpoint(pool, replace(run, status=RunStatus.FAILED), late, owner="w/2")
     async with engine.connect() as conn:
         stored = await runs.get(conn, run.id)
         ledger = await effects.for_run(conn, run.id)
         steps, _ = await runs.history(conn, run.id)
-    assert stored is not None and stored.status == runs.COMPLETED and stored.finished_at
+    assert stored is not None and stored.status == RunStatus.COMPLETED and stored.finished_at
     assert set(ledger) == {"k1", "k2"}
     assert steps == []  # the stale writer's view of the run is not written
 

@@ -1,4 +1,6 @@
-"""The original design's examples (workflow_core.examples) and small factories around them."""
+"""The original design's example workflow and form, exactly as its README gives them (and
+ours repeats), and small factories around them. The tests hold Flowline to them; the benchmark
+and the chaos soak run them."""
 
 from __future__ import annotations
 
@@ -6,7 +8,42 @@ import copy
 import uuid
 from typing import Any
 
-from workflow_core.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW
+EXAMPLE_WORKFLOW: dict[str, Any] = {
+    "name": "Send Email on Form Submission",
+    "definition": {
+        "trigger": {
+            "type": "form_submitted",
+            "conditions": {"path": "template_id", "op": "==", "value": "form_submitted"},
+        },
+        "initial_step_id": "step1",
+        "steps": [
+            {
+                "id": "step1",
+                "name": "Send Email Notification",
+                "type": "auto_action",
+                "actions": [
+                    {
+                        "type": "send_email",
+                        "config": {
+                            "to_path": "data.email",
+                            "subject": "Form Submission Confirmation - {template_id}",
+                            "body": "Hello,\n\nYour form submission has been received.\n\n"
+                            "Submission ID: {submission_id}\nTemplate: {template_id}\n\n"
+                            "Thank you!",
+                        },
+                    }
+                ],
+                "transitions": [],
+            }
+        ],
+    },
+}
+
+EXAMPLE_FORM: dict[str, Any] = {
+    "template_id": "form_submitted",
+    "data": {"email": "user@example.com", "name": "John Doe", "message": "Hello world"},
+    "org_id": "org_123",
+}
 
 
 def example_workflow(**changes: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from services.mailcatcher import advertise_pipelining
+from dev.mailcatcher import advertise_pipelining
 from tests.support.net import free_port
 
 

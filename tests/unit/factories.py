@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from tests.support.examples import EXAMPLE_WORKFLOW
 from workflow_core.definitions.models import WorkflowDefinition
-from workflow_core.examples import EXAMPLE_WORKFLOW
 
 
 def example_definition() -> dict[str, Any]:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 
 from workflow_core.actions.base import ActionCall, ActionDeps
-from workflow_core.actions.create_ticket import DRY_RUN, one_line
+from workflow_core.actions.create_ticket import one_line
 from workflow_core.actions.registry import ActionType, register
 from workflow_core.engine.durations import parse_duration
 from workflow_core.engine.templates import render, render_value
-from workflow_core.ids import derived_id
+from workflow_core.ids import DRY_RUN_ID, derived_id
+from workflow_core.statuses import TaskStatus
 
-TodoStatus = Literal["pending", "completed", "cancelled"]
 Duration = str | StrictFloat | StrictInt
 
 
@@ -61,8 +61,12 @@ def task_values(config: CreateTaskConfig, context: Mapping[str, Any]) -> dict[st
 def preview(config: CreateTaskConfig, context: Mapping[str, Any]) -> dict[str, Any]:
     """The task this action would open in `context`; its deadline is `due_in` from then."""
     return {
-        "task_id": DRY_RUN,
-        "task": {**task_values(config, context), "status": "pending", "due_in": config.due_in},
+        "task_id": DRY_RUN_ID,
+        "task": {
+            **task_values(config, context),
+            "status": TaskStatus.PENDING,
+            "due_in": config.due_in,
+        },
     }
 
 

@@ -8,18 +8,16 @@ the ticket the first one made instead of opening a second. Later steps reach it 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.actions.registry import ActionType, register
 from workflow_core.engine.templates import render, render_value, strip_line_breaks
-from workflow_core.ids import derived_id
+from workflow_core.ids import DRY_RUN_ID, derived_id
+from workflow_core.statuses import TicketPriority, TicketStatus
 
-TicketStatus = Literal["open", "pending", "resolved", "closed"]
-TicketPriority = Literal["low", "normal", "high", "urgent"]
-DRY_RUN = "dry-run"
 """The id a preview shows in place of the one the ticket would get."""
 
 
@@ -28,8 +26,8 @@ class CreateTicketConfig(BaseModel):
 
     subject: str = Field(min_length=1, max_length=2000)
     description: str | None = None
-    status: TicketStatus = "open"
-    priority: TicketPriority = "normal"
+    status: TicketStatus = TicketStatus.OPEN
+    priority: TicketPriority = TicketPriority.NORMAL
     assignee: str | None = Field(default=None, max_length=500)
     fields: dict[str, Any] = Field(default_factory=dict)
 
@@ -55,7 +53,7 @@ def ticket_values(config: CreateTicketConfig, context: Mapping[str, Any]) -> dic
 
 def preview(config: CreateTicketConfig, context: Mapping[str, Any]) -> dict[str, Any]:
     """The ticket this action would open in `context`."""
-    return {"ticket_id": DRY_RUN, "ticket": ticket_values(config, context)}
+    return {"ticket_id": DRY_RUN_ID, "ticket": ticket_values(config, context)}
 
 
 async def execute(call: ActionCall, config: CreateTicketConfig, deps: ActionDeps) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from workflow_core.actions.base import ActionCall, ActionDeps
-from workflow_core.actions.create_task import Duration, TodoStatus, checked_duration, due_in
+from workflow_core.actions.create_task import Duration, checked_duration, due_in
 from workflow_core.actions.create_ticket import one_line
 from workflow_core.actions.registry import ActionType, register
 from workflow_core.actions.update_ticket import (
@@ -25,6 +25,7 @@ from workflow_core.actions.update_ticket import (
     target_text,
 )
 from workflow_core.engine.templates import render, render_value
+from workflow_core.statuses import TodoStatus
 
 _CHANGES = ("status", "title", "description", "assignee", "due_in", "fields")
 

@@ -15,12 +15,13 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workflow_core.actions.base import ActionCall, ActionDeps
-from workflow_core.actions.create_ticket import TicketPriority, TicketStatus, one_line
+from workflow_core.actions.create_ticket import one_line
 from workflow_core.actions.registry import ActionType, register
 from workflow_core.engine.paths import MISSING, resolve
 from workflow_core.engine.templates import render, render_value, to_text
 from workflow_core.errors import PermanentActionError
 from workflow_core.ids import parse_uuid
+from workflow_core.statuses import TicketPriority, TicketStatus
 
 
 def exactly_one_target(kind: str, literal: str | None, path: str | None) -> None:

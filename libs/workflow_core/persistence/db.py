@@ -4,14 +4,14 @@ into Flowline's: a connection problem is `Unavailable`, whatever layer noticed i
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from workflow_core.errors import Unavailable
 from workflow_core.settings import Settings
@@ -88,8 +88,3 @@ async def translate_errors() -> AsyncIterator[None]:
                 f"database unavailable: {type(error).__name__}: {error}".strip()
             ) from error
         raise
-
-
-async def in_transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    async with translate_errors(), engine.begin() as connection:
-        return await work(connection)

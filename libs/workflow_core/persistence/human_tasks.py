@@ -10,8 +10,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.persistence.tables import tasks
+from workflow_core.statuses import TaskStatus
 
-PENDING, COMPLETED, TIMED_OUT, CANCELLED = "pending", "completed", "timed_out", "cancelled"
 TIMEOUT_OUTCOME = "timeout"
 
 
@@ -25,9 +25,9 @@ async def time_out(conn: AsyncConnection, task_id: UUID) -> dict[str, Any] | Non
     row = (
         await conn.execute(
             update(tasks)
-            .where(tasks.c.id == task_id, tasks.c.status == PENDING)
+            .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.PENDING)
             .values(
-                status=TIMED_OUT,
+                status=TaskStatus.TIMED_OUT,
                 outcome=TIMEOUT_OUTCOME,
                 completed_at=func.now(),
                 completed_by="flowline (deadline)",

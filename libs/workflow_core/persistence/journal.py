@@ -19,6 +19,7 @@ from workflow_core.definitions import StepSpec
 from workflow_core.engine import machine
 from workflow_core.events import Event
 from workflow_core.ids import derived_id, new_id
+from workflow_core.statuses import AttemptStatus, StepStatus, TaskKind, TaskStatus
 
 
 class RunLike(Protocol):
@@ -61,13 +62,13 @@ class Journal:
     # -- what happened ------------------------------------------------------------------------
 
     def step_entered(self, run_id: UUID, seq: int, step: StepSpec, now: datetime) -> None:
-        self.steps.append(_step_row(run_id, seq, step, "running", now))
+        self.steps.append(_step_row(run_id, seq, step, StepStatus.RUNNING, now))
 
     def step_failed(
         self, run_id: UUID, seq: int, step: StepSpec, entered: datetime, now: datetime, error: str
     ) -> None:
         self.steps.append(
-            _step_row(run_id, seq, step, "failed", entered, finished=now, error=error)
+            _step_row(run_id, seq, step, StepStatus.FAILED, entered, finished=now, error=error)
         )
 
     def step_left(
@@ -81,15 +82,15 @@ class Journal:
     ) -> None:
         """The step's actions are done and `decision` says what follows."""
         if isinstance(decision, machine.OpenTask | machine.Sleep):
-            row = _step_row(run_id, seq, step, "waiting", entered)
+            row = _step_row(run_id, seq, step, StepStatus.WAITING, entered)
         elif isinstance(decision, machine.Fail):
             row = _step_row(
-                run_id, seq, step, "failed", entered, finished=now, error=decision.reason
+                run_id, seq, step, StepStatus.FAILED, entered, finished=now, error=decision.reason
             )
         else:
             target = decision.step.id if isinstance(decision, machine.RunStep) else None
             row = _step_row(
-                run_id, seq, step, "completed", entered, finished=now, transition_to=target
+                run_id, seq, step, StepStatus.COMPLETED, entered, finished=now, transition_to=target
             )
         self.steps.append(row)
 
@@ -97,7 +98,7 @@ class Journal:
         self,
         call: ActionCall,
         action_type: str,
-        status: str,
+        status: AttemptStatus,
         started: datetime,
         finished: datetime,
         *,
@@ -130,7 +131,7 @@ class Journal:
         """A human task for `decision` (its id derived from the run step); returns its row."""
         row = {
             "id": derived_id(f"{run.id}/{decision.seq}/task"),
-            "kind": "human",
+            "kind": TaskKind.HUMAN,
             "run_id": run.id,
             "workflow_id": run.workflow_id,
             "step_id": decision.step.id,
@@ -140,7 +141,7 @@ class Journal:
             "title": decision.title,
             "description": decision.description,
             "assignee": decision.assignee,
-            "status": "pending",
+            "status": TaskStatus.PENDING,
             "due_in": _seconds(decision.due_in),
             "fields": (
                 {"assignee_email": decision.assignee_email} if decision.assignee_email else None

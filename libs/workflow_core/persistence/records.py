@@ -27,9 +27,7 @@ from workflow_core.ids import new_id
 from workflow_core.persistence import outbox, runs
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.tables import tasks, tickets
-
-HUMAN, TODO = "human", "todo"
-PENDING, COMPLETED, TIMED_OUT, CANCELLED = "pending", "completed", "timed_out", "cancelled"
+from workflow_core.statuses import TaskKind, TaskStatus
 
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,14 +122,14 @@ class DbRecords:
             tasks,
             task_id,
             {
-                "kind": TODO,
+                "kind": TaskKind.TODO,
                 "run_id": call.run_id,
                 "workflow_id": call.workflow_id,
                 "step_id": call.step_id,
                 "step_seq": call.step_seq,
                 "submission_id": call.submission_id,
                 "org_id": call.org_id,
-                "status": PENDING,
+                "status": TaskStatus.PENDING,
                 **fields,
             },
         )
@@ -145,7 +143,7 @@ class DbRecords:
         if "status" in values:
             values["completed_at"] = (
                 func.coalesce(tasks.c.completed_at, func.now())
-                if values["status"] == COMPLETED
+                if values["status"] == TaskStatus.COMPLETED
                 else None
             )
         return await self._update(
@@ -154,7 +152,7 @@ class DbRecords:
             task_id,
             values,
             org_id,
-            only=tasks.c.kind == TODO,
+            only=tasks.c.kind == TaskKind.TODO,
             refused=f"task {task_id} is a human task: only its completion "
             f"(POST /tasks/{task_id}/complete) settles it and wakes its run",
         )
@@ -242,16 +240,16 @@ async def complete_task(
     task = await get_task(conn, task_id)
     if task is None:
         raise NotFound(f"no task with id {task_id}")
-    if task["status"] != PENDING:
+    if task["status"] != TaskStatus.PENDING:
         raise Conflict(_settled(task))
-    if task["kind"] == HUMAN:
+    if task["kind"] == TaskKind.HUMAN:
         await _check_run_can_resume(conn, task)
     row = (
         await conn.execute(
             update(tasks)
-            .where(tasks.c.id == task_id, tasks.c.status == PENDING)
+            .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.PENDING)
             .values(
-                status=COMPLETED,
+                status=TaskStatus.COMPLETED,
                 outcome=outcome,
                 data=dict(data) if data is not None else None,
                 completed_by=completed_by,
@@ -265,7 +263,7 @@ async def complete_task(
         settled = await get_task(conn, task_id)
         raise Conflict(_settled(settled) if settled else f"no task with id {task_id}")
     completed = dict(row._mapping)
-    if completed["kind"] == HUMAN:
+    if completed["kind"] == TaskKind.HUMAN:
         event = events.run_resume(
             new_id(),
             completed["run_id"],

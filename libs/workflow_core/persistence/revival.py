@@ -13,14 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from workflow_core import events
 from workflow_core.ids import new_id
 from workflow_core.persistence import outbox
-from workflow_core.persistence.runs import FAILED, RUNNING, WAITING
 from workflow_core.persistence.tables import runs
+from workflow_core.statuses import RunStatus
 
 
 def _revive(*conditions: Any, status: str) -> Any:
     return (
         update(runs)
-        .where(*conditions, runs.c.status == FAILED)
+        .where(*conditions, runs.c.status == RunStatus.FAILED)
         .values(
             status=status,
             error=None,
@@ -37,11 +37,11 @@ async def replay_event(conn: AsyncConnection, event: events.Event) -> int:
         statement = _revive(
             runs.c.id == UUID(event.payload["run_id"]),
             runs.c.step_seq == event.payload.get("step_seq"),
-            status=WAITING,
+            status=RunStatus.WAITING,
         )
     else:
         # RUNNING: the worker carries on where each run stopped when it sees the event again.
-        statement = _revive(runs.c.event_id == event.event_id, status=RUNNING)
+        statement = _revive(runs.c.event_id == event.event_id, status=RunStatus.RUNNING)
     revived = len((await conn.execute(statement.returning(runs.c.id))).all())
     await outbox.add(conn, event)
     return revived
@@ -52,7 +52,7 @@ async def retry_run(conn: AsyncConnection, run_id: UUID) -> dict[str, Any] | Non
     None when the run is not failed."""
     row = (
         await conn.execute(
-            _revive(runs.c.id == run_id, status=WAITING).returning(
+            _revive(runs.c.id == run_id, status=RunStatus.WAITING).returning(
                 runs.c.id, runs.c.step_seq, runs.c.current_step_id
             )
         )
@@ -67,7 +67,7 @@ async def retry_run(conn: AsyncConnection, run_id: UUID) -> dict[str, Any] | Non
     )
     return {
         "run_id": row.id,
-        "status": WAITING,
+        "status": RunStatus.WAITING,
         "step_id": row.current_step_id,
         "step_seq": row.step_seq,
     }

@@ -19,10 +19,7 @@ from workflow_core.errors import Conflict
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pg import Connection, Pool, json_text
 from workflow_core.persistence.tables import run_actions, run_steps, runs
-
-RUNNING, WAITING, COMPLETED, FAILED = "running", "waiting", "completed", "failed"
-FINISHED = frozenset({COMPLETED, FAILED})
-STATUSES = (RUNNING, WAITING, COMPLETED, FAILED)
+from workflow_core.statuses import FINISHED_RUNS, RunStatus
 
 
 class StaleRun(Conflict):
@@ -50,7 +47,7 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in FINISHED
+        return self.status in FINISHED_RUNS
 
 
 _RUN_FIELDS = tuple(RunRecord.__dataclass_fields__)
@@ -487,9 +484,9 @@ async def fail_event_runs(conn: AsyncConnection, event_id: UUID, reason: str) ->
 async def _fail_where(conn: AsyncConnection, reason: str, which: Any) -> int:
     result = await conn.execute(
         update(runs)
-        .where(which, runs.c.status.notin_(FINISHED))
+        .where(which, runs.c.status.notin_(FINISHED_RUNS))
         .values(
-            status=FAILED,
+            status=RunStatus.FAILED,
             error=reason,
             revision=runs.c.revision + 1,
             updated_at=func.now(),
@@ -534,7 +531,13 @@ async def fail(
     checkpoint left (a run's own failure: an error in one of its actions or in the engine).
     A run that was never stored is stored failed from `fresh`. True when a run was failed."""
     created = (
-        [{**{name: getattr(fresh, name) for name in _INSERTED}, "status": FAILED, "error": reason}]
+        [
+            {
+                **{name: getattr(fresh, name) for name in _INSERTED},
+                "status": RunStatus.FAILED,
+                "error": reason,
+            }
+        ]
         if fresh is not None
         else []
     )

@@ -185,7 +185,7 @@ tasks = Table(
     "tasks",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("kind", Text, nullable=False),  # "human" (pauses its run) or "todo"
+    Column("kind", Text, nullable=False),  # statuses.TaskKind
     Column("run_id", UUID(as_uuid=True), ForeignKey("runs.id"), nullable=True),
     Column("workflow_id", UUID(as_uuid=True), nullable=True),
     Column("step_id", Text, nullable=True),

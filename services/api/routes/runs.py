@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter
@@ -12,9 +12,9 @@ from services.api.routes.submissions import run_summary
 from services.api.schemas import RunOut, RunSummary
 from workflow_core.errors import Conflict, NotFound
 from workflow_core.persistence import revival, runs
+from workflow_core.statuses import RunStatus
 
 router = APIRouter(prefix="/runs", tags=["runs"])
-Status = Literal["running", "waiting", "completed", "failed"]
 
 
 def timeline(steps: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ async def retry_run(run_id: UUID, db: Db) -> dict[str, Any]:
 async def list_runs(
     db: Db,
     workflow_id: UUID | None = None,
-    status: Status | None = None,
+    status: RunStatus | None = None,
     submission_id: UUID | None = None,
     limit: Limit = 50,
     offset: Offset = 0,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body
@@ -11,19 +11,18 @@ from services.api.deps import Db, Filter, Limit, Offset
 from services.api.schemas_records import TaskCompletion, TaskOut
 from workflow_core.errors import NotFound
 from workflow_core.persistence import records
+from workflow_core.statuses import TaskKind, TaskStatus
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
-Status = Literal["pending", "completed", "timed_out", "cancelled"]
-Kind = Literal["human", "todo"]
 
 
 @router.get("", response_model=list[TaskOut])
 async def list_tasks(
     db: Db,
-    status: Status | None = None,
+    status: TaskStatus | None = None,
     assignee: Filter = None,
     org_id: Filter = None,
-    kind: Kind | None = None,
+    kind: TaskKind | None = None,
     run_id: UUID | None = None,
     limit: Limit = 50,
     offset: Offset = 0,

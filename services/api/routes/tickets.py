@@ -9,9 +9,9 @@ from fastapi import APIRouter
 
 from services.api.deps import Db, Filter, Limit, Offset
 from services.api.schemas_records import TicketOut
-from workflow_core.actions.create_ticket import TicketStatus
 from workflow_core.errors import NotFound
 from workflow_core.persistence import records
+from workflow_core.statuses import TicketStatus
 
 router = APIRouter(prefix="/tickets", tags=["tickets"])
 

@@ -18,10 +18,12 @@ from services.api.schemas import (
     WorkflowCreate,
     WorkflowOut,
     WorkflowUpdate,
+    WorkflowVersionOut,
 )
 from workflow_core.definitions import WorkflowDefinition
 from workflow_core.dryrun import dry_run
 from workflow_core.errors import DefinitionInvalid, NotFound
+from workflow_core.ids import DRY_RUN_ID
 from workflow_core.persistence import workflows
 from workflow_core.persistence.workflows import WorkflowRecord
 from workflow_core.validation import ValidationResult, validate_definition
@@ -122,7 +124,7 @@ def walk(
     outcomes: dict[str, TaskOutcome],
     org_id: str | None,
     settings: AppSettings,
-    workflow_id: str = "dry-run",
+    workflow_id: str = DRY_RUN_ID,
 ) -> dict[str, Any]:
     return dry_run(
         definition,
@@ -167,6 +169,15 @@ async def update_workflow(workflow_id: UUID, body: WorkflowUpdate, db: Db) -> di
         )
     assert record is not None
     return view(record, result)
+
+
+@router.get("/{workflow_id}/versions", response_model=list[WorkflowVersionOut], responses=NOT_FOUND)
+async def list_workflow_versions(workflow_id: UUID, db: Db) -> list[dict[str, Any]]:
+    """Every version of the workflow, oldest first (each one in full at `/versions/{n}`)."""
+    async with db.reading() as conn:
+        if await workflows.get(conn, workflow_id) is None:
+            raise NotFound(f"no workflow with id {workflow_id}")
+        return await workflows.list_versions(conn, workflow_id)
 
 
 @router.get("/{workflow_id}/versions/{version}", response_model=WorkflowOut, responses=NOT_FOUND)

@@ -1,9 +1,9 @@
-"""`python -m services.mailcatcher`: a local catcher for development. It is an SMTP server
+"""`python -m dev.mailcatcher`: a local catcher for development. It is an SMTP server
 (aiosmtpd) that prints a line for every email and keeps each one as an .eml file, and an HTTP
 server that accepts any webhook (any method, any path), prints it and keeps it too. GET / on
 the HTTP port lists what was caught, newest first, as JSON.
 
-    python -m services.mailcatcher [--host 127.0.0.1] [--port 1025] [--http-port 8025] [--dir .mail]
+    python -m dev.mailcatcher [--host 127.0.0.1] [--port 1025] [--http-port 8025] [--dir .mail]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from services.mailcatcher import advertise_pipelining
+from dev.mailcatcher import advertise_pipelining
 
 
 class Catch:

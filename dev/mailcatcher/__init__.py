@@ -1,4 +1,4 @@
-"""The local mail catcher for development (`python -m services.mailcatcher`)."""
+"""The local mail catcher for development (`python -m dev.mailcatcher`)."""
 
 from __future__ import annotations
 

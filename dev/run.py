@@ -1,5 +1,5 @@
 """`make run`: the whole stack on this machine, without Docker. Starts a local catcher for
-emails and webhooks (services.mailcatcher), the API and one worker as child processes against
+emails and webhooks (dev.mailcatcher), the API and one worker as child processes against
 the PostgreSQL and Redis in your settings (.env or environment), prints where everything is,
 and stops them all on Ctrl-C."""
 
@@ -24,7 +24,7 @@ def main() -> None:
         "mail": [
             sys.executable,
             "-m",
-            "services.mailcatcher",
+            "dev.mailcatcher",
             "--host",
             settings.smtp_host,
             "--port",

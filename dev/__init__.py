@@ -1,0 +1,1 @@
+"""What only a developer's laptop runs: the mail and webhook catcher, and `make run`."""
