@@ -11,8 +11,13 @@ wait and go together in the next one. Under load batches then grow with the roun
 one statement serving what a busy moment brought; when idle nothing waits.
 
 `flush` returns one result (or exception) per item, in order. If it raises instead, the batch
-is carried out one item at a time with `single`, so one bad item (a constraint violation, say)
-fails alone rather than failing its neighbours.
+is carried out one item at a time (`flush` of a one-item list, or `single` when given), so one
+bad item (a constraint violation, say) fails alone rather than failing its neighbours.
+
+A coalescer wraps a plain repository call that takes a list (`runs.checkpoint_many(pool,
+items)`): callers pass one item and get its result; the batching is the coalescer's alone.
+Nothing depends on the order in which the event loop runs things for correctness: a batch is
+only ever a list of independent items.
 """
 
 from __future__ import annotations
@@ -29,16 +34,23 @@ class Coalescer(Generic[In, Out]):
     def __init__(
         self,
         flush: Callable[[list[In]], Awaitable[Sequence[Out | BaseException]]],
-        single: Callable[[In], Awaitable[Out]],
+        single: Callable[[In], Awaitable[Out]] | None = None,
         *,
         max_batch: int = 256,
         max_in_flight: int | None = None,
     ) -> None:
-        self._flush, self._single, self._max_batch = flush, single, max_batch
+        self._flush, self._max_batch = flush, max_batch
+        self._single = single or self._alone
         self._max_in_flight = max_in_flight
         self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._scheduled = False
         self._running: set[asyncio.Task[None]] = set()
+
+    async def _alone(self, item: In) -> Out:
+        [result] = await self._flush([item])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def __call__(self, item: In) -> Out:
         loop = asyncio.get_running_loop()

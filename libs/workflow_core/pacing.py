@@ -1,11 +1,16 @@
 """How Flowline's background loops wait: a backoff after failures (so an outage is no hot
-loop), and a sleep that a stop request ends early (so shutdown is never held up by a nap)."""
+loop), a sleep that a stop request ends early (so shutdown is never held up by a nap), and a
+bounded wait for tasks to end."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from dataclasses import dataclass
+
+from workflow_core.log import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -30,3 +35,19 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
     return stop.is_set()
+
+
+async def settle(tasks: list[asyncio.Task[None]], *, cancel: bool, timeout: float = 5.0) -> None:
+    """Let tasks end (cancelling them first, or not), never waiting longer than `timeout`.
+    On Python 3.11 a cancellation that meets a timeout inside a library can be lost, so a
+    task is cancelled again rather than awaited forever."""
+    if cancel:
+        for task in tasks:
+            task.cancel()
+    _, pending = await asyncio.wait(tasks, timeout=timeout) if tasks else (set(), set())
+    for task in pending:
+        task.cancel()
+    if pending:
+        _, stuck = await asyncio.wait(pending, timeout=1.0)
+        for task in stuck:
+            log.warning("task_would_not_stop", task=task.get_name())

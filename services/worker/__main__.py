@@ -14,11 +14,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.worker.catalog import Catalog
+from services.worker.config import WorkerConfig
 from services.worker.handler import EventHandler
 from services.worker.heartbeat import Heartbeat
 from services.worker.runner import RunDriver, utcnow
 from services.worker.scheduler import TimerScheduler
-from services.worker.worker import Worker, WorkerConfig, settle
+from services.worker.store import RunStore
+from services.worker.stretch import Stretches
+from services.worker.worker import Worker
 from workflow_core import events
 from workflow_core.actions.base import ActionDeps
 from workflow_core.adapters import streams
@@ -28,6 +31,7 @@ from workflow_core.adapters.streams import Entry, StreamKeys
 from workflow_core.definitions.models import RetryPolicy
 from workflow_core.ids import parse_uuid
 from workflow_core.log import configure_logging, get_logger
+from workflow_core.pacing import settle
 from workflow_core.persistence import outbox, pg, runs
 from workflow_core.persistence.db import create_engine, translate_errors
 from workflow_core.persistence.effects import DbEffectLedger
@@ -134,15 +138,17 @@ async def _consume(
     )
     background_stop = asyncio.Event()
     async with Catalog(parts.engine, dsn=settings.async_database_url) as catalog:
-        driver = RunDriver(
-            parts.engine,
-            parts.pool,
-            parts.eager_pool,
-            catalog,
+        store = RunStore(parts.engine, parts.pool, parts.eager_pool, parts.ledger)
+        stretches = Stretches(
+            store,
             parts.deps,
             parts.ledger,
             step_budget=settings.run_step_budget,
             retry_policy=retry,
+            now=utcnow,
+        )
+        driver = RunDriver(
+            store, catalog, stretches, parts.ledger, step_budget=settings.run_step_budget
         )
         relay = OutboxRelay.from_settings(parts.pool, parts.redis, settings)
 

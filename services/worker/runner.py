@@ -1,53 +1,38 @@
-"""Carries out the engine's decisions for runs: starts the runs an event matches, runs the
-actions of their steps, opens tasks, sets timers, and writes each run's progress in
-checkpoints (one statement per stretch).
-
-Every action is keyed by (run, step visit, action index); an effect already recorded as done
-is not performed again, so a redelivered event repeats nothing. An email counts as sent once
-its server said 250, and the effect ledger records it at once (persistence/effects.py).
-
-A run's failure is its own: an error inside one run (a bad value, an exception in an action or
-in the engine) fails that run with the reason, and the event's other runs go on. Only a
-failure to record anything at all (the database away) leaves the event to be delivered again.
-"""
+"""What a worker does with an event: start the runs it matches (or continue them after a crash),
+or wake a run (its task was settled, its time came, an action is due again, its worker died).
+A run is driven by one event at a time in this process, and its failure is its own: an error
+inside one run (a bad value, an exception in an action or in the engine) fails that run with
+the reason, and the event's other runs go on. Only a failure to record anything at all (the
+database away) leaves the event to be delivered again."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from services.worker.catalog import ActiveWorkflow, Catalog
-from services.worker.execution import Failed, Retry, execute_action
-from services.worker.notify import assignee_email
+from services.worker.store import RunStore
+from services.worker.stretch import Resumption, Stretches
 from workflow_core import actions, events
-from workflow_core.actions.base import ActionCall, ActionDeps
-from workflow_core.coalesce import Coalescer
 from workflow_core.definitions import StepSpec, WorkflowDefinition
-from workflow_core.definitions.models import RetryPolicy
 from workflow_core.engine import machine
 from workflow_core.engine.context import initial_context
 from workflow_core.errors import Unavailable
 from workflow_core.ids import effect_key, run_id_for
 from workflow_core.log import get_logger
-from workflow_core.persistence import effects, human_tasks, runs
-from workflow_core.persistence.db import translate_errors
+from workflow_core.persistence import human_tasks, runs
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
-from workflow_core.persistence.pg import Pool
 from workflow_core.persistence.runs import RunRecord
-from workflow_core.statuses import SETTLED_TASKS, RunStatus, TaskStatus
+from workflow_core.statuses import SETTLED_TASKS, RunStatus
 
 log = get_logger(__name__)
 
-STATEMENTS_IN_FLIGHT = 1  # per kind (event starts, checkpoints): the rest wait and share the next
-Ledger = dict[str, effects.EffectState]
 Work = Callable[[], Awaitable[None]]
 
 
@@ -55,56 +40,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Resumption:
-    """Where a stretch of a run begins: the decision, and for a retried step the first action
-    to run and its attempt number."""
-
-    decision: machine.Decision
-    first_action: int = 0
-    attempt: int = 1
-
-
 class RunDriver:
     def __init__(
         self,
-        engine: AsyncEngine,
-        pool: Pool,
-        eager_pool: Pool,
+        store: RunStore,
         catalog: Catalog,
-        deps: ActionDeps,
+        stretches: Stretches,
         ledger: DbEffectLedger,
         *,
         step_budget: int,
-        retry_policy: RetryPolicy,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._engine, self._pool, self._catalog, self._deps = engine, pool, catalog, deps
-        self._ledger = ledger
-        self._budget, self._retry_policy, self._now = step_budget, retry_policy, now
+        self._store, self._catalog, self._stretches = store, catalog, stretches
+        self._ledger, self._budget, self._now = ledger, step_budget, now
         self._locks: dict[UUID, tuple[asyncio.Lock, int]] = {}  # per run: lock, users
-        owner = ledger.owner
-        # Concurrent events share their round trips: one statement creates the runs of the
-        # events taken while the previous one was out (with their first step's email
-        # reservations) and marks those events taken; one writes the checkpoints gathered
-        # likewise (coalesce.py).
-        self._starts: Coalescer[runs.EventStart, list[runs.Inserted]] = Coalescer(
-            lambda starts: runs.start_events(eager_pool, starts, owner=owner),
-            lambda start: runs.start_event(eager_pool, start, owner=owner),
-            max_in_flight=STATEMENTS_IN_FLIGHT,
-        )
-
-        async def checkpoint_one(item: tuple[RunRecord, Journal]) -> RunRecord | runs.StaleRun:
-            [moved] = await runs.checkpoint_many(pool, [item], owner=owner)
-            return moved
-
-        self._checkpoints: Coalescer[tuple[RunRecord, Journal], RunRecord | runs.StaleRun] = (
-            Coalescer(
-                lambda items: runs.checkpoint_many(pool, items, owner=owner),
-                checkpoint_one,
-                max_in_flight=STATEMENTS_IN_FLIGHT,
-            )
-        )
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -113,8 +62,7 @@ class RunDriver:
         The runs are created, and the event marked taken, in one statement."""
         matched = await self._catalog.matching(event.payload)
         fresh = [self._new_run(event, workflow, deliveries) for workflow in matched]
-        async with translate_errors():
-            stored = await self._starts(runs.EventStart(event.event_id, tuple(fresh)))
+        stored = await self._store.start(runs.EventStart(event.event_id, tuple(fresh)))
         for workflow, new, inserted in zip(matched, fresh, stored, strict=True):
             run_id = new.record.id
             await self._isolated(
@@ -155,24 +103,23 @@ class RunDriver:
         if not inserted.created:
             await self._carry_on(inserted.run.id, deliveries)
             return
-        self._ledger.hold(inserted.held)
         first = machine.start(workflow.definition)
-        await self._drive(inserted.run, workflow.definition, Resumption(first), {})
+        await self._stretches.drive(inserted.run, workflow.definition, Resumption(first), {})
 
     async def _carry_on(self, run_id: UUID, deliveries: int) -> None:
         """A run an earlier delivery started and left part-way (a crash): go on from where it
         was recorded. A run that moved on elsewhere meanwhile is left alone."""
-        run = await self._load(run_id)
+        run = await self._store.load(run_id)
         if run is None or run.status != RunStatus.RUNNING:
             return
         definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
         run = replace(run, deliveries=max(run.deliveries, deliveries))
         step = definition.step(run.current_step_id or definition.initial_step_id)
-        await self._drive(
+        await self._stretches.drive(
             run,
             definition,
             Resumption(machine.RunStep(step, run.step_seq)),
-            await self._effects(run.id),
+            await self._store.effects(run.id),
         )
 
     async def resume(self, event: events.Event, deliveries: int) -> None:
@@ -186,22 +133,24 @@ class RunDriver:
         payload, cause = event.payload, event.payload["cause"]
         if cause == "recover":
             await self._carry_on(run_id, deliveries)
-            await self._mark_taken(event)
+            await self._store.taken(event.event_id)
             return
-        run = await self._load(run_id)
+        run = await self._store.load(run_id)
         if (
             run is None
             or run.status != RunStatus.WAITING
             or payload.get("step_seq") != run.step_seq
         ):
             log.debug("resume_ignored", run_id=str(run_id), cause=cause)
-            await self._mark_taken(event)
+            await self._store.taken(event.event_id)
             return
         definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
         step = definition.step(run.current_step_id or definition.initial_step_id)
         if cause == "notify":
-            await self._notify(run, step, UUID(payload["task_id"]), int(payload["attempt"]))
-            await self._mark_taken(event)
+            await self._stretches.notify(
+                run, step, UUID(payload["task_id"]), int(payload["attempt"])
+            )
+            await self._store.taken(event.event_id)
             return
         run = replace(run, status=RunStatus.RUNNING, deliveries=max(run.deliveries, deliveries))
         journal = Journal(taken=[event.event_id])
@@ -216,7 +165,7 @@ class RunDriver:
                 UUID(payload["task_id"]), run, time_out=cause == "task_due"
             )
             if task is None:
-                await self._mark_taken(event)
+                await self._store.taken(event.event_id)
                 return
             run = replace(
                 run, context=machine.with_task_result(run.context, human_tasks.as_context(task))
@@ -226,19 +175,18 @@ class RunDriver:
             resumption = self._after_wait(definition, step, run, journal)
         else:
             log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
-            await self._mark_taken(event)
+            await self._store.taken(event.event_id)
             return
-        await self._drive(run, definition, resumption, await self._effects(run.id), journal)
+        await self._stretches.drive(
+            run, definition, resumption, await self._store.effects(run.id), journal
+        )
 
     async def _settled_task(
         self, task_id: UUID, run: RunRecord, *, time_out: bool
     ) -> dict[str, Any] | None:
         """The run's task once completed or timed out (closing it first when its deadline
         fired); None while it is still pending or when it is not this run's."""
-        async with translate_errors(), self._engine.begin() as conn:
-            task = (
-                await human_tasks.time_out(conn, task_id) if time_out else None
-            ) or await human_tasks.get(conn, task_id)
+        task = await self._store.task(task_id, time_out=time_out)
         if task is None or task["run_id"] != run.id or task["step_seq"] != run.step_seq:
             return None
         return task if task["status"] in SETTLED_TASKS else None
@@ -272,8 +220,7 @@ class RunDriver:
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"[:2000]
             log.exception("run_failed_unexpectedly", run_id=str(run_id), error=reason)
-            async with translate_errors():
-                await runs.fail(self._pool, run_id, reason, owner=self._ledger.owner, fresh=fresh)
+            await self._store.fail(run_id, reason, fresh=fresh)
         finally:
             try:
                 await self._ledger.release_held(run_id)
@@ -302,206 +249,6 @@ class RunDriver:
                 del self._locks[run_id]
             else:
                 self._locks[run_id] = (lock, users - 1)
-
-    # -- the loop -----------------------------------------------------------------------------
-
-    async def _drive(
-        self,
-        run: RunRecord,
-        definition: WorkflowDefinition,
-        resumption: Resumption,
-        ledger: Ledger,
-        journal: Journal | None = None,
-    ) -> RunRecord:
-        journal = journal or Journal()
-        decision = resumption.decision
-        first_action, attempt = resumption.first_action, resumption.attempt
-        while True:
-            now = self._now()
-            if isinstance(decision, machine.RunStep):
-                step, seq = decision.step, decision.seq
-                run = replace(run, status=RunStatus.RUNNING, current_step_id=step.id, step_seq=seq)
-                if first_action == 0 and attempt == 1:
-                    journal.step_entered(run.id, seq, step, now)
-                outcome = await self._run_actions(
-                    run, step, seq, ledger, journal, first_action, attempt
-                )
-                await self._ledger.release_held(run.id)
-                first_action, attempt = 0, 1
-                if isinstance(outcome, Failed):
-                    journal.step_failed(run.id, seq, step, now, self._now(), outcome.reason)
-                    decision = machine.Fail(outcome.reason)
-                    continue
-                if isinstance(outcome, Retry):  # its timer is in the journal
-                    return await self._checkpoint(replace(run, status=RunStatus.WAITING), journal)
-                run = replace(run, context=machine.with_step_results(run.context, step.id, outcome))
-                decision = machine.after_actions(
-                    definition, step, seq, run.context, self._now(), self._budget
-                )
-                journal.step_left(run.id, seq, step, decision, now, self._now())
-                if isinstance(decision, machine.RunStep):
-                    run = await self._checkpoint(run, journal)  # progress survives a crash
-                continue
-            if isinstance(decision, machine.OpenTask):
-                task = journal.task_opened(run, decision)
-                if decision.due_in is not None:
-                    journal.timer(
-                        run.id,
-                        "task_due",
-                        {"step_seq": decision.seq, "task_id": str(task["id"])},
-                        after=decision.due_in,
-                    )
-                run = await self._checkpoint(replace(run, status=RunStatus.WAITING), journal)
-                if decision.assignee_email:
-                    await self._notify(run, decision.step, task["id"], 1, ledger)
-                return run
-            if isinstance(decision, machine.Sleep):
-                until = decision.until
-                journal.timer(
-                    run.id,
-                    "wait",
-                    {"step_seq": decision.seq},
-                    **({"at": until} if isinstance(until, datetime) else {"after": until}),
-                )
-                return await self._checkpoint(replace(run, status=RunStatus.WAITING), journal)
-            if isinstance(decision, machine.Complete):
-                return await self._checkpoint(
-                    replace(run, status=RunStatus.COMPLETED, error=None), journal
-                )
-            assert isinstance(decision, machine.Fail)
-            log.info("run_failed", run_id=str(run.id), reason=decision.reason)
-            return await self._checkpoint(
-                replace(run, status=RunStatus.FAILED, error=decision.reason), journal
-            )
-
-    async def _run_actions(
-        self,
-        run: RunRecord,
-        step: StepSpec,
-        seq: int,
-        ledger: Ledger,
-        journal: Journal,
-        first_action: int,
-        attempt: int,
-    ) -> list[dict[str, Any]] | Failed | Retry:
-        """The step's actions in order: their results, or the first that failed or waits for
-        another attempt (its timer is in the journal)."""
-        results: list[dict[str, Any]] = []
-        for index, spec in enumerate(step.actions):
-            call = self._call(run, step, seq, index, attempt if index == first_action else 1)
-            prior = ledger.get(call.key)
-            if prior is not None and prior.state == effects.DONE:
-                results.append(prior.result or {})
-                continue
-            outcome = await execute_action(
-                call, spec, self._deps, policy=self._retry_policy, journal=journal, now=self._now
-            )
-            if isinstance(outcome, Retry):
-                journal.timer(
-                    run.id,
-                    "retry",
-                    {"step_seq": seq, "action_index": index, "attempt": outcome.attempt},
-                    after=outcome.delay,
-                )
-                return outcome
-            if isinstance(outcome, Failed):
-                return outcome
-            ledger[call.key] = effects.EffectState(effects.DONE, outcome.result)
-            results.append(outcome.result)
-        return results
-
-    def _call(
-        self, run: RunRecord, step: StepSpec, seq: int, index: int, attempt: int, key: str = ""
-    ) -> ActionCall:
-        return ActionCall(
-            run_id=run.id,
-            workflow_id=run.workflow_id,
-            org_id=run.org_id,
-            submission_id=run.submission_id,
-            step_id=step.id,
-            step_seq=seq,
-            index=index,
-            attempt=attempt,
-            key=key or effect_key(run.id, seq, index),
-            context=run.context,
-        )
-
-    async def _notify(
-        self,
-        run: RunRecord,
-        step: StepSpec,
-        task_id: UUID,
-        attempt: int,
-        ledger: Ledger | None = None,
-    ) -> None:
-        """Email the assignee about the run's open task, through the effect ledger like any
-        email; a passing failure is tried again on a timer of its own while the run waits."""
-        call = replace(
-            self._call(
-                run,
-                step,
-                run.step_seq,
-                len(step.actions),
-                attempt,
-                f"{run.id}/{run.step_seq}/notify",
-            ),
-            context={},  # its text is the stored task's, never rendered again
-        )
-        states = ledger if ledger is not None else await self._effects(run.id)
-        prior = states.get(call.key)
-        if prior is not None and prior.state == effects.DONE:
-            return
-        async with translate_errors(), self._engine.connect() as conn:
-            task = await human_tasks.get(conn, task_id)
-        if task is None or task["status"] != TaskStatus.PENDING:
-            return  # settled (or gone) before its assignee was told: nothing to say
-        journal = Journal()
-        outcome = await execute_action(
-            call,
-            assignee_email(task, run.id),
-            self._deps,
-            policy=self._retry_policy,
-            journal=journal,
-            now=self._now,
-            label="notify_assignee",
-        )
-        if isinstance(outcome, Retry):
-            journal.timer(
-                run.id,
-                "notify",
-                {"step_seq": run.step_seq, "task_id": str(task_id), "attempt": outcome.attempt},
-                after=outcome.delay,
-            )
-        await self._record(run, journal)
-
-    # -- persistence --------------------------------------------------------------------------
-
-    async def _load(self, run_id: UUID) -> RunRecord | None:
-        async with translate_errors(), self._engine.connect() as conn:
-            return await runs.get(conn, run_id)
-
-    async def _effects(self, run_id: UUID) -> Ledger:
-        async with translate_errors(), self._engine.connect() as conn:
-            return await effects.for_run(conn, run_id)
-
-    async def _checkpoint(self, run: RunRecord, journal: Journal) -> RunRecord:
-        keys = journal.effect_keys()
-        async with translate_errors():
-            moved = await self._checkpoints((run, journal))
-        self._ledger.recorded(keys)  # a stale run's effects are written all the same
-        if isinstance(moved, runs.StaleRun):
-            raise moved
-        return moved
-
-    async def _record(self, run: RunRecord, journal: Journal) -> None:
-        keys = journal.effect_keys()
-        async with translate_errors():
-            await runs.record_facts(self._pool, run, journal)
-        self._ledger.recorded(keys)
-
-    async def _mark_taken(self, event: events.Event) -> None:
-        async with translate_errors():
-            await self._starts(runs.EventStart(event.event_id))
 
 
 def _leading_emails(run_id: UUID, first: machine.RunStep) -> tuple[str, ...]:

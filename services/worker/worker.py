@@ -22,89 +22,26 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from services.worker.acker import Acker
+from services.worker.config import WorkerConfig, WorkerStats
+from services.worker.dead_letters import DeadLetterHook, DeadLetters
+from services.worker.housekeeping import keep_house
 from workflow_core import events
 from workflow_core.adapters import streams
-from workflow_core.adapters.streams import Entry, StreamKeys
+from workflow_core.adapters.streams import REDIS_ERRORS, Entry, StreamKeys
 from workflow_core.errors import Unavailable
 from workflow_core.log import get_logger
-from workflow_core.pacing import Backoff, sleep_unless
-from workflow_core.settings import Settings
+from workflow_core.pacing import Backoff, settle, sleep_unless
 
 log = get_logger(__name__)
 
-ACK_LINGER_SECONDS = 0.01
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    consumer: str
-    concurrency: int = 32
-    batch_size: int = 64
-    block_ms: int = 2000
-    claim_idle_seconds: float = 30.0
-    claim_interval_seconds: float = 5.0
-    delivery_limit: int = 5
-    dead_letter_max_length: int = 10_000
-    grace_seconds: float = 20.0
-    housekeeping_interval_seconds: float = 60.0
-    stream_retention_seconds: float = 3600.0
-    consumer_gc_seconds: float = 3600.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> WorkerConfig:
-        return cls(
-            consumer=settings.consumer_name,
-            concurrency=settings.worker_concurrency,
-            batch_size=settings.worker_batch_size,
-            block_ms=settings.worker_block_ms,
-            claim_idle_seconds=settings.claim_idle_seconds,
-            claim_interval_seconds=min(
-                settings.claim_interval_seconds, settings.claim_idle_seconds
-            ),
-            delivery_limit=settings.delivery_limit,
-            dead_letter_max_length=settings.dead_letter_max_length,
-            grace_seconds=settings.worker_shutdown_grace_seconds,
-            housekeeping_interval_seconds=settings.housekeeping_interval_seconds,
-            stream_retention_seconds=settings.stream_retention_seconds,
-            consumer_gc_seconds=settings.consumer_gc_seconds,
-        )
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    handled: int = 0
-    failed: int = 0
-    dead_lettered: int = 0
-    reclaimed: int = 0
-
 
 Handler = Callable[[Entry], Awaitable[None]]
-DeadLetterHook = Callable[[Entry, str], Awaitable[None]]
-
-
-async def settle(tasks: list[asyncio.Task[None]], *, cancel: bool, timeout: float = 5.0) -> None:
-    """Let tasks end (cancelling them first, or not), never waiting longer than `timeout`.
-    On Python 3.11 a cancellation that meets a timeout inside a library can be lost, so a
-    task is cancelled again rather than awaited forever."""
-    if cancel:
-        for task in tasks:
-            task.cancel()
-    _, pending = await asyncio.wait(tasks, timeout=timeout) if tasks else (set(), set())
-    for task in pending:
-        task.cancel()
-    if pending:
-        _, stuck = await asyncio.wait(pending, timeout=1.0)
-        for task in stuck:
-            log.warning("task_would_not_stop", task=task.get_name())
 
 
 class Worker:
@@ -122,7 +59,15 @@ class Worker:
     ) -> None:
         self._redis, self._reader_redis, self._keys = redis, reader_redis, keys
         self._handler, self._config = handler, config
-        self._on_dead_letter = on_dead_letter
+        self._dead = DeadLetters(
+            redis,
+            keys,
+            consumer=config.consumer,
+            delivery_limit=config.delivery_limit,
+            max_length=config.dead_letter_max_length,
+            on_dead_letter=on_dead_letter,
+        )
+        self._acker = Acker(redis, keys)
         self._on_redis_reset = on_redis_reset
         self._redis_run_id: str | None = None
         self._database_probe = database_probe
@@ -131,12 +76,9 @@ class Worker:
         self._capacity = asyncio.Semaphore(config.concurrency + config.batch_size)
         # Entries taken from the stream and not yet finished: the heartbeat keeps them ours.
         self._inflight: set[str] = set()
-        self._to_ack: list[str] = []
-        self._ack_wanted = asyncio.Event()
         self._database_up = asyncio.Event()
         self._database_up.set()
         self._probe: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._busy = 0
         self.stats = WorkerStats()
 
@@ -152,13 +94,15 @@ class Worker:
             asyncio.create_task(self._read_loop(stop), name="reader"),
             asyncio.create_task(self._reclaim_loop(stop), name="reclaimer"),
             asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"),
-            asyncio.create_task(self._housekeeping_loop(stop), name="housekeeping"),
+            asyncio.create_task(
+                keep_house(self._redis, self._keys, self._config, stop), name="housekeeping"
+            ),
         ]
         handlers = [
             asyncio.create_task(self._handle_loop(), name=f"handler-{n}")
             for n in range(self._config.concurrency)
         ]
-        acker = asyncio.create_task(self._ack_loop(), name="acker")
+        acker = asyncio.create_task(self._acker.run(), name="acker")
         log.info(
             "worker_started",
             consumer=self._config.consumer,
@@ -177,7 +121,7 @@ class Worker:
     async def _until_drained(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(0.05)
-            if self._queue.empty() and self._busy == 0 and not self._to_ack:
+            if self._queue.empty() and self._busy == 0 and self._acker.idle:
                 pending = await self._redis.xpending(self._keys.stream, self._keys.group)
                 info = await self._redis.xinfo_groups(self._keys.stream)
                 lag = next((g.get("lag") for g in info if g["name"] == self._keys.group), 0)
@@ -191,16 +135,15 @@ class Worker:
         acker: asyncio.Task[None],
     ) -> None:
         started = time.monotonic()
-        self._stopping.set()
         await settle(fetchers, cancel=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), self._config.grace_seconds)
         unfinished = self._busy + self._queue.qsize()
         await settle(handlers, cancel=True)
-        self._ack_wanted.set()  # the acker flushes what is left, sees _stopping, and returns
+        self._acker.stop()  # it acknowledges what is left, then returns
         await settle([acker], cancel=False)
         with contextlib.suppress(*REDIS_ERRORS):
-            await self._flush_acks()
+            await self._acker.flush()
         log.info(
             "worker_stopped",
             consumer=self._config.consumer,
@@ -362,9 +305,9 @@ class Worker:
             self.stats.reclaimed += 1
             self._inflight.add(entry.id)
             if entry.fields is None:
-                await self._dead_letter_safely(entry, "its payload was deleted while pending")
+                await self._dead_letter(entry, "its payload was deleted while pending")
             elif entry.deliveries > self._config.delivery_limit:
-                await self._dead_letter_safely(entry, None)
+                await self._dead_letter(entry, None)
             else:
                 log.info("entry_reclaimed", entry_id=entry.id, deliveries=entry.deliveries)
                 self._queue.put_nowait(entry)
@@ -387,32 +330,6 @@ class Worker:
                         justid=True,
                     )
 
-    async def _housekeeping_loop(self, stop: asyncio.Event) -> None:
-        """Trim acknowledged history older than STREAM_RETENTION_SECONDS (never an entry a group
-        still needs) and forget consumers of workers that are gone (only with nothing pending)."""
-        while not stop.is_set():
-            await sleep_unless(stop, self._config.housekeeping_interval_seconds)
-            if stop.is_set():
-                return
-            try:
-                trimmed = await streams.trim(
-                    self._redis,
-                    self._keys,
-                    keep_seconds=self._config.stream_retention_seconds,
-                    now_ms=int(time.time() * 1000),
-                )
-                forgotten = await streams.forget_idle_consumers(
-                    self._redis,
-                    self._keys,
-                    idle_ms=int(self._config.consumer_gc_seconds * 1000),
-                    keep=self._config.consumer,
-                )
-            except REDIS_ERRORS as error:
-                log.warning("housekeeping_failed", error=str(error))
-                continue
-            if trimmed or forgotten:
-                log.info("stream_housekeeping", trimmed=trimmed, consumers_removed=forgotten)
-
     # -- handling -----------------------------------------------------------------------------
 
     async def _handle_loop(self) -> None:
@@ -430,7 +347,7 @@ class Worker:
         try:
             await self._handler(entry)
         except events.MalformedEvent as error:
-            await self._dead_letter_safely(entry, f"malformed event: {error}")
+            await self._dead_letter(entry, f"malformed event: {error}")
             return
         except Unavailable as error:
             # Not the event's fault: keep it (no ack, no delivery counted) until PostgreSQL is back.
@@ -445,7 +362,7 @@ class Worker:
             reason = f"{type(error).__name__}: {error}"
             log.exception("event_failed", entry_id=entry.id, deliveries=entry.deliveries)
             if entry.deliveries >= self._config.delivery_limit:
-                await self._dead_letter_safely(entry, reason)
+                await self._dead_letter(entry, reason)
             else:
                 # Left pending: the reclaimer (of any worker) retries it after CLAIM_IDLE_SECONDS.
                 with contextlib.suppress(*REDIS_ERRORS):
@@ -453,53 +370,17 @@ class Worker:
                 self._release(entry)
             return
         self.stats.handled += 1
-        self._to_ack.append(entry.id)
-        self._ack_wanted.set()
+        self._acker.add(entry.id)
         self._release(entry)
 
-    async def _dead_letter_safely(self, entry: Entry, reason: str | None) -> None:
-        try:
-            await self._dead_letter(entry, reason)
-        except Exception as error:  # Redis or PostgreSQL away: the entry stays pending
-            log.warning(
-                "dead_letter_failed", entry_id=entry.id, error=f"{type(error).__name__}: {error}"
-            )
-        finally:
-            self._release(entry)
+    async def _dead_letter(self, entry: Entry, reason: str | None) -> None:
+        await self._dead.move_safely(entry, reason)
+        self.stats.dead_lettered = self._dead.count
+        self._release(entry)
 
     def _release(self, entry: Entry) -> None:
         self._inflight.discard(entry.id)
         self._capacity.release()
-
-    async def _dead_letter(self, entry: Entry, reason: str | None) -> None:
-        if reason is None:  # over the limit after crashes: the last error a handler recorded
-            last = await self._redis.hget(self._keys.errors, entry.id)
-            if isinstance(last, bytes):
-                last = last.decode(errors="replace")
-            cause = last or "no error recorded (did the worker holding it die?)"
-            reason = (
-                f"{cause}; delivered {entry.deliveries} times, limit {self._config.delivery_limit}"
-            )
-        error = reason
-        # The run is failed first: if that cannot be recorded, the entry stays for a retry.
-        if self._on_dead_letter is not None:
-            await self._on_dead_letter(entry, error)
-        dead_id = await streams.move_to_dead_letters(
-            self._redis,
-            self._keys,
-            entry,
-            error,
-            self._config.consumer,
-            max_length=self._config.dead_letter_max_length,
-        )
-        self.stats.dead_lettered += 1
-        log.warning(
-            "event_dead_lettered",
-            entry_id=entry.id,
-            dead_letter_id=dead_id,
-            deliveries=entry.deliveries,
-            error=error,
-        )
 
     # -- database outages ---------------------------------------------------------------------
 
@@ -520,31 +401,3 @@ class Worker:
             log.info("database_available_again")
             self._database_up.set()
             return
-
-    # -- acknowledging ------------------------------------------------------------------------
-
-    async def _ack_loop(self) -> None:
-        backoff = Backoff()
-        while not (self._stopping.is_set() and not self._to_ack):
-            await self._ack_wanted.wait()
-            if not self._stopping.is_set():
-                # A moment for more ids to join: one XACK for many. An entry acknowledged a
-                # little later costs nothing; one lost with a crash is redelivered and skipped.
-                await asyncio.sleep(ACK_LINGER_SECONDS)
-            self._ack_wanted.clear()
-            try:
-                await self._flush_acks()
-                backoff.reset()
-            except REDIS_ERRORS as error:
-                delay = backoff.next_delay()
-                log.warning("redis_ack_failed", error=str(error), retry_in=delay)
-                await asyncio.sleep(delay)
-                self._ack_wanted.set()
-
-    async def _flush_acks(self) -> None:
-        ids, self._to_ack = self._to_ack, []
-        try:
-            await streams.ack(self._redis, self._keys, ids)
-        except BaseException:
-            self._to_ack[:0] = ids
-            raise

@@ -17,6 +17,7 @@ from workflow_core.definitions import StepSpec
 from workflow_core.errors import EffectBusy, Unavailable
 from workflow_core.ids import effect_key, new_id
 from workflow_core.persistence import effects, pg, runs, workers, workflows
+from workflow_core.persistence.checkpoints import checkpoint_many
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pg import Pool
@@ -64,14 +65,14 @@ async def test_a_run_is_created_once_per_event_and_workflow(
     engine: AsyncEngine, pool: Pool
 ) -> None:
     record = await _run(engine)
-    first = await runs.start_event(pool, _start(record, "r1"), owner="worker-a/1")
-    again = await runs.start_event(
-        pool, _start(replace(record, context={"b": 2}), "r1"), owner="worker-b/1"
+    [[first]] = await runs.start_events(pool, [_start(record, "r1")], owner="worker-a/1")
+    [[again]] = await runs.start_events(
+        pool, [_start(replace(record, context={"b": 2}), "r1")], owner="worker-b/1"
     )
-    assert first[0].created and not again[0].created
-    assert again[0].run.context == {"a": 1} and again[0].run.revision == first[0].run.revision == 0
+    assert first.created and not again.created
+    assert again.run.context == {"a": 1} and again.run.revision == first.run.revision == 0
     # The reservations come with the new run only, held by the worker that created it.
-    assert first[0].held == {"r1"} and again[0].held == frozenset()
+    assert first.held == {"r1"} and again.held == frozenset()
     async with pool.acquire() as conn:
         held = await conn.fetch("SELECT state, owner FROM effects WHERE run_id = $1", record.id)
         owner = await conn.fetchval("SELECT owner FROM runs WHERE id = $1", record.id)
@@ -108,7 +109,7 @@ async def test_a_reservation_taken_with_the_run_locks_out_another_live_worker(
     record = await _run(engine)
     key = effect_key(record.id, 1, 0)
     await workers.beat(pool, "worker-a/1", "a")
-    await runs.start_event(pool, _start(record, key), owner="worker-a/1")
+    await runs.start_events(pool, [_start(record, key)], owner="worker-a/1")
     call = replace(_call(record.id), key=key)
     theirs = await _live_ledger(pool, "worker-b/1")
     with pytest.raises(EffectBusy):
@@ -123,24 +124,26 @@ async def test_checkpoint_writes_everything_or_only_the_facts_of_a_stale_run(
     """A run someone else moved on keeps its state, but what the stale writer did (an email
     sent: its effect) is recorded all the same: it happened."""
     record = await _run(engine)
-    [inserted] = await runs.start_event(pool, _start(record), owner="w/1")
+    [[inserted]] = await runs.start_events(pool, [_start(record)], owner="w/1")
     run = inserted.run
     journal = Journal(
         effects_done=[
             {"key": "k1", "run_id": run.id, "state": effects.DONE, "result": {"ok": True}}
         ]
     )
-    moved = await runs.checkpoint(
-        pool, replace(run, status=RunStatus.COMPLETED), journal, owner="w/1"
+    [moved] = await checkpoint_many(
+        pool, [(replace(run, status=RunStatus.COMPLETED), journal)], owner="w/1"
     )
-    assert moved.revision == 1
+    assert isinstance(moved, RunRecord) and moved.revision == 1
 
     late = Journal(
         effects_done=[{"key": "k2", "run_id": run.id, "state": effects.DONE, "result": {}}]
     )
     late.step_entered(run.id, 1, _step(), datetime.now(UTC))
-    with pytest.raises(StaleRun):
-        await runs.checkpoint(pool, replace(run, status=RunStatus.FAILED), late, owner="w/2")
+    [stale] = await checkpoint_many(
+        pool, [(replace(run, status=RunStatus.FAILED), late)], owner="w/2"
+    )
+    assert isinstance(stale, StaleRun)
     async with engine.connect() as conn:
         stored = await runs.get(conn, run.id)
         ledger = await effects.for_run(conn, run.id)

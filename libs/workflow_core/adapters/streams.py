@@ -16,13 +16,18 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from workflow_core.events import Event
 from workflow_core.log import get_logger
 from workflow_core.settings import Settings
 
 log = get_logger(__name__)
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+"""What Redis being away (restarting, unreachable, slow) looks like: wait and try again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -165,7 +165,7 @@ class Journal:
                 "id": new_id(),
                 "run_id": run_id,
                 "kind": kind,
-                "due_at": at,
+                "at": at,
                 "delay": _seconds(after) if after is not None else None,
                 "payload": payload,
             }

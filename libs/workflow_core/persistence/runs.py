@@ -1,11 +1,9 @@
-"""Runs and their history. A run's progress is written in checkpoints: one transaction holding
-the run's new state and everything that happened since the last one (steps entered and left,
-action attempts, effects done, tasks and timers created, events to publish)."""
+"""Runs: created when a worker takes their event (with the event marked taken), read with their
+history, failed when something goes wrong outside the engine's decisions, and found again when
+a dead worker left them running. Their progress is written by checkpoints (checkpoints.py)."""
 
 from __future__ import annotations
 
-import functools
-import itertools
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -16,7 +14,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.errors import Conflict
-from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pg import Connection, Pool, json_text
 from workflow_core.persistence.tables import run_actions, run_steps, runs
 from workflow_core.statuses import FINISHED_RUNS, RunStatus
@@ -163,12 +160,6 @@ async def start_events(
     return [[stored(new) for new in start.runs] for start in starts]
 
 
-async def start_event(pg: Pool | Connection, start: EventStart, *, owner: str) -> list[Inserted]:
-    """`start_events` for one event."""
-    [answer] = await start_events(pg, [start], owner=owner)
-    return answer
-
-
 def _from_pg(row: Any) -> RunRecord:
     values = dict(row)
     if isinstance(values["context"], str):
@@ -182,249 +173,6 @@ async def get(conn: AsyncConnection, run_id: UUID, *, for_update: bool = False) 
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     return _record(row) if row else None
-
-
-def _columns(spec: str) -> str:
-    return ", ".join(part.split()[0] for part in spec.split(","))
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    """One kind of journal row: the CTE that writes it within a checkpoint."""
-
-    name: str
-    table: str
-    spec: str
-    """The columns as they come in (jsonb_to_recordset)."""
-    tail: str = ""
-    columns: str = ""
-    """Written columns, when they differ from the incoming ones."""
-    values: str = ""
-    """What is selected for them, when it differs."""
-    fact: bool = False
-    """True of what happened whoever drives the run (an effect done, an attempt made): written
-    even when the run's own move lost a race."""
-
-    def statement(self, parameter: int, *, guarded: bool = True) -> str:
-        columns = self.columns or _columns(self.spec)
-        values = self.values or _columns(self.spec)
-        # Other rows name their run (`owner`): written only if that run's UPDATE matched.
-        guard = " WHERE x.owner IN (SELECT id FROM moved)" if guarded and not self.fact else ""
-        return (
-            f"INSERT INTO {self.table} ({columns}) SELECT {values} "
-            f"FROM jsonb_to_recordset(${parameter}::jsonb) AS x(owner uuid, {self.spec})"
-            f"{guard} {self.tail}"
-        )
-
-
-def _due(absolute: str, seconds: str) -> str:
-    """A due time: `absolute`, else `seconds` from now by the database's clock (else NULL)."""
-    return f"COALESCE({absolute or 'NULL'}, now() + make_interval(secs => {seconds}))"
-
-
-_STEPS = _Part(
-    "steps",
-    "run_steps",
-    "run_id uuid, seq int, step_id text, step_type text, status text, "
-    "entered_at timestamptz, finished_at timestamptz, transition_to text, error text",
-    "ON CONFLICT (run_id, seq) DO UPDATE SET status = excluded.status, "
-    "finished_at = excluded.finished_at, transition_to = excluded.transition_to, "
-    "error = excluded.error",
-)
-_ATTEMPTS = _Part(
-    "attempts",
-    "run_actions",
-    "run_id uuid, step_seq int, step_id text, action_index int, action_type text, "
-    "attempt int, status text, started_at timestamptz, finished_at timestamptz, "
-    "result jsonb, error text, delivery int",
-    fact=True,
-)
-_DONE = _Part(
-    "done",
-    "effects",
-    "key text, run_id uuid, state text, result jsonb",
-    "ON CONFLICT (key) DO UPDATE SET state = excluded.state, result = excluded.result, "
-    "updated_at = now()",
-    fact=True,
-)
-_TASK_COLUMNS = (
-    "id, kind, run_id, workflow_id, step_id, step_seq, submission_id, org_id, title, "
-    "description, assignee, status, due_at, fields"
-)
-_TASKS = _Part(
-    "opened",
-    "tasks",
-    "id uuid, kind text, run_id uuid, workflow_id uuid, step_id text, step_seq int, "
-    "submission_id uuid, org_id text, title text, description text, assignee text, "
-    "status text, due_in float8, fields jsonb",
-    "ON CONFLICT DO NOTHING",
-    columns=_TASK_COLUMNS,
-    values=_TASK_COLUMNS.replace("due_at", _due("", "due_in")),
-)
-_TIMERS = _Part(
-    "timed",
-    "timers",
-    "id uuid, run_id uuid, kind text, due_at timestamptz, delay float8, payload jsonb",
-    "ON CONFLICT DO NOTHING",
-    columns="id, run_id, kind, due_at, payload",
-    values=f"id, run_id, kind, {_due('due_at', 'delay')}, payload",
-)
-_QUEUED = _Part("queued", "outbox", "event_id uuid, event_type text, payload jsonb")
-_PARTS = (_STEPS, _ATTEMPTS, _DONE, _TASKS, _TIMERS, _QUEUED)
-_FACTS = (_ATTEMPTS, _DONE, _TIMERS)
-_TAKEN = (
-    "taken AS (UPDATE outbox SET taken_at = now() "
-    "WHERE event_id = ANY(${}::uuid[]) AND taken_at IS NULL)"
-)
-_MOVE_SPEC = (
-    "id uuid, revision int, status text, current_step_id text, step_seq int, "
-    "context jsonb, error text, deliveries int, finished bool"
-)
-
-
-@functools.cache
-def _checkpoint_statement(present: tuple[bool, ...], taken: bool) -> str:
-    """One statement that moves runs (each only if its revision still matches) and writes the
-    parts of their journals that have rows. A handful of shapes occur (a step with actions, a
-    waiting step ...); each is prepared once per connection."""
-    ctes = [
-        f"input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u({_MOVE_SPEC}))",
-        "moved AS (UPDATE runs SET status = u.status, current_step_id = u.current_step_id, "
-        "step_seq = u.step_seq, context = u.context, error = u.error, "
-        "deliveries = u.deliveries, revision = runs.revision + 1, updated_at = now(), "
-        "owner = $3, finished_at = CASE WHEN u.finished THEN now() END FROM input u "
-        # `= ANY` keeps the plan an index lookup however large `runs` grows (a cached generic
-        # plan would otherwise hash-join a full scan of it for every batch).
-        "WHERE runs.id = ANY($2::uuid[]) AND runs.id = u.id AND runs.revision = u.revision "
-        "RETURNING runs.id, runs.revision)",
-    ]
-    parameter = 4
-    for part, has_rows in zip(_PARTS, present, strict=True):
-        if has_rows:
-            ctes.append(f"{part.name} AS ({part.statement(parameter)})")
-            parameter += 1
-    if taken:
-        ctes.append(_TAKEN.format(parameter))
-    return f"WITH {', '.join(ctes)} SELECT id, revision FROM moved"
-
-
-@functools.cache
-def _facts_statement(present: tuple[bool, ...]) -> str:
-    ctes = [
-        f"{part.name} AS ({part.statement(number, guarded=False)})"
-        for number, part in enumerate((p for p, has in zip(_FACTS, present, strict=True) if has), 1)
-    ]
-    return f"WITH {', '.join(ctes)} SELECT 1"
-
-
-def _step_rows(journal: Journal) -> list[dict[str, Any]]:
-    """One row per step visit: a visit entered and left in one stretch appears once, with
-    the time it was entered and the state it was left in."""
-    merged: dict[int, dict[str, Any]] = {}
-    for row in journal.steps:
-        first = merged.get(row["seq"])
-        merged[row["seq"]] = {**row, "entered_at": first["entered_at"]} if first else row
-    return list(merged.values())
-
-
-def _attempt_rows(journal: Journal, deliveries: int) -> list[dict[str, Any]]:
-    return [{**row, "delivery": row.get("delivery") or deliveries} for row in journal.actions]
-
-
-def _done_rows(journal: Journal) -> list[dict[str, Any]]:
-    return list({row["key"]: row for row in journal.effects_done}.values())
-
-
-def _journal_parts(run: RunRecord, journal: Journal) -> tuple[list[dict[str, Any]], ...]:
-    queued = [
-        {"event_id": e.event_id, "event_type": e.type, "payload": e.payload} for e in journal.events
-    ]
-    parts = (
-        _step_rows(journal),
-        _attempt_rows(journal, run.deliveries),
-        _done_rows(journal),
-        journal.tasks,
-        journal.timers,
-        queued,
-    )
-    return tuple([{**row, "owner": run.id} for row in rows] for rows in parts)
-
-
-async def checkpoint_many(
-    pg: Pool | Connection, items: list[tuple[RunRecord, Journal]], *, owner: str
-) -> list[RunRecord | StaleRun]:
-    """Write each run's new state with its journal, all in one statement, naming `owner` as
-    the worker that drives them. A run someone else wrote since its `revision` was read gets
-    `StaleRun`, and of its journal only the facts are written (the effects it performed and
-    its attempts); the others come back with their new revision, journals cleared."""
-    moves = [
-        {
-            "id": run.id,
-            "revision": run.revision,
-            "status": run.status,
-            "current_step_id": run.current_step_id,
-            "step_seq": run.step_seq,
-            "context": run.context,
-            "error": run.error,
-            "deliveries": run.deliveries,
-            "finished": run.finished,
-        }
-        for run, _ in items
-    ]
-    parts: list[list[dict[str, Any]]] = [
-        list(itertools.chain.from_iterable(rows))
-        for rows in zip(*(_journal_parts(run, j) for run, j in items), strict=True)
-    ]
-    taken = [event_id for _, journal in items for event_id in journal.taken]
-    extra: list[Any] = [json_text(p) for p in parts if p]
-    if taken:
-        extra.append(taken)
-    rows = await pg.fetch(
-        _checkpoint_statement(tuple(bool(p) for p in parts), bool(taken)),
-        json_text(moves),
-        [run.id for run, _ in items],
-        owner,
-        *extra,
-    )
-    revisions = {row["id"]: row["revision"] for row in rows}
-    answer: list[RunRecord | StaleRun] = []
-    for run, journal in items:
-        journal.clear()
-        if run.id in revisions:
-            answer.append(replace(run, revision=revisions[run.id]))
-        else:
-            answer.append(StaleRun(f"run {run.id} was changed by another worker"))
-    return answer
-
-
-async def checkpoint(
-    pg: Pool | Connection, run: RunRecord, journal: Journal, *, owner: str = ""
-) -> RunRecord:
-    """Write the run's new state and its journal in one statement; `StaleRun` if someone else
-    wrote the run since `run.revision` was read (then only the journal's facts are written)."""
-    [moved] = await checkpoint_many(pg, [(run, journal)], owner=owner)
-    if isinstance(moved, StaleRun):
-        raise moved
-    return moved
-
-
-async def record_facts(pg: Pool | Connection, run: RunRecord, journal: Journal) -> None:
-    """Write what happened whoever drives the run (effects done, attempts, timers of its own
-    such as a notification's retry) without moving the run; those rows leave the journal."""
-    parts = [
-        [{**row, "owner": run.id} for row in rows]
-        for rows in (
-            _attempt_rows(journal, run.deliveries),
-            _done_rows(journal),
-            journal.timers,
-        )
-    ]
-    if any(parts):
-        await pg.execute(
-            _facts_statement(tuple(bool(p) for p in parts)), *(json_text(p) for p in parts if p)
-        )
-    for rows in (journal.actions, journal.effects_done, journal.timers):
-        rows.clear()
 
 
 async def history(

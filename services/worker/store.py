@@ -1,0 +1,86 @@
+"""The runner's door to PostgreSQL. Concurrent runs share their round trips here: the events
+taken while the previous statement of their kind was out are started together, and so are the
+checkpoints (coalesce.py); callers pass one item and never see the batching."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from workflow_core.coalesce import Coalescer
+from workflow_core.persistence import checkpoints, effects, human_tasks, runs
+from workflow_core.persistence.db import translate_errors
+from workflow_core.persistence.effects import DbEffectLedger
+from workflow_core.persistence.journal import Journal
+from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.runs import RunRecord
+
+STATEMENTS_IN_FLIGHT = 1  # per kind (event starts, checkpoints): the rest wait and share the next
+
+
+class RunStore:
+    def __init__(
+        self, engine: AsyncEngine, pool: Pool, eager_pool: Pool, ledger: DbEffectLedger
+    ) -> None:
+        """`eager_pool` does not wait for the disk (pg.create_pool): run creations may be lost
+        in a crash of PostgreSQL, which the event's redelivery (or the sweep) makes good."""
+        self._engine, self._pool, self._ledger = engine, pool, ledger
+        owner = ledger.owner
+        self._starts: Coalescer[runs.EventStart, list[runs.Inserted]] = Coalescer(
+            lambda starts: runs.start_events(eager_pool, starts, owner=owner),
+            max_in_flight=STATEMENTS_IN_FLIGHT,
+        )
+        self._checkpoints: Coalescer[tuple[RunRecord, Journal], RunRecord] = Coalescer(
+            lambda items: checkpoints.checkpoint_many(pool, items, owner=owner),
+            max_in_flight=STATEMENTS_IN_FLIGHT,
+        )
+
+    async def start(self, start: runs.EventStart) -> list[runs.Inserted]:
+        """Create the event's runs (or find them) and mark the event taken."""
+        async with translate_errors():
+            inserted = await self._starts(start)
+        for created in inserted:
+            self._ledger.hold(created.held)
+        return inserted
+
+    async def taken(self, event_id: UUID) -> None:
+        """The event was handled without a checkpoint of its own (it changed nothing)."""
+        await self.start(runs.EventStart(event_id))
+
+    async def checkpoint(self, run: RunRecord, journal: Journal) -> RunRecord:
+        """The run's new state and its journal; `StaleRun` when another worker moved it on (its
+        facts are written all the same)."""
+        keys = journal.effect_keys()
+        try:
+            async with translate_errors():
+                return await self._checkpoints((run, journal))
+        finally:
+            if not journal.effects_done:  # the statement went through (a stale run's too)
+                self._ledger.recorded(keys)
+
+    async def record(self, run: RunRecord, journal: Journal) -> None:
+        """What happened whoever drives the run, without moving it."""
+        keys = journal.effect_keys()
+        async with translate_errors():
+            await checkpoints.record_facts(self._pool, run, journal)
+        self._ledger.recorded(keys)
+
+    async def fail(self, run_id: UUID, reason: str, *, fresh: RunRecord | None) -> None:
+        async with translate_errors():
+            await runs.fail(self._pool, run_id, reason, owner=self._ledger.owner, fresh=fresh)
+
+    async def load(self, run_id: UUID) -> RunRecord | None:
+        async with translate_errors(), self._engine.connect() as conn:
+            return await runs.get(conn, run_id)
+
+    async def effects(self, run_id: UUID) -> dict[str, effects.EffectState]:
+        async with translate_errors(), self._engine.connect() as conn:
+            return await effects.for_run(conn, run_id)
+
+    async def task(self, task_id: UUID, *, time_out: bool = False) -> dict[str, Any] | None:
+        """A task; with `time_out`, closed first if it is still pending (its deadline fired)."""
+        async with translate_errors(), self._engine.begin() as conn:
+            closed = await human_tasks.time_out(conn, task_id) if time_out else None
+            return closed or await human_tasks.get(conn, task_id)
