@@ -11,6 +11,15 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from workflow_core.definitions import WorkflowDefinition
+from workflow_core.statuses import (
+    AttemptStatus,
+    RunStatus,
+    StepStatus,
+    TaskKind,
+    TaskStatus,
+    TicketPriority,
+    TicketStatus,
+)
 
 MAX_DEPTH = 64
 MAX_INT4 = 2**31 - 1
@@ -124,7 +133,7 @@ class RunSummary(BaseModel):
     run_id: UUID
     workflow_id: UUID
     workflow_version: int
-    status: str
+    status: RunStatus
     current_step_id: str | None
     error: str | None
     created_at: datetime | None
@@ -148,7 +157,7 @@ class ActionAttempt(BaseModel):
     action_type: str
     attempt: int
     delivery: int | None = Field(default=None, description="which delivery of the event")
-    status: str
+    status: AttemptStatus
     started_at: datetime
     finished_at: datetime | None
     result: dict[str, Any] | None
@@ -159,7 +168,7 @@ class StepVisit(BaseModel):
     seq: int
     step_id: str
     step_type: str
-    status: str
+    status: StepStatus
     entered_at: datetime
     finished_at: datetime | None
     transition_to: str | None
@@ -215,3 +224,65 @@ class ValidateRequest(BaseModel):
     org_id: OptionalText = None
     form: SubmitRequest | None = Field(default=None, description="when given, a dry run too")
     task_outcomes: dict[str, TaskOutcome] = Field(default_factory=dict)
+
+
+# -- tickets and tasks --------------------------------------------------------------------
+
+ShortText = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_document)]
+
+
+class TicketOut(BaseModel):
+    id: UUID
+    run_id: UUID | None
+    workflow_id: UUID | None
+    submission_id: UUID | None
+    org_id: str | None
+    subject: str
+    description: str | None
+    status: TicketStatus
+    priority: TicketPriority
+    assignee: str | None
+    fields: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskOut(BaseModel):
+    id: UUID
+    kind: TaskKind
+    run_id: UUID | None
+    workflow_id: UUID | None
+    step_id: str | None
+    step_seq: int | None
+    submission_id: UUID | None
+    org_id: str | None
+    title: str
+    description: str | None
+    assignee: str | None
+    status: TaskStatus
+    outcome: str | None
+    data: dict[str, Any] | None
+    fields: dict[str, Any] | None
+    due_at: datetime | None
+    completed_at: datetime | None
+    completed_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskCompletion(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "outcome": "approved",
+                    "data": {"comment": "Looks good"},
+                    "completed_by": "reviewer@example.com",
+                }
+            ]
+        }
+    )
+
+    outcome: ShortText | None = None
+    data: Document | None = None
+    completed_by: ShortText | None = None

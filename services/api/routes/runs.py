@@ -8,46 +8,13 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from services.api.deps import Db, Limit, Offset
-from services.api.routes.submissions import run_summary
+from services.api.presenters import run_summary, run_view
 from services.api.schemas import RunOut, RunSummary
 from workflow_core.errors import Conflict, NotFound
 from workflow_core.persistence import revival, runs
 from workflow_core.statuses import RunStatus
 
 router = APIRouter(prefix="/runs", tags=["runs"])
-
-
-def timeline(steps: list[dict[str, Any]], attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every step entered and every action attempted, in the order they began."""
-    entries = [
-        {
-            "at": s["entered_at"],
-            "kind": "step",
-            "step_id": s["step_id"],
-            "seq": s["seq"],
-            "status": s["status"],
-            "finished_at": s["finished_at"],
-            "error": s["error"],
-        }
-        for s in steps
-    ]
-    entries += [
-        {
-            "at": a["started_at"],
-            "kind": "action",
-            "step_id": a["step_id"],
-            "seq": a["step_seq"],
-            "status": a["status"],
-            "action_index": a["action_index"],
-            "action_type": a["action_type"],
-            "attempt": a["attempt"],
-            "delivery": a["delivery"],
-            "finished_at": a["finished_at"],
-            "error": a["error"],
-        }
-        for a in attempts
-    ]
-    return sorted(entries, key=lambda entry: (entry["at"], entry["kind"] != "step"))
 
 
 @router.get("/{run_id}", response_model=RunOut, responses={404: {"description": "no such run"}})
@@ -57,20 +24,7 @@ async def get_run(run_id: UUID, db: Db) -> dict[str, Any]:
         if run is None:
             raise NotFound(f"no run with id {run_id}")
         steps, attempts = await runs.history(conn, run_id)
-    by_seq: dict[int, list[dict[str, Any]]] = {}
-    for attempt in attempts:
-        by_seq.setdefault(attempt["step_seq"], []).append(attempt)
-    return {
-        **run_summary(run),
-        "submission_id": run.submission_id,
-        "event_id": run.event_id,
-        "step_seq": run.step_seq,
-        "deliveries": run.deliveries,
-        "finished_at": run.finished_at,
-        "context": run.context,
-        "steps": [{**step, "actions": by_seq.get(step["seq"], [])} for step in steps],
-        "history": timeline(steps, attempts),
-    }
+    return run_view(run, steps, attempts)
 
 
 @router.post(

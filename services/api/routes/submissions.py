@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from services.api.deps import Database, Db
+from services.api.presenters import run_summary
 from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
 from workflow_core.errors import NotFound
 from workflow_core.persistence import runs, submissions
@@ -30,20 +31,6 @@ async def submit(body: SubmitRequest, request: Request) -> Response:
     )
     accepted = {"submission_id": submission_id, "event_id": event_id, "status": "accepted"}
     return Response(orjson.dumps(accepted), status_code=202, media_type="application/json")
-
-
-def run_summary(run: runs.RunRecord) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "run_id": run.id,
-        "workflow_id": run.workflow_id,
-        "workflow_version": run.workflow_version,
-        "status": run.status,
-        "current_step_id": run.current_step_id,
-        "error": run.error,
-        "created_at": run.created_at,
-        "updated_at": run.updated_at,
-    }
 
 
 @router.get(

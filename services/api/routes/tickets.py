@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter
 
 from services.api.deps import Db, Filter, Limit, Offset
-from services.api.schemas_records import TicketOut
+from services.api.schemas import TicketOut
 from workflow_core.errors import NotFound
 from workflow_core.persistence import records
 from workflow_core.statuses import TicketStatus
