@@ -67,9 +67,10 @@ async def test_sigkill_mid_burst_loses_nothing_and_repeats_only_what_was_in_the_
         assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
         submitting = asyncio.create_task(_submit_all(client, total))
         await eventually(lambda: len(smtp.received) >= 150, timeout=60, what="150 emails")
-        died_at = time.time()
+        kill_sent = time.time()
         first.signal(signal.SIGKILL)
         first.process.wait(timeout=10)
+        killed = (kill_sent, time.time())
         killed_at = len(smtp.received)
         stack.start_worker("worker-b", **QUICK)
         accepted = await submitting
@@ -99,7 +100,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_repeats_only_what_was_in_the_
         f"lost={len(lost)} killed_after={killed_at}"
     )
     assert not lost, stack.logs()
-    outside = duplicates_outside_the_window(smtp.received, died_at, DUPLICATE_WINDOW_SECONDS)
+    outside = duplicates_outside_the_window(smtp.received, killed, DUPLICATE_WINDOW_SECONDS)
     assert not outside, (outside, stack.logs())
 
 

@@ -127,11 +127,13 @@ class SmtpServer:
 
 
 def duplicates_outside_the_window(
-    received: list[Received], died_at: float, window: float
+    received: list[Received], killed: tuple[float, float], window: float
 ) -> dict[str, float]:
     """CONTRACT §5: an email is sent twice only when its sender died between the server's 250
-    and the commit of its record. For each repeated Message-ID whose first 250 was not given
-    within `window` seconds before `died_at`, how long before (negative: after) it was."""
+    and the commit of its record. `killed`: when the kill was sent and when the process was
+    seen dead. For each repeated Message-ID whose first 250 was not given between `window`
+    seconds before the kill and the death, how long before the kill (negative: after) it was."""
+    sent, dead = killed
     first: dict[str, Received] = {}
     repeated: set[str] = set()
     for mail in sorted(received, key=lambda r: r.at):
@@ -140,13 +142,14 @@ def duplicates_outside_the_window(
             repeated.add(message_id)
         else:
             first[message_id] = mail
-    gaps = {message_id: died_at - first[message_id].replied_at for message_id in repeated}
+    gaps = {message_id: sent - first[message_id].replied_at for message_id in repeated}
     if gaps:
         print(
-            f"\nrepeated emails: {len(gaps)}, their 250 came before the death by (s): "
-            f"{sorted(round(gap, 4) for gap in gaps.values())}"
+            f"\nrepeated emails: {len(gaps)}; their 250 came before the kill by (s): "
+            f"{sorted(round(gap, 4) for gap in gaps.values())} (death seen {dead - sent:.4f} s "
+            "after the kill)"
         )
-    return {message_id: gap for message_id, gap in gaps.items() if not 0 <= gap <= window}
+    return {message_id: gap for message_id, gap in gaps.items() if not sent - dead <= gap <= window}
 
 
 def start_smtp() -> SmtpServer:
