@@ -51,7 +51,13 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         relay = OutboxRelay.from_settings(pool, redis, settings)
         publisher = FastPublisher(pool, redis, keys)
         app.state.settings = settings
-        app.state.database = Database(engine, pool, settings.api_db_timeout_seconds, publisher)
+        app.state.database = Database(
+            engine,
+            pool,
+            settings.api_db_timeout_seconds,
+            publisher,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")

@@ -6,20 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
-from uuid import UUID
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.api.intake import Intake
 from workflow_core.adapters.streams import StreamKeys
-from workflow_core.coalesce import Coalescer
 from workflow_core.errors import Unavailable
-from workflow_core.events import Event
-from workflow_core.persistence import submissions
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.pg import Pool
-from workflow_core.persistence.submissions import NewSubmission
+from workflow_core.persistence.submissions import Accepted, NewSubmission
 from workflow_core.relay import FastPublisher
 from workflow_core.settings import Settings
 
@@ -27,30 +24,31 @@ from workflow_core.settings import Settings
 class Database:
     """The routes' door to PostgreSQL: a transaction, or a plain connection for reads. Each is
     bounded in time (API_DB_TIMEOUT_SECONDS): a database that stops answering costs a request
-    a 503 within that time, never a hang."""
+    a 503 within that time, never a hang. Submissions take the hot path (intake.py), where
+    only the wait for a connection is bounded so: a stored form is never answered 503."""
 
     def __init__(
-        self, engine: AsyncEngine, pool: Pool, timeout: float, publisher: FastPublisher
+        self,
+        engine: AsyncEngine,
+        pool: Pool,
+        timeout: float,
+        publisher: FastPublisher,
+        *,
+        statement_timeout: float,
     ) -> None:
         self.engine, self.pool, self.timeout = engine, pool, timeout
         self._publisher = publisher
-        # Submissions arriving together are stored with one statement (coalesce.py); under
-        # load, those arriving while two statements are out gather for the next one.
-        self._submissions: Coalescer[NewSubmission, Event] = Coalescer(
-            lambda forms: submissions.create_many(pool, forms), self._store_one, max_in_flight=2
-        )
+        self._intake = Intake(pool, timeout=timeout, statement_timeout=statement_timeout)
 
-    async def _store_one(self, form: NewSubmission) -> Event:
-        [event] = await submissions.create_many(self.pool, [form])
-        return event
-
-    async def store_submission(self, form: NewSubmission) -> tuple[UUID, UUID]:
+    async def store_submission(self, form: NewSubmission) -> Accepted:
         """Store a submission with its event, then have the event published at once (if that
-        fails, the outbox relay publishes it); (submission id, event id)."""
-        async with self._bounded(), translate_errors():
-            event = await self._submissions(form)
-        self._publisher.soon(event)
-        return UUID(event.payload["submission_id"]), event.event_id
+        fails, the outbox relay publishes it). A form whose organisation used its idempotency
+        key in the last 24 hours stores and publishes nothing: it gets the first answer."""
+        async with translate_errors():
+            accepted = await self._intake(form)
+        if accepted.event is not None:
+            self._publisher.soon(accepted.event)
+        return accepted
 
     @asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:
