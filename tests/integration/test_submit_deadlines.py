@@ -170,13 +170,22 @@ class _LosingConnection:
             "connection was closed in the middle of operation"
         )
 
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> Any:
+        await self.inner.execute(query, *args, timeout=timeout)
+        raise asyncpg.ConnectionDoesNotExistError(
+            "connection was closed in the middle of operation"
+        )
+
     def terminate(self) -> None:
         self.inner.terminate()
 
 
-async def test_a_commit_whose_answer_was_lost_is_looked_up_and_accepted(pool: Pool) -> None:
+@pytest.mark.parametrize("key", [None, "key-1"], ids=["plain", "with-a-key"])
+async def test_a_commit_whose_answer_was_lost_is_looked_up_and_accepted(
+    pool: Pool, key: str | None
+) -> None:
     intake = Intake(_AnswerLost(pool), timeout=1.0, statement_timeout=5.0)  # type: ignore[arg-type]
-    form = NewSubmission("contact", "org_lost", {"n": 1}, datetime.now(UTC))
+    form = NewSubmission("contact", "org_lost", {"n": 1}, datetime.now(UTC), key)
 
     accepted = await intake(form)
 

@@ -47,11 +47,25 @@ class Accepted:
         return self.event is None
 
 
-# One statement: the keys first (ON CONFLICT waits for a concurrent insert of the same key and
-# then always updates, so that RETURNING gives the row as committed, which a plain read in
-# this statement's snapshot might not see; the update takes the key over only when it is
-# older than the window), then the submissions and events of the forms that won their key or
-# brought none, then the answers of the forms that lost theirs.
+# Forms without an idempotency key (most of them): the submissions and their events.
+_STORE_PLAIN = """
+    WITH received AS (
+        SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+            id uuid, template_id text, org_id text, data jsonb, created_at timestamptz,
+            event_id uuid, payload jsonb)
+    ), stored AS (
+        INSERT INTO submissions (id, template_id, org_id, data, created_at)
+        SELECT id, template_id, org_id, data, created_at FROM received
+    )
+    INSERT INTO outbox (event_id, event_type, payload, submission_id)
+    SELECT event_id, $2, payload, id FROM received
+"""
+
+# With keys, one statement too. The keys first: ON CONFLICT waits for a concurrent insert of
+# the same key, then always updates, so that RETURNING gives the row as committed (a plain
+# read in this statement's snapshot might not see it); the update takes the key over only
+# when it is older than the window. Then the submissions and events of the forms that won
+# their key or brought none, then the answers of the forms that lost theirs.
 _STORE = """
     WITH received AS (
         SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
@@ -133,12 +147,19 @@ async def store(
                 continue
             first[scope] = index
         rows.append(_row(form, event))
-    earlier = {
-        str(row["id"]): Accepted(UUID(str(row["submission_id"])), UUID(str(row["event_id"])), None)
-        for row in await pg.fetch(
+    earlier: dict[str, Accepted] = {}
+    if first:
+        found = await pg.fetch(
             _STORE, json_text(rows), events.FORM_SUBMITTED, IDEMPOTENCY_WINDOW, timeout=timeout
         )
-    }
+        earlier = {
+            str(row["id"]): Accepted(
+                UUID(str(row["submission_id"])), UUID(str(row["event_id"])), None
+            )
+            for row in found
+        }
+    else:  # the plain statement costs a third less than the keyed one without keys
+        await pg.execute(_STORE_PLAIN, json_text(rows), events.FORM_SUBMITTED, timeout=timeout)
     answers = [
         earlier.get(event.payload["submission_id"])
         or Accepted(UUID(event.payload["submission_id"]), event.event_id, event)
