@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from services.api import errors
+from services.api import errors, intake
 from services.api.auth import BearerToken
 from services.api.body_limit import BodyLimit
 from services.api.deps import Database
@@ -61,12 +61,15 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        prune_task = asyncio.create_task(
+            intake.forget_expired_keys(pool, stop), name="idempotency-key-prune"
+        )
         log.info("api_started", host=settings.api_host, port=settings.api_port)
         try:
             yield
         finally:
             stop.set()
-            await asyncio.gather(relay_task, return_exceptions=True)
+            await asyncio.gather(relay_task, prune_task, return_exceptions=True)
             await publisher.close()
             await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
             await redis.aclose()

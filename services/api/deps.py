@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 import redis.asyncio as aioredis
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
+from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api.intake import Intake
@@ -97,3 +99,25 @@ Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=10**9, description="items to skip")]
 # A filter compared with a text column: PostgreSQL text cannot hold NUL, so it is refused here.
 Filter = Annotated[str | None, Query(max_length=500, pattern="^[^\x00]*$")]
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+
+
+def _idempotency_key(key: str | None) -> str | None:
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValueError("the Idempotency-Key header must be 1 to 255 printable ASCII characters")
+    return key
+
+
+# The client's key for a submission (CONTRACT §8): the same key and organisation within 24
+# hours gets the first answer again, and nothing is stored or published twice.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="repeats within 24 hours (same organisation) get the first answer again "
+        "and store nothing; 1 to 255 printable ASCII characters",
+        json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    ),
+    AfterValidator(_idempotency_key),
+]

@@ -29,6 +29,10 @@ from workflow_core.persistence.pg import Pool, PoolConnection
 from workflow_core.persistence.submissions import Accepted, NewSubmission
 
 log = get_logger(__name__)
+
+KEY_PRUNE_SECONDS = 600.0
+"""How often each API process deletes idempotency keys older than 24 hours."""
+
 # What a claim its request gave up on gets (nobody reads it: the coalescer skips it).
 _GAVE_UP = Unavailable("the request gave up before its form was stored")
 
@@ -160,6 +164,23 @@ class Intake:
             else Unavailable(f"database unavailable: {why}; the form was not stored")
             for event, submission_id in zip(made, ids, strict=True)
         ]
+
+
+async def forget_expired_keys(
+    pool: Pool, stop: asyncio.Event, *, every: float = KEY_PRUNE_SECONDS
+) -> None:
+    """Delete idempotency keys past their 24 hours, at start and then every `every` seconds,
+    until `stop` is set. Only housekeeping: an old key is taken over by the next form that
+    brings it anyway."""
+    while not stop.is_set():
+        try:
+            while await submissions.forget_expired_keys(pool) == submissions.KEY_PRUNE_BATCH:
+                pass
+        except Exception as error:  # the database is away: next time
+            log.warning("idempotency_key_prune_failed", error=f"{type(error).__name__}: {error}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every):
+                await stop.wait()
 
 
 def _no_connection(timeout: float, error: BaseException) -> Unavailable:
