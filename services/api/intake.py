@@ -106,9 +106,17 @@ class Intake:
             taken = [claim for claim in claims if claim.take()]
             answers = await self._insert(connection, [claim.form for claim in taken])
         finally:
-            await self._pool.release(connection)
+            await self._release(connection)
         by_claim = dict(zip(map(id, taken), answers, strict=True))
         return [by_claim.get(id(claim)) or _GAVE_UP for claim in claims]
+
+    async def _release(self, connection: PoolConnection) -> None:
+        """Hand the connection back. Whatever goes wrong there (asyncpg then closes it) does
+        not change the statement's outcome, which is the answer."""
+        try:
+            await self._pool.release(connection)
+        except Exception as error:
+            log.warning("connection_release_failed", error=f"{type(error).__name__}: {error}")
 
     async def _insert(
         self, connection: PoolConnection, forms: list[NewSubmission]
