@@ -27,7 +27,8 @@ class Database:
     """The routes' door to PostgreSQL: a transaction, or a plain connection for reads. Each is
     bounded in time (API_DB_TIMEOUT_SECONDS): a database that stops answering costs a request
     a 503 within that time, never a hang. Submissions take the hot path (intake.py), where
-    only the wait for a connection is bounded so: a stored form is never answered 503."""
+    only the wait to be taken into a statement is bounded so: a stored form is never
+    answered 503."""
 
     def __init__(
         self,
