@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from services.api import errors
+from services.api import errors, intake
 from services.api.auth import BearerToken
 from services.api.body_limit import BodyLimit
 from services.api.deps import Database
@@ -51,16 +51,25 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         relay = OutboxRelay.from_settings(pool, redis, settings)
         publisher = FastPublisher(pool, redis, keys)
         app.state.settings = settings
-        app.state.database = Database(engine, pool, settings.api_db_timeout_seconds, publisher)
+        app.state.database = Database(
+            engine,
+            pool,
+            settings.api_db_timeout_seconds,
+            publisher,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
+        prune_task = asyncio.create_task(
+            intake.forget_expired_keys(pool, stop), name="idempotency-key-prune"
+        )
         log.info("api_started", host=settings.api_host, port=settings.api_port)
         try:
             yield
         finally:
             stop.set()
-            await asyncio.gather(relay_task, return_exceptions=True)
+            await asyncio.gather(relay_task, prune_task, return_exceptions=True)
             await publisher.close()
             await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
             await redis.aclose()

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
-from uuid import UUID
 
 import redis.asyncio as aioredis
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Header, Query, Request
+from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.api.intake import Intake
 from workflow_core.adapters.streams import StreamKeys
-from workflow_core.coalesce import Coalescer
 from workflow_core.errors import Unavailable
-from workflow_core.events import Event
-from workflow_core.persistence import submissions
 from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.pg import Pool
-from workflow_core.persistence.submissions import NewSubmission
+from workflow_core.persistence.submissions import Accepted, NewSubmission
 from workflow_core.relay import FastPublisher
 from workflow_core.settings import Settings
 
@@ -27,30 +26,32 @@ from workflow_core.settings import Settings
 class Database:
     """The routes' door to PostgreSQL: a transaction, or a plain connection for reads. Each is
     bounded in time (API_DB_TIMEOUT_SECONDS): a database that stops answering costs a request
-    a 503 within that time, never a hang."""
+    a 503 within that time, never a hang. Submissions take the hot path (intake.py), where
+    only the wait to be taken into a statement is bounded so: a stored form is never
+    answered 503."""
 
     def __init__(
-        self, engine: AsyncEngine, pool: Pool, timeout: float, publisher: FastPublisher
+        self,
+        engine: AsyncEngine,
+        pool: Pool,
+        timeout: float,
+        publisher: FastPublisher,
+        *,
+        statement_timeout: float,
     ) -> None:
         self.engine, self.pool, self.timeout = engine, pool, timeout
         self._publisher = publisher
-        # Submissions arriving together are stored with one statement (coalesce.py); under
-        # load, those arriving while two statements are out gather for the next one.
-        self._submissions: Coalescer[NewSubmission, Event] = Coalescer(
-            lambda forms: submissions.create_many(pool, forms), self._store_one, max_in_flight=2
-        )
+        self._intake = Intake(pool, timeout=timeout, statement_timeout=statement_timeout)
 
-    async def _store_one(self, form: NewSubmission) -> Event:
-        [event] = await submissions.create_many(self.pool, [form])
-        return event
-
-    async def store_submission(self, form: NewSubmission) -> tuple[UUID, UUID]:
+    async def store_submission(self, form: NewSubmission) -> Accepted:
         """Store a submission with its event, then have the event published at once (if that
-        fails, the outbox relay publishes it); (submission id, event id)."""
-        async with self._bounded(), translate_errors():
-            event = await self._submissions(form)
-        self._publisher.soon(event)
-        return UUID(event.payload["submission_id"]), event.event_id
+        fails, the outbox relay publishes it). A form whose organisation used its idempotency
+        key in the last 24 hours stores and publishes nothing: it gets the first answer."""
+        async with translate_errors():
+            accepted = await self._intake(form)
+        if accepted.event is not None:
+            self._publisher.soon(accepted.event)
+        return accepted
 
     @asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:
@@ -99,3 +100,25 @@ Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Offset = Annotated[int, Query(ge=0, le=10**9, description="items to skip")]
 # A filter compared with a text column: PostgreSQL text cannot hold NUL, so it is refused here.
 Filter = Annotated[str | None, Query(max_length=500, pattern="^[^\x00]*$")]
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+
+
+def _idempotency_key(key: str | None) -> str | None:
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise ValueError("the Idempotency-Key header must be 1 to 255 printable ASCII characters")
+    return key
+
+
+# The client's key for a submission (CONTRACT §8): the same key and organisation within 24
+# hours gets the first answer again, and nothing is stored or published twice.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="repeats within 24 hours (same organisation) get the first answer again "
+        "and store nothing; 1 to 255 printable ASCII characters",
+        json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    ),
+    AfterValidator(_idempotency_key),
+]

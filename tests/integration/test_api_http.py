@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import redis.asyncio as aioredis
 
 from tests.conftest import Stack
 from tests.support.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW, example_workflow
+from workflow_core import events
+from workflow_core.adapters.streams import StreamKeys
+from workflow_core.ids import new_id
 
 
 @pytest.fixture
@@ -384,3 +389,40 @@ async def test_values_the_database_cannot_hold_are_4xx_never_500(
     beyond = await client.get(f"{workflow}/versions/2147483648")
     assert beyond.status_code == 404 and "no version 2147483648" in beyond.json()["detail"]
     assert (await client.get(workflow)).json()["version"] == 1  # the refused PUT changed nothing
+
+
+async def test_dead_letter_ids_at_the_edges_and_with_leading_zeros(
+    client: httpx.AsyncClient, shared_api: Stack
+) -> None:
+    """`before=0-0` is the first page's end, not Redis's refusal of the range `(0-0` (a 500);
+    `007-01` names entry `7-1`: the same dead letter, and the same replay counter."""
+    settings = shared_api.settings
+    keys = StreamKeys.from_settings(settings)
+    redis = aioredis.Redis(
+        host=settings.redis_host, port=settings.redis_port, password=settings.redis_password or None
+    )
+    event = events.form_submitted(new_id(), new_id(), "t", "org_dead", {}, datetime.now(UTC))
+    try:
+        await redis.xadd(keys.dead, {**event.to_fields(), "error": "boom"}, id="7-1")
+        for before in ("0-0", "00-000"):
+            page = await client.get("/dead-letters", params={"before": before})
+            assert (page.status_code, page.json()) == (200, []), before
+        last = f"{2**64 - 1}-{2**64 - 1}"
+        assert [d["id"] for d in (await client.get(f"/dead-letters?before={last}")).json()] == [
+            "7-1"
+        ]
+        assert (await client.get("/dead-letters?before=7-1")).json() == []
+        assert [d["id"] for d in (await client.get("/dead-letters?before=0007-02")).json()] == [
+            "7-1"
+        ]
+        assert (await client.get("/dead-letters/0-0")).status_code == 404
+        aliased = await client.get("/dead-letters/0007-01")
+        assert (aliased.status_code, aliased.json()["id"]) == (200, "7-1")
+        first = await client.post("/dead-letters/0007-1/replay")
+        second = await client.post("/dead-letters/7-01/replay")
+        assert (first.status_code, second.status_code) == (202, 202), second.text
+        assert (first.json()["replays"], second.json()["replays"]) == (1, 2)
+        assert first.json()["dead_letter_id"] == "7-1"
+    finally:
+        await redis.delete(keys.dead, keys.replays)
+        await redis.aclose()

@@ -226,6 +226,25 @@ async def test_a_timeout_is_retried(
     assert "timed out" in rows[0].error
 
 
+async def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout_and_retried(
+    engine: AsyncEngine, fast_retries: Settings, receiver: HttpReceiver
+) -> None:
+    """One header line every 0.2 s never trips a per-read timeout; the action's `timeout`
+    bounds the whole call, so the attempt ends after 1 s instead of when the receiver stops."""
+    receiver.answer(Answer(trickle_seconds=0.2))
+    await start_one(engine, fast_retries, webhook_definition(receiver, timeout=1))
+
+    async with running_worker(fast_retries):
+        run = await finished_run(engine)
+
+    assert run.status == "completed"
+    rows = await action_rows(engine)
+    assert [(row.attempt, row.status) for row in rows] == [(1, "retrying"), (2, "succeeded")]
+    assert "timed out: no complete answer within 1 s" in rows[0].error
+    took = (rows[0].finished_at - rows[0].started_at).total_seconds()
+    assert 1 <= took < 3, took
+
+
 async def test_a_400_fails_the_run_at_once(
     engine: AsyncEngine, fast_retries: Settings, receiver: HttpReceiver
 ) -> None:

@@ -1,6 +1,8 @@
 """A real HTTP/1.1 webhook receiver for the tests (asyncio, on 127.0.0.1), recording every
 request, checking its Standard Webhooks signature, and able to misbehave on request: answer
-with a given status (and headers) for the next N requests, or never answer at all."""
+with a given status (and headers) for the next N requests, never answer at all, trickle its
+head one line at a time, or send a head or a body that never ends (each bounded, so a test
+that goes wrong still stops)."""
 
 from __future__ import annotations
 
@@ -50,6 +52,17 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False
     """Never answer; wait until the client gives up and closes the connection."""
+    trickle_seconds: float | None = None
+    """Send the status line, then one more header line every this many seconds, and never
+    end the head (for at most two minutes)."""
+    endless_head: bool = False
+    """Send header lines as fast as the client takes them, never ending the head."""
+    endless_body: bytes | None = None
+    """After a head without a length, send this chunk again and again."""
+
+
+_ENDLESS_LIMIT = 256 * 1024 * 1024  # what an "endless" answer sends at most
+_TRICKLE_LINES = 120
 
 
 class HttpReceiver:
@@ -59,6 +72,8 @@ class HttpReceiver:
         self._plan: list[Answer] = []
         self._server: asyncio.Server | None = None
         self.url = ""
+        self.sent_bytes = 0
+        """What the misbehaving answers sent (before the client went away)."""
 
     def answer(self, answer: Answer, times: int = 1) -> None:
         """Answer the next `times` requests so (after them, 200)."""
@@ -110,8 +125,35 @@ class HttpReceiver:
         if answer.hang:
             await reader.read()  # until the client closes
             return
+        if answer.trickle_seconds is not None:
+            await self._send(writer, [b"HTTP/1.1 200 OK\r\n"])
+            for n in range(_TRICKLE_LINES):
+                await asyncio.sleep(answer.trickle_seconds)
+                await self._send(writer, [f"x-trickle-{n}: {n}\r\n".encode()])
+            return
+        if answer.endless_head:
+            line = b"x-endless: " + b"h" * 1000 + b"\r\n"
+            await self._send_endlessly(writer, b"HTTP/1.1 200 OK\r\n", line)
+            return
+        if answer.endless_body is not None:
+            head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n"
+            await self._send_endlessly(writer, head, answer.endless_body)
+            return
         writer.write(_response(answer))
         await writer.drain()
+
+    async def _send(self, writer: asyncio.StreamWriter, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            writer.write(chunk)
+            self.sent_bytes += len(chunk)
+        await writer.drain()
+
+    async def _send_endlessly(
+        self, writer: asyncio.StreamWriter, first: bytes, chunk: bytes
+    ) -> None:
+        await self._send(writer, [first])
+        while self.sent_bytes < _ENDLESS_LIMIT:
+            await self._send(writer, [chunk] * 16)  # until the client goes away
 
     def _signature_error(self, body: bytes, headers: dict[str, str]) -> str | None:
         if self.secret is None:

@@ -74,6 +74,21 @@ submissions = Table(
     Index("ix_submissions_org_created", "org_id", "created_at"),
 )
 
+# The first answer to each (organisation, Idempotency-Key) of POST /submit, written in the
+# statement that stores the submission. A key older than 24 hours is taken over by the next
+# submission that brings it, and the API deletes old ones now and then.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("org_id", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("submission_id", UUID(as_uuid=True), nullable=False),
+    Column("event_id", UUID(as_uuid=True), nullable=False),
+    _created(),
+    PrimaryKeyConstraint("org_id", "key"),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
 # Events waiting to be published to the stream; written in the same transaction as what they
 # announce, published by the relay, kept for inspection (OUTBOX_RETENTION_SECONDS bounds it).
 outbox = Table(

@@ -17,18 +17,29 @@ from workflow_core.persistence import revival
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 
 
-def _fits_redis(entry_id: str | None) -> str | None:
-    """Redis refuses an id whose parts do not fit in 64 bits; so do we, with a 422."""
-    if entry_id is not None and any(int(part) >= 2**64 for part in entry_id.split("-")):
-        raise ValueError("not a stream entry id: both numbers must fit in 64 bits")
-    return entry_id
-
-
 STREAM_ID = r"^\d{1,20}-\d{1,20}$"
+FIRST_ID = "0-0"
+
+
+def canonical_entry_id(entry_id: str) -> str:
+    """A stream entry id as Redis spells it: `007-01` is entry `7-1`, so it names the same dead
+    letter (and the same replay counter) as `7-1`. Redis refuses a part past 64 bits; so do we,
+    with a 422 (ValueError)."""
+    parts = [int(part) for part in entry_id.split("-")]
+    if any(part >= 2**64 for part in parts):
+        raise ValueError("not a stream entry id: both numbers must fit in 64 bits")
+    return "-".join(map(str, parts))
+
+
 EntryId = Annotated[
     str,
     Path(pattern=STREAM_ID, description="a stream entry id"),
-    AfterValidator(_fits_redis),
+    AfterValidator(canonical_entry_id),
+]
+Before = Annotated[
+    str | None,
+    Query(pattern=STREAM_ID, description="the last id of the previous page"),
+    AfterValidator(lambda entry_id: None if entry_id is None else canonical_entry_id(entry_id)),
 ]
 
 
@@ -37,10 +48,12 @@ async def list_dead_letters(
     redis: Redis,
     keys: Keys,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[str | None, Query(pattern=STREAM_ID), AfterValidator(_fits_redis)] = None,
+    before: Before = None,
 ) -> list[dict[str, Any]]:
     """Newest first, with the error, the delivery count and how often each was replayed;
     page on with `before=<the last id>`."""
+    if before == FIRST_ID:
+        return []  # nothing comes before the first id (and Redis refuses the range `(0-0`)
     return await streams.dead_letters(redis, keys, count=limit, before=before)
 
 

@@ -9,28 +9,59 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from services.api.deps import Database, Db
+from services.api.deps import Database, Db, IdempotencyKey
 from services.api.presenters import run_summary
 from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
 from workflow_core.errors import NotFound
 from workflow_core.persistence import runs, submissions
-from workflow_core.persistence.submissions import NewSubmission
+from workflow_core.persistence.submissions import Accepted, NewSubmission
 
 router = APIRouter(tags=["submissions"])
 
 
-@router.post("/submit", status_code=202, response_model=SubmitAccepted)
-async def submit(body: SubmitRequest, request: Request) -> Response:
+@router.post(
+    "/submit",
+    status_code=202,
+    response_model=SubmitAccepted,
+    responses={
+        202: {
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when this is the first answer to the same "
+                    "Idempotency-Key again (nothing new was stored)",
+                    "schema": {"type": "string"},
+                }
+            }
+        }
+    },
+)
+async def submit(
+    body: SubmitRequest, request: Request, idempotency_key: IdempotencyKey = None
+) -> Response:
     """Store the submission and its event together; the relay publishes the event, so a crash
     (or Redis being away) cannot lose it."""
     # The hottest route reads the database from the app state rather than through a
     # dependency: FastAPI's dependency resolution is a fifth of this request's cost.
     db: Database = request.app.state.database
-    submission_id, event_id = await db.store_submission(
-        NewSubmission(body.template_id, body.org_id, body.data, datetime.now(UTC))
+    accepted = await db.store_submission(
+        NewSubmission(body.template_id, body.org_id, body.data, datetime.now(UTC), idempotency_key)
     )
-    accepted = {"submission_id": submission_id, "event_id": event_id, "status": "accepted"}
-    return Response(orjson.dumps(accepted), status_code=202, media_type="application/json")
+    return accepted_response(accepted)
+
+
+def accepted_response(accepted: Accepted) -> Response:
+    """202 with the submission's ids; a repeated idempotency key's answer says so."""
+    content = orjson.dumps(
+        {
+            "submission_id": accepted.submission_id,
+            "event_id": accepted.event_id,
+            "status": "accepted",
+        }
+    )
+    response = Response(content, status_code=202, media_type="application/json")
+    if accepted.replayed:
+        response.headers["idempotent-replayed"] = "true"
+    return response
 
 
 @router.get(
