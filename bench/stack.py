@@ -114,7 +114,7 @@ def database_url(settings: Settings, database: str) -> str:
 
 
 def admin_dsn(settings: Settings) -> str:
-    url = make_url(settings.async_database_url).set(drivername="postgresql", database="postgres")
+    url = make_url(settings.sqlalchemy_url).set(drivername="postgresql", database="postgres")
     return url.render_as_string(hide_password=False)
 
 

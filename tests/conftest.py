@@ -15,20 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tests.support.net import free_port
 from tests.support.processes import Service, start, wait_http
 from tests.support.services import Servers, find_servers
 from tests.support.smtp import SmtpServer, start_smtp
 from workflow_core.adapters.streams import StreamKeys
-from workflow_core.persistence import pg
-from workflow_core.persistence.db import create_engine
 from workflow_core.persistence.migrate import migrate
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.pool import Pool, create_pool
 from workflow_core.settings import Settings, load_settings
 
 RUN_TOKEN = uuid.uuid4().hex[:8]
@@ -138,7 +137,12 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings, application_name="flowline-tests")
+    """SQLAlchemy, for the tests to look at tables (Flowline itself runs on asyncpg pools)."""
+    engine = create_async_engine(
+        settings.sqlalchemy_url,
+        json_serializer=lambda value: orjson.dumps(value).decode(),
+        json_deserializer=orjson.loads,
+    )
     yield engine
     await engine.dispose()
 
@@ -146,7 +150,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[Pool]:
     """The plain asyncpg pool the hot paths use."""
-    created = await pg.create_pool(settings, application_name="flowline-tests", size=4)
+    created = await create_pool(settings, application_name="flowline-tests", size=4)
     yield created
     await created.close()
 

@@ -36,9 +36,8 @@ from workflow_core.ids import new_id
 from workflow_core.log import get_logger
 from workflow_core.pacing import Backoff, sleep_unless
 from workflow_core.persistence import outbox, runs
-from workflow_core.persistence.db import translate_errors
-from workflow_core.persistence.listen import Listener
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.listen import Channel, Listener
+from workflow_core.persistence.pool import Pool, translate_errors
 from workflow_core.settings import Settings
 
 log = get_logger(__name__)
@@ -55,8 +54,8 @@ class OutboxRelay:
         pool: Pool,
         redis: aioredis.Redis,
         keys: streams.StreamKeys,
+        announced: Channel,
         *,
-        dsn: str,
         batch_size: int = 500,
         poll_seconds: float = 1.0,
         grace_seconds: float = 2.0,
@@ -72,17 +71,19 @@ class OutboxRelay:
         self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
         self._next_reconcile = time.monotonic() + reconcile_seconds / 4
         self._reconcile_all = False
-        self._listener = Listener(dsn, outbox.CHANNEL)
+        self._announced = announced
         self.published = 0
         self.republished = 0
 
     @classmethod
-    def from_settings(cls, pool: Pool, redis: aioredis.Redis, settings: Settings) -> OutboxRelay:
+    def from_settings(
+        cls, pool: Pool, redis: aioredis.Redis, listener: Listener, settings: Settings
+    ) -> OutboxRelay:
         return cls(
             pool,
             redis,
             streams.StreamKeys.from_settings(settings),
-            dsn=settings.async_database_url,
+            listener.channel(outbox.CHANNEL),
             batch_size=settings.outbox_batch_size,
             poll_seconds=settings.outbox_poll_seconds,
             grace_seconds=settings.outbox_grace_seconds,
@@ -188,30 +189,29 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff()
-        async with self._listener:
-            while not stop.is_set():
-                try:
-                    count = await self.publish_batch()
-                    await self._reconcile_when_due()
-                    await self._prune_when_due()
-                except Exception as error:  # Redis or PostgreSQL away: keep the rows, try later
-                    delay = backoff.next_delay()
-                    failures = backoff.failures
-                    if failures in (1, 10) or failures % 50 == 0:
-                        log.warning(
-                            "outbox_relay_failed",
-                            error=f"{type(error).__name__}: {error}",
-                            failures=failures,
-                            retry_in=delay,
-                        )
-                    await sleep_unless(stop, delay)
-                    continue
-                if backoff.failures:
-                    log.info("outbox_relay_recovered", after_failures=backoff.failures)
-                    backoff.reset()
-                if count < self._batch_size:
-                    until_sweep = max(self._next_reconcile - time.monotonic(), 0.0)
-                    await self._listener.wait(min(self._poll_seconds, until_sweep), stop)
+        while not stop.is_set():
+            try:
+                count = await self.publish_batch()
+                await self._reconcile_when_due()
+                await self._prune_when_due()
+            except Exception as error:  # Redis or PostgreSQL away: keep the rows, try later
+                delay = backoff.next_delay()
+                failures = backoff.failures
+                if failures in (1, 10) or failures % 50 == 0:
+                    log.warning(
+                        "outbox_relay_failed",
+                        error=f"{type(error).__name__}: {error}",
+                        failures=failures,
+                        retry_in=delay,
+                    )
+                await sleep_unless(stop, delay)
+                continue
+            if backoff.failures:
+                log.info("outbox_relay_recovered", after_failures=backoff.failures)
+                backoff.reset()
+            if count < self._batch_size:
+                until_sweep = max(self._next_reconcile - time.monotonic(), 0.0)
+                await self._announced.wait(min(self._poll_seconds, until_sweep), stop)
 
 
 class FastPublisher:

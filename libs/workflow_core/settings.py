@@ -149,8 +149,15 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @property
-    def async_database_url(self) -> str:
-        """The URL with the asyncpg driver, whichever form the user gave."""
+    def postgres_dsn(self) -> str:
+        """The URL as asyncpg takes it (postgresql://), whichever form the user gave."""
+        _, rest = self.database_url.split("://", 1)
+        return f"postgresql://{rest}"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The URL for SQLAlchemy's engine (Alembic's migrations only), with its asyncpg
+        driver."""
         _, rest = self.database_url.split("://", 1)
         return f"postgresql+asyncpg://{rest}"
 

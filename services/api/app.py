@@ -26,9 +26,9 @@ from services.api.routes import (
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.log import get_logger
-from workflow_core.persistence import pg
-from workflow_core.persistence.db import create_engine
+from workflow_core.persistence.listen import Listener
 from workflow_core.persistence.migrate import migrate
+from workflow_core.persistence.pool import create_pool
 from workflow_core.relay import FastPublisher, OutboxRelay
 from workflow_core.settings import Settings
 
@@ -42,17 +42,17 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not migrated:
             await migrate(settings)
-        engine = create_engine(settings, application_name="flowline-api")
-        pool = await pg.create_pool(
-            settings, application_name="flowline-api", size=settings.db_pool_size
+        pool = await create_pool(
+            settings, application_name="flowline-api", size=2 * settings.db_pool_size
         )
+        listener = Listener(settings.postgres_dsn)
         redis = streams.client(settings)
         keys = StreamKeys.from_settings(settings)
-        relay = OutboxRelay.from_settings(pool, redis, settings)
+        relay = OutboxRelay.from_settings(pool, redis, listener, settings)
+        await listener.__aenter__()
         publisher = FastPublisher(pool, redis, keys)
         app.state.settings = settings
         app.state.database = Database(
-            engine,
             pool,
             settings.api_db_timeout_seconds,
             publisher,
@@ -72,9 +72,9 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
             await asyncio.gather(relay_task, prune_task, return_exceptions=True)
             await publisher.close()
             await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
+            await listener.__aexit__(None, None, None)
             await redis.aclose()
             await pool.close()
-            await engine.dispose()
             log.info("api_stopped", published=relay.published)
 
     app = FastAPI(

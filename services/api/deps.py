@@ -11,35 +11,33 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, Header, Query, Request
 from pydantic import AfterValidator
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api.intake import Intake
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.errors import Unavailable
-from workflow_core.persistence.db import translate_errors
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.pool import Connection, Pool, translate_errors
 from workflow_core.persistence.submissions import Accepted, NewSubmission
 from workflow_core.relay import FastPublisher
 from workflow_core.settings import Settings
 
 
 class Database:
-    """The routes' door to PostgreSQL: a transaction, or a plain connection for reads. Each is
-    bounded in time (API_DB_TIMEOUT_SECONDS): a database that stops answering costs a request
-    a 503 within that time, never a hang. Submissions take the hot path (intake.py), where
-    only the wait to be taken into a statement is bounded so: a stored form is never
-    answered 503."""
+    """The routes' door to PostgreSQL: a transaction, or a plain connection for reads, from the
+    process's one asyncpg pool. A read is bounded in time (API_DB_TIMEOUT_SECONDS): a database
+    that stops answering costs it a 503 within that time, never a hang. A change waits that
+    long at most for a connection, then as long as its statements take
+    (DB_STATEMENT_TIMEOUT_SECONDS each): a change that may have committed is never answered
+    503 early. Submissions take the hot path (intake.py), bounded the same way."""
 
     def __init__(
         self,
-        engine: AsyncEngine,
         pool: Pool,
         timeout: float,
         publisher: FastPublisher,
         *,
         statement_timeout: float,
     ) -> None:
-        self.engine, self.pool, self.timeout = engine, pool, timeout
+        self.pool, self.timeout = pool, timeout
         self._publisher = publisher
         self._intake = Intake(pool, timeout=timeout, statement_timeout=statement_timeout)
 
@@ -64,13 +62,19 @@ class Database:
             ) from None
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self._bounded(), translate_errors(), self.engine.begin() as conn:
-            yield conn
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with translate_errors():
+            async with self._bounded():
+                conn = await self.pool.acquire()
+            try:
+                async with conn.transaction():
+                    yield conn
+            finally:
+                await self.pool.release(conn)
 
     @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
-        async with self._bounded(), translate_errors(), self.engine.connect() as conn:
+    async def reading(self) -> AsyncIterator[Connection]:
+        async with self._bounded(), translate_errors(), self.pool.acquire() as conn:
             yield conn
 
 

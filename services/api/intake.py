@@ -24,8 +24,7 @@ from workflow_core.errors import Unavailable
 from workflow_core.events import Event
 from workflow_core.log import get_logger
 from workflow_core.persistence import submissions
-from workflow_core.persistence.db import is_unavailable
-from workflow_core.persistence.pg import Pool, PoolConnection
+from workflow_core.persistence.pool import Pool, PoolConnection, is_unavailable
 from workflow_core.persistence.submissions import Accepted, NewSubmission
 
 log = get_logger(__name__)

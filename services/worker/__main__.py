@@ -10,9 +10,8 @@ import uuid
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.worker.catalog import CHANNEL as CATALOG_CHANNEL
 from services.worker.catalog import Catalog
 from services.worker.config import WorkerConfig
 from services.worker.handler import EventHandler
@@ -32,10 +31,11 @@ from workflow_core.definitions.models import RetryPolicy
 from workflow_core.ids import parse_uuid
 from workflow_core.log import configure_logging, get_logger
 from workflow_core.pacing import settle
-from workflow_core.persistence import outbox, pg, runs
-from workflow_core.persistence.db import create_engine, translate_errors
+from workflow_core.persistence import outbox, runs, timers
 from workflow_core.persistence.effects import DbEffectLedger
+from workflow_core.persistence.listen import Listener
 from workflow_core.persistence.migrate import migrate_at_start
+from workflow_core.persistence.pool import Pool, create_pool, translate_errors
 from workflow_core.persistence.records import DbRecords
 from workflow_core.relay import OutboxRelay
 from workflow_core.runtime import freeze_startup_objects
@@ -54,9 +54,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
 
 @dataclass(frozen=True, slots=True)
 class _Parts:
-    engine: AsyncEngine
-    pool: pg.Pool
-    eager_pool: pg.Pool
+    pool: Pool
+    eager_pool: Pool
+    listener: Listener
     redis: aioredis.Redis
     reader_redis: aioredis.Redis
     keys: StreamKeys
@@ -66,30 +66,23 @@ class _Parts:
 
 async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Parts:
     """Connections and clients, each closed by `resources` in the reverse order."""
-    # The hot path (runs, claims, checkpoints, the relay) goes through the asyncpg pool; the
-    # engine serves the rest (resumes, records, the catalog), so it can stay small.
-    engine = create_engine(
-        settings,
-        application_name="flowline-worker",
-        pool_size=max(2, settings.db_pool_size // 2),
-        pool_timeout=60,
-    )
-    resources.push_async_callback(engine.dispose)
-    pool = await pg.create_pool(
+    pool = await create_pool(
         settings,
         application_name="flowline-worker",
         size=min(settings.worker_concurrency, settings.db_pool_size * 2),
     )
     resources.push_async_callback(pool.close)
-    # Event starts need not wait for the disk (see pg.create_pool): a commit less on the way
-    # from an event to its email.
-    eager_pool = await pg.create_pool(
+    # Event starts and email records need not wait for the disk (see pool.create_pool): a
+    # commit less on the way from an event to its email.
+    eager_pool = await create_pool(
         settings,
         application_name="flowline-worker",
         size=max(2, settings.db_pool_size // 2),
         durable=False,
     )
     resources.push_async_callback(eager_pool.close)
+    # One LISTEN connection for the relay, the catalog and the timers.
+    listener = await resources.enter_async_context(Listener(settings.postgres_dsn))
     redis = streams.client(settings)
     resources.push_async_callback(redis.aclose)
     reader_redis = streams.client(
@@ -111,14 +104,14 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
     deps = ActionDeps(
         mailer=mailer,
         http=http,
-        records=DbRecords(engine),
+        records=DbRecords(pool),
         ledger=ledger,
         from_email=settings.from_email,
         now=utcnow,
         settings={"webhook_timeout_seconds": settings.webhook_timeout_seconds},
     )
     keys = StreamKeys.from_settings(settings)
-    return _Parts(engine, pool, eager_pool, redis, reader_redis, keys, deps, ledger)
+    return _Parts(pool, eager_pool, listener, redis, reader_redis, keys, deps, ledger)
 
 
 async def _consume(
@@ -136,56 +129,56 @@ async def _consume(
         initial_delay=settings.action_retry_initial_seconds,
         max_delay=settings.action_retry_max_seconds,
     )
+    catalog = Catalog(parts.pool, parts.listener.channel(CATALOG_CHANNEL))
+    store = RunStore(parts.pool, parts.eager_pool, parts.ledger)
+    stretches = Stretches(
+        store,
+        parts.deps,
+        parts.ledger,
+        step_budget=settings.run_step_budget,
+        retry_policy=retry,
+        now=utcnow,
+    )
+    driver = RunDriver(
+        store, catalog, stretches, parts.ledger, step_budget=settings.run_step_budget
+    )
+    relay = OutboxRelay.from_settings(parts.pool, parts.redis, parts.listener, settings)
+
+    async def fail_runs(entry: Entry, reason: str) -> None:
+        await fail_runs_of(parts.pool, entry, reason)
+
+    async def probe() -> None:
+        async with translate_errors():
+            await parts.pool.fetchval("SELECT 1")
+
+    worker = Worker(
+        parts.redis,
+        parts.reader_redis,
+        parts.keys,
+        EventHandler(driver).handle,
+        WorkerConfig.from_settings(settings),
+        on_dead_letter=fail_runs,
+        database_probe=probe,
+        on_redis_reset=relay.reconcile_soon,
+    )
+    scheduler = TimerScheduler(parts.pool, parts.listener.channel(timers.CHANNEL))
     background_stop = asyncio.Event()
-    async with Catalog(parts.engine, dsn=settings.async_database_url) as catalog:
-        store = RunStore(parts.engine, parts.pool, parts.eager_pool, parts.ledger)
-        stretches = Stretches(
-            store,
-            parts.deps,
-            parts.ledger,
-            step_budget=settings.run_step_budget,
-            retry_policy=retry,
-            now=utcnow,
-        )
-        driver = RunDriver(
-            store, catalog, stretches, parts.ledger, step_budget=settings.run_step_budget
-        )
-        relay = OutboxRelay.from_settings(parts.pool, parts.redis, settings)
-
-        async def fail_runs(entry: Entry, reason: str) -> None:
-            await fail_runs_of(parts.engine, entry, reason)
-
-        async def probe() -> None:
-            async with translate_errors(), parts.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-
-        worker = Worker(
-            parts.redis,
-            parts.reader_redis,
-            parts.keys,
-            EventHandler(driver).handle,
-            WorkerConfig.from_settings(settings),
-            on_dead_letter=fail_runs,
-            database_probe=probe,
-            on_redis_reset=relay.reconcile_soon,
-        )
-        scheduler = TimerScheduler(parts.engine, dsn=settings.async_database_url)
-        background = [
-            asyncio.create_task(relay.run(background_stop), name="relay"),
-            asyncio.create_task(scheduler.run(background_stop), name="timers"),
-            asyncio.create_task(heartbeat.run(background_stop), name="heartbeat"),
-        ]
-        try:
-            await worker.run(stop, burst=burst)
-        finally:
-            background_stop.set()
-            await settle(background, cancel=False)
-            await relay.drain(timeout=2.0)
-            await heartbeat.retire()
+    background = [
+        asyncio.create_task(relay.run(background_stop), name="relay"),
+        asyncio.create_task(scheduler.run(background_stop), name="timers"),
+        asyncio.create_task(heartbeat.run(background_stop), name="heartbeat"),
+    ]
+    try:
+        await worker.run(stop, burst=burst)
+    finally:
+        background_stop.set()
+        await settle(background, cancel=False)
+        await relay.drain(timeout=2.0)
+        await heartbeat.retire()
     return worker
 
 
-async def fail_runs_of(engine: AsyncEngine, entry: Entry, reason: str) -> None:
+async def fail_runs_of(pool: Pool, entry: Entry, reason: str) -> None:
     """Mark failed the runs a dead-lettered entry was driving, when it names any, and the event
     taken (it was handled: the reconcile sweep must not publish it again)."""
     try:
@@ -193,7 +186,7 @@ async def fail_runs_of(engine: AsyncEngine, entry: Entry, reason: str) -> None:
     except events.MalformedEvent:
         return
     message = f"event {entry.id} dead-lettered: {reason}"
-    async with translate_errors(), engine.begin() as conn:
+    async with translate_errors(), pool.acquire() as conn, conn.transaction():
         await outbox.mark_taken(conn, event.event_id)
         if event.type == events.RUN_RESUME:
             run_id = parse_uuid(str(event.payload.get("run_id")))

@@ -11,15 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from workflow_core.definitions import WorkflowDefinition
 from workflow_core.engine.machine import matches_trigger
 from workflow_core.errors import NotFound
 from workflow_core.log import get_logger
 from workflow_core.persistence import workflows
-from workflow_core.persistence.db import translate_errors
-from workflow_core.persistence.listen import Listener
+from workflow_core.persistence.listen import Channel
+from workflow_core.persistence.pool import Pool, translate_errors
 from workflow_core.validation import validate_definition
 
 log = get_logger(__name__)
@@ -48,27 +46,20 @@ def parse(record: workflows.WorkflowRecord) -> WorkflowDefinition | None:
 
 class Catalog:
     def __init__(
-        self, engine: AsyncEngine, *, dsn: str, max_age: float = 30.0, versions_kept: int = 1024
+        self, pool: Pool, changes: Channel, *, max_age: float = 30.0, versions_kept: int = 1024
     ) -> None:
-        self._engine = engine
-        self._listener = Listener(dsn, CHANNEL)
+        """`changes`: the LISTEN channel on which PostgreSQL announces changed workflows."""
+        self._pool, self._changes = pool, changes
         self._max_age = max_age
         self._active: list[ActiveWorkflow] = []
         self._loaded_at = 0.0  # monotonic
         self._versions: OrderedDict[tuple[UUID, int], WorkflowDefinition] = OrderedDict()
         self._versions_kept = versions_kept
 
-    async def __aenter__(self) -> Catalog:
-        await self._listener.__aenter__()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self._listener.__aexit__(*exc_info)
-
     async def refresh(self) -> None:
-        self._listener.consume()
-        async with translate_errors(), self._engine.connect() as conn:
-            records = await workflows.active(conn)
+        self._changes.consume()
+        async with translate_errors():
+            records = await workflows.active(self._pool)
         active = []
         for record in records:
             definition = parse(record)
@@ -79,7 +70,7 @@ class Catalog:
         self._loaded_at = time.monotonic()
 
     def _stale(self) -> bool:
-        return self._listener.pending() or time.monotonic() - self._loaded_at > self._max_age
+        return self._changes.pending() or time.monotonic() - self._loaded_at > self._max_age
 
     async def matching(self, event: Mapping[str, Any]) -> list[ActiveWorkflow]:
         """The active workflows whose trigger matches `event`. When none does, the cache is
@@ -98,8 +89,8 @@ class Catalog:
         if cached is not None:
             self._versions.move_to_end(key)
             return cached
-        async with translate_errors(), self._engine.connect() as conn:
-            record = await workflows.get_version(conn, workflow_id, version)
+        async with translate_errors():
+            record = await workflows.get_version(self._pool, workflow_id, version)
         definition = parse(record) if record else None
         if definition is None:
             raise NotFound(f"workflow {workflow_id} version {version} is missing or invalid")

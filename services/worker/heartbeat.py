@@ -8,9 +8,8 @@ import asyncio
 from workflow_core.log import get_logger
 from workflow_core.pacing import sleep_unless
 from workflow_core.persistence import workers
-from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.effects import DbEffectLedger
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.pool import Pool, translate_errors
 
 log = get_logger(__name__)
 

@@ -1,55 +1,50 @@
 """Fires durable timers on time: sleeps until the next one is due (or a new one is announced
 by NOTIFY flowline_timers), then turns due timers into resume events. Several workers may run
-it at once; each timer fires once (FOR UPDATE SKIP LOCKED)."""
+it at once; each timer fires once (FOR UPDATE SKIP LOCKED). Time is the database's: a timer is
+due when PostgreSQL's clock says so."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from workflow_core.log import get_logger
 from workflow_core.persistence import timers
-from workflow_core.persistence.db import translate_errors
-from workflow_core.persistence.listen import Listener
+from workflow_core.persistence.listen import Channel
+from workflow_core.persistence.pool import Pool, translate_errors
 
 log = get_logger(__name__)
 
 
 class TimerScheduler:
     def __init__(
-        self, engine: AsyncEngine, *, dsn: str, poll_seconds: float = 1.0, batch_size: int = 200
+        self, pool: Pool, announced: Channel, *, poll_seconds: float = 1.0, batch_size: int = 200
     ) -> None:
-        self._engine = engine
-        self._listener = Listener(dsn, timers.CHANNEL)
+        """`announced`: the LISTEN channel on which new timers are announced."""
+        self._pool, self._announced = pool, announced
         self._poll_seconds, self._batch_size = poll_seconds, batch_size
         self.fired = 0
 
     async def fire_due(self) -> int:
-        async with translate_errors(), self._engine.begin() as conn:
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
             fired = len(await timers.fire_due(conn, self._batch_size))
         self.fired += fired
         return fired
 
     async def _seconds_to_next(self) -> float:
-        async with translate_errors(), self._engine.connect() as conn:
-            due = await timers.next_due(conn)
-        if due is None:
-            return self._poll_seconds
-        return min(max((due - datetime.now(UTC)).total_seconds(), 0.0), self._poll_seconds)
+        async with translate_errors():
+            due_in = await timers.next_due_in(self._pool)
+        return self._poll_seconds if due_in is None else min(max(due_in, 0.0), self._poll_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with self._listener:
-            while not stop.is_set():
-                try:
-                    if await self.fire_due() == self._batch_size:
-                        continue
-                    wait = await self._seconds_to_next()
-                except Exception as error:
-                    log.warning("timers_failed", error=f"{type(error).__name__}: {error}")
-                    wait = self._poll_seconds
-                if wait > 0:
-                    with contextlib.suppress(Exception):
-                        await self._listener.wait(wait, stop)
+        while not stop.is_set():
+            try:
+                if await self.fire_due() == self._batch_size:
+                    continue
+                wait = await self._seconds_to_next()
+            except Exception as error:
+                log.warning("timers_failed", error=f"{type(error).__name__}: {error}")
+                wait = self._poll_seconds
+            if wait > 0:
+                with contextlib.suppress(Exception):
+                    await self._announced.wait(wait, stop)

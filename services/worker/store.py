@@ -7,26 +7,21 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from workflow_core.coalesce import Coalescer
 from workflow_core.persistence import checkpoints, effects, human_tasks, runs
-from workflow_core.persistence.db import translate_errors
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.pool import Pool, translate_errors
 from workflow_core.persistence.runs import RunRecord
 
 STATEMENTS_IN_FLIGHT = 1  # per kind (event starts, checkpoints): the rest wait and share the next
 
 
 class RunStore:
-    def __init__(
-        self, engine: AsyncEngine, pool: Pool, eager_pool: Pool, ledger: DbEffectLedger
-    ) -> None:
+    def __init__(self, pool: Pool, eager_pool: Pool, ledger: DbEffectLedger) -> None:
         """`eager_pool` does not wait for the disk (pg.create_pool): run creations may be lost
         in a crash of PostgreSQL, which the event's redelivery (or the sweep) makes good."""
-        self._engine, self._pool, self._ledger = engine, pool, ledger
+        self._pool, self._ledger = pool, ledger
         owner = ledger.owner
         self._starts: Coalescer[runs.EventStart, list[runs.Inserted]] = Coalescer(
             lambda starts: runs.start_events(eager_pool, starts, owner=owner),
@@ -72,15 +67,15 @@ class RunStore:
             await runs.fail(self._pool, run_id, reason, owner=self._ledger.owner, fresh=fresh)
 
     async def load(self, run_id: UUID) -> RunRecord | None:
-        async with translate_errors(), self._engine.connect() as conn:
-            return await runs.get(conn, run_id)
+        async with translate_errors():
+            return await runs.get(self._pool, run_id)
 
     async def effects(self, run_id: UUID) -> dict[str, effects.EffectState]:
-        async with translate_errors(), self._engine.connect() as conn:
-            return await effects.for_run(conn, run_id)
+        async with translate_errors():
+            return await effects.for_run(self._pool, run_id)
 
     async def task(self, task_id: UUID, *, time_out: bool = False) -> dict[str, Any] | None:
         """A task; with `time_out`, closed first if it is still pending (its deadline fired)."""
-        async with translate_errors(), self._engine.begin() as conn:
-            closed = await human_tasks.time_out(conn, task_id) if time_out else None
-            return closed or await human_tasks.get(conn, task_id)
+        async with translate_errors():
+            closed = await human_tasks.time_out(self._pool, task_id) if time_out else None
+            return closed or await human_tasks.get(self._pool, task_id)

@@ -17,7 +17,7 @@ from tests.support.examples import example_form
 from tests.support.inprocess import InProcessApi, in_process_api
 from tests.support.waiting import eventually
 from workflow_core.adapters.streams import StreamKeys
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.pool import Pool
 
 
 @pytest.fixture

@@ -19,9 +19,11 @@ from workflow_core import events
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.ids import new_id
+from workflow_core.persistence import outbox as outbox_module
 from workflow_core.persistence import outbox as outbox_repo
 from workflow_core.persistence import submissions as submissions_repo
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.listen import Listener
+from workflow_core.persistence.pool import Pool
 from workflow_core.persistence.submissions import NewSubmission
 from workflow_core.persistence.tables import outbox, submissions
 from workflow_core.relay import RECONCILE_LOCK, FastPublisher, OutboxRelay
@@ -29,13 +31,19 @@ from workflow_core.settings import Settings
 
 
 def _relay(
-    pool: Pool, redis: aioredis.Redis, settings: Settings, batch: int = 500, **timing: float
+    pool: Pool,
+    redis: aioredis.Redis,
+    settings: Settings,
+    batch: int = 500,
+    listener: Listener | None = None,
+    **timing: float,
 ) -> OutboxRelay:
+    """A relay; with `listener` (entered by the caller) it hears NOTIFY, else it only polls."""
     return OutboxRelay(
         pool,
         redis,
         StreamKeys.from_settings(settings),
-        dsn=settings.async_database_url,
+        (listener or Listener(settings.postgres_dsn)).channel(outbox_module.CHANNEL),
         batch_size=batch,
         **timing,
     )
@@ -176,13 +184,22 @@ async def test_while_redis_is_away_events_wait_in_the_outbox(
 async def test_the_running_relay_is_woken_by_other_events_and_leaves_submissions_their_grace(
     engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:
-    relay = _relay(pool, streams.client(settings), settings, poll_seconds=1.0, grace_seconds=1.5)
+    listener = Listener(settings.postgres_dsn)
+    relay = _relay(
+        pool,
+        streams.client(settings),
+        settings,
+        listener=listener,
+        poll_seconds=1.0,
+        grace_seconds=1.5,
+    )
     stop = asyncio.Event()
+    await listener.__aenter__()
     task = asyncio.create_task(relay.run(stop))
     try:
         await asyncio.sleep(0.5)  # listening
         started = time.monotonic()
-        async with engine.begin() as conn:  # what a task completion writes
+        async with pool.acquire() as conn:  # what a task completion writes
             await outbox_repo.add(conn, events.run_resume(new_id(), new_id(), "task", step_seq=1))
         await eventually(lambda: redis.xlen(keys.stream), timeout=5, what="the resume published")
         assert time.monotonic() - started < 0.8  # the NOTIFY woke it, not its poll
@@ -194,6 +211,7 @@ async def test_the_running_relay_is_woken_by_other_events_and_leaves_submissions
     finally:
         stop.set()
         await task
+        await listener.__aexit__(None, None, None)
 
 
 async def _xlen_is(redis: aioredis.Redis, keys: StreamKeys, length: int) -> bool:

@@ -26,6 +26,7 @@ from workflow_core.actions.base import ActionCall
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.errors import PermanentActionError
 from workflow_core.ids import derived_id, effect_key, new_id, run_id_for
+from workflow_core.persistence.pool import Pool
 from workflow_core.persistence.records import DbRecords
 from workflow_core.persistence.tables import outbox, run_actions, tasks, tickets
 from workflow_core.settings import Settings
@@ -274,7 +275,7 @@ async def test_a_ticket_id_that_is_not_a_uuid_fails_the_run_with_the_reason(
 
 
 async def test_a_run_cannot_change_another_organisations_ticket_or_task(
-    engine: AsyncEngine, settings: Settings
+    engine: AsyncEngine, pool: Pool, settings: Settings
 ) -> None:
     theirs_ticket, theirs_task = new_id(), new_id()
     async with engine.begin() as conn:
@@ -304,7 +305,7 @@ async def test_a_run_cannot_change_another_organisations_ticket_or_task(
     with pytest.raises(
         PermanentActionError, match=f"no task with id {theirs_task} in organisation"
     ):
-        await DbRecords(engine).update_task(theirs_task, "org_123", {"status": "completed"})
+        await DbRecords(pool).update_task(theirs_task, "org_123", {"status": "completed"})
     [ticket] = await rows(engine, tickets)
     [task] = await rows(engine, tasks)
     assert (ticket.status, task.status) == ("open", "pending")
@@ -333,9 +334,9 @@ async def test_update_task_refuses_a_human_task(engine: AsyncEngine, settings: S
 
 
 async def test_concurrent_updates_merge_their_fields_without_losing_any(
-    engine: AsyncEngine,
+    engine: AsyncEngine, pool: Pool
 ) -> None:
-    records = DbRecords(engine)
+    records = DbRecords(pool)
     ticket_id = new_id()
     await records.create_ticket(
         ticket_id,

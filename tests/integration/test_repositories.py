@@ -16,24 +16,24 @@ from workflow_core.actions.base import ActionCall
 from workflow_core.definitions import StepSpec
 from workflow_core.errors import EffectBusy, Unavailable
 from workflow_core.ids import effect_key, new_id
-from workflow_core.persistence import effects, pg, runs, workers, workflows
+from workflow_core.persistence import effects, runs, workers, workflows
 from workflow_core.persistence.checkpoints import checkpoint_many
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.pool import Pool, create_pool
 from workflow_core.persistence.runs import RunRecord, StaleRun
 from workflow_core.settings import Settings
 from workflow_core.statuses import RunStatus
 
 
-async def test_workflow_versions_and_deactivation(engine: AsyncEngine) -> None:
+async def test_workflow_versions_and_deactivation(pool: Pool) -> None:
     definition = EXAMPLE_WORKFLOW["definition"]
-    async with engine.begin() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         created = await workflows.create(conn, name="w", org_id="org_1", definition=definition)
         changed = {**definition, "initial_step_id": "step1"}
         second = await workflows.add_version(conn, created.id, name="w2", definition=changed)
     assert second is not None and second.version == 2 and second.name == "w2"
-    async with engine.begin() as conn:
+    async with pool.acquire() as conn, conn.transaction():
         first = await workflows.get_version(conn, created.id, 1)
         assert first is not None and first.name == "w" and first.version == 1
         assert [w.id for w in await workflows.active(conn)] == [created.id]
@@ -144,10 +144,9 @@ async def test_checkpoint_writes_everything_or_only_the_facts_of_a_stale_run(
         pool, [(replace(run, status=RunStatus.FAILED), late)], owner="w/2"
     )
     assert isinstance(stale, StaleRun)
-    async with engine.connect() as conn:
-        stored = await runs.get(conn, run.id)
-        ledger = await effects.for_run(conn, run.id)
-        steps, _ = await runs.history(conn, run.id)
+    stored = await runs.get(pool, run.id)
+    ledger = await effects.for_run(pool, run.id)
+    steps, _ = await runs.history(pool, run.id)
     assert stored is not None and stored.status == RunStatus.COMPLETED and stored.finished_at
     assert set(ledger) == {"k1", "k2"}
     assert steps == []  # the stale writer's view of the run is not written
@@ -220,7 +219,7 @@ async def test_an_email_sent_whose_record_failed_is_not_sent_again_by_its_proces
     """A 250 was read, and its record failed (the database went away): when the run goes
     round again in this process, the email counts as sent."""
     call = _call()
-    gone = await pg.create_pool(settings, application_name="flowline-tests", size=1)
+    gone = await create_pool(settings, application_name="flowline-tests", size=1)
     await gone.close()
     mine = await _live_ledger(pool, "worker-a/1", eager_pool=gone)
     assert await mine.reserve(call) is None

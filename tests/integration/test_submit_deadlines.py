@@ -21,7 +21,7 @@ from tests.support.examples import example_form
 from tests.support.inprocess import InProcessApi, in_process_api
 from tests.support.waiting import eventually
 from workflow_core.errors import Unavailable
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.pool import Pool
 from workflow_core.persistence.submissions import NewSubmission
 
 API_TIMEOUT = 0.2

@@ -12,12 +12,18 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.examples import unique_email
-from tests.support.flows import create_workflow, publish_all, running_worker, submit
+from tests.support.flows import (
+    create_workflow,
+    flowline_connection,
+    publish_all,
+    running_worker,
+    submit,
+)
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 from workflow_core import events
 from workflow_core.ids import new_id
-from workflow_core.persistence import outbox
+from workflow_core.persistence import outbox, sql
 from workflow_core.persistence.tables import run_steps, runs, tasks
 from workflow_core.settings import Settings
 
@@ -96,25 +102,25 @@ async def complete_task(
     engine: AsyncEngine, task_id: UUID, outcome: str, data: dict[str, Any]
 ) -> None:
     """What POST /tasks/{id}/complete writes: the task, and the run's resume event."""
-    async with engine.begin() as conn:
-        row = (
-            await conn.execute(
-                update(tasks)
-                .where(tasks.c.id == task_id, tasks.c.status == "pending")
-                .values(
-                    status="completed",
-                    outcome=outcome,
-                    data=data,
-                    completed_by="tester",
-                    completed_at=datetime.now(UTC),
-                )
-                .returning(tasks.c.run_id, tasks.c.step_seq)
+    async with flowline_connection(engine) as conn, conn.transaction():
+        row = await sql.fetchrow(
+            conn,
+            update(tasks)
+            .where(tasks.c.id == task_id, tasks.c.status == "pending")
+            .values(
+                status="completed",
+                outcome=outcome,
+                data=data,
+                completed_by="tester",
+                completed_at=datetime.now(UTC),
             )
-        ).one()
+            .returning(tasks.c.run_id, tasks.c.step_seq),
+        )
+        assert row is not None
         await outbox.add(
             conn,
             events.run_resume(
-                new_id(), row.run_id, "task", task_id=str(task_id), step_seq=row.step_seq
+                new_id(), row["run_id"], "task", task_id=str(task_id), step_seq=row["step_seq"]
             ),
         )
 

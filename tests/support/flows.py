@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import redis.asyncio as aioredis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,10 +19,26 @@ from services.worker.worker import Worker
 from tests.support.examples import EXAMPLE_WORKFLOW
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
-from workflow_core.persistence import pg, submissions, workflows
+from workflow_core.persistence import outbox, submissions, workflows
+from workflow_core.persistence.listen import Listener
+from workflow_core.persistence.pool import Connection, create_pool, prepare_connection
 from workflow_core.persistence.tables import runs
 from workflow_core.relay import OutboxRelay
 from workflow_core.settings import Settings
+
+
+@contextlib.asynccontextmanager
+async def flowline_connection(engine: AsyncEngine) -> AsyncIterator[Connection]:
+    """A connection to the test's database as Flowline's processes have them (asyncpg, with
+    the pool's codecs), for calling the repositories; `engine` stays the tests' SQLAlchemy
+    door for looking at tables."""
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(url)
+    try:
+        await prepare_connection(connection)
+        yield connection
+    finally:
+        await connection.close()
 
 
 async def create_workflow(
@@ -31,7 +48,7 @@ async def create_workflow(
     name: str = "test",
     org_id: str | None = None,
 ) -> UUID:
-    async with engine.begin() as conn:
+    async with flowline_connection(engine) as conn, conn.transaction():
         record = await workflows.create(
             conn, name=name, org_id=org_id, definition=definition or EXAMPLE_WORKFLOW["definition"]
         )
@@ -45,20 +62,21 @@ async def submit(
     template_id: str = "form_submitted",
     org_id: str = "org_123",
 ) -> tuple[UUID, UUID]:
-    async with engine.connect() as conn:  # what POST /submit does, on the engine's connection
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
+    async with flowline_connection(engine) as conn:  # what POST /submit does
         return await submissions.create(
-            raw, template_id=template_id, org_id=org_id, data=data, now=datetime.now(UTC)
+            conn, template_id=template_id, org_id=org_id, data=data, now=datetime.now(UTC)
         )
 
 
 async def publish_all(engine: AsyncEngine, settings: Settings) -> int:
     redis = streams.client(settings)
-    pool = await pg.create_pool(settings, application_name="flowline-tests", size=2)
+    pool = await create_pool(settings, application_name="flowline-tests", size=2)
     try:
         relay = OutboxRelay(
-            pool, redis, StreamKeys.from_settings(settings), dsn=settings.async_database_url
+            pool,
+            redis,
+            StreamKeys.from_settings(settings),
+            Listener(settings.postgres_dsn).channel(outbox.CHANNEL),
         )
         total = 0
         while count := await relay.publish_batch(everything=True):

@@ -107,9 +107,10 @@ def test_the_log_level_is_case_insensitive() -> None:
         "postgresql+asyncpg://user:pw@db:5432/flowline",
     ],
 )
-def test_the_async_database_url_uses_asyncpg(url: str) -> None:
+def test_any_form_of_the_database_url_gives_asyncpg_and_sqlalchemy_theirs(url: str) -> None:
     settings = load_settings(database_url=url)
-    assert settings.async_database_url == "postgresql+asyncpg://user:pw@db:5432/flowline"
+    assert settings.postgres_dsn == "postgresql://user:pw@db:5432/flowline"
+    assert settings.sqlalchemy_url == "postgresql+asyncpg://user:pw@db:5432/flowline"
 
 
 def test_the_consumer_name_defaults_to_host_and_pid() -> None:

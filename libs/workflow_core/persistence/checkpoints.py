@@ -15,20 +15,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql
 
+from workflow_core.persistence import sql
 from workflow_core.persistence.journal import Journal
-from workflow_core.persistence.pg import Connection, Pool, json_text
+from workflow_core.persistence.pool import Executor, json_text
 from workflow_core.persistence.runs import RunRecord, StaleRun
 from workflow_core.persistence.tables import effects, outbox, run_actions, run_steps, runs, tasks
 from workflow_core.persistence.tables import timers as timers_table
-
-_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-
-def _typed(table: Table, names: list[str]) -> list[str]:
-    """`name TYPE` for each column, as the table declares it (for jsonb_to_recordset)."""
-    return [f"{name} {table.c[name].type.compile(dialect=_DIALECT)}" for name in names]
 
 
 def _due(absolute: str, seconds: str) -> str:
@@ -55,7 +48,7 @@ class _Part:
 
     def statement(self, parameter: int, *, guarded: bool) -> str:
         incoming = [c for c in self.columns if c not in (self.values or {})]
-        spec = ", ".join(["owner uuid", *_typed(self.table, incoming), *self.extra])
+        spec = ", ".join(["owner uuid", *sql.typed_columns(self.table, incoming), *self.extra])
         selected = ", ".join((self.values or {}).get(c, c) for c in self.columns)
         # Rows name their run (`owner`): unless a fact, written only if that run's move matched.
         guard = " WHERE x.owner IN (SELECT id FROM moved)" if guarded and not self.fact else ""
@@ -113,7 +106,7 @@ _MOVED += ["deliveries"]
 def _checkpoint_statement() -> str:
     """Moves the runs (each only if its revision still matches), writes their journals, marks
     the events they handled taken. Prepared once per connection."""
-    spec = ", ".join([*_typed(runs, _MOVED), "finished boolean"])
+    spec = ", ".join([*sql.typed_columns(runs, _MOVED), "finished boolean"])
     ctes = [
         f"input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u({spec}))",
         "moved AS (UPDATE runs SET status = u.status, current_step_id = u.current_step_id, "
@@ -185,7 +178,7 @@ def _move(run: RunRecord) -> dict[str, Any]:
 
 
 async def checkpoint_many(
-    pg: Pool | Connection, items: list[tuple[RunRecord, Journal]], *, owner: str
+    pg: Executor, items: list[tuple[RunRecord, Journal]], *, owner: str
 ) -> list[RunRecord | StaleRun]:
     """Write each run's new state with its journal, all in one statement, naming `owner` as
     the worker that drives them. A run someone else wrote since its `revision` was read gets
@@ -214,7 +207,7 @@ async def checkpoint_many(
     return answer
 
 
-async def record_facts(pg: Pool | Connection, run: RunRecord, journal: Journal) -> None:
+async def record_facts(pg: Executor, run: RunRecord, journal: Journal) -> None:
     """Write what happened whoever drives the run (effects done, attempts, timers of its own
     such as a notification's retry) without moving the run; those rows leave the journal."""
     parts = (_attempt_rows(journal, run.deliveries), _done_rows(journal), journal.timers)

@@ -35,15 +35,13 @@ from time import monotonic
 from typing import Any
 from uuid import UUID
 
-import orjson
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.actions.base import ActionCall
 from workflow_core.coalesce import Coalescer
 from workflow_core.errors import EffectBusy
-from workflow_core.persistence.db import translate_errors
-from workflow_core.persistence.pg import Pool, json_text
+from workflow_core.persistence import sql
+from workflow_core.persistence.pool import Executor, Pool, json_text, translate_errors
 from workflow_core.persistence.tables import effects
 
 RESERVED, DONE = "reserved", "done"
@@ -55,11 +53,12 @@ class EffectState:
     result: dict[str, Any] | None
 
 
-async def for_run(conn: AsyncConnection, run_id: UUID) -> dict[str, EffectState]:
-    rows = await conn.execute(
-        select(effects.c.key, effects.c.state, effects.c.result).where(effects.c.run_id == run_id)
+async def for_run(db: Executor, run_id: UUID) -> dict[str, EffectState]:
+    rows = await sql.fetch(
+        db,
+        select(effects.c.key, effects.c.state, effects.c.result).where(effects.c.run_id == run_id),
     )
-    return {row.key: EffectState(row.state, row.result) for row in rows}
+    return {row["key"]: EffectState(row["state"], row["result"]) for row in rows}
 
 
 _LIVE_OWNER = (
@@ -155,8 +154,7 @@ class DbEffectLedger:
         if holder is None:  # released between the two statements: take it next time
             raise EffectBusy("the effect was just released; trying again", retry_after=0.1)
         if holder["state"] == DONE:
-            result = holder["result"]  # jsonb comes as text from a plain asyncpg pool
-            return dict(orjson.loads(result) if isinstance(result, str) else result or {})
+            return dict(holder["result"] or {})
         wait = float(holder["wait"]) if holder["wait"] is not None else 0.0
         raise EffectBusy(
             "another live attempt holds this email; trying again once it is over or its "

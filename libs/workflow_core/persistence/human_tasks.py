@@ -7,23 +7,24 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from workflow_core.persistence import sql
+from workflow_core.persistence.pool import Executor
 from workflow_core.persistence.tables import tasks
 from workflow_core.statuses import TaskStatus
 
 TIMEOUT_OUTCOME = "timeout"
 
 
-async def get(conn: AsyncConnection, task_id: UUID) -> dict[str, Any] | None:
-    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
-    return dict(row._mapping) if row else None
+async def get(db: Executor, task_id: UUID) -> dict[str, Any] | None:
+    return sql.mapping(await sql.fetchrow(db, select(tasks).where(tasks.c.id == task_id)))
 
 
-async def time_out(conn: AsyncConnection, task_id: UUID) -> dict[str, Any] | None:
+async def time_out(db: Executor, task_id: UUID) -> dict[str, Any] | None:
     """Close a pending task with outcome `timeout`; None when it is no longer pending."""
-    row = (
-        await conn.execute(
+    return sql.mapping(
+        await sql.fetchrow(
+            db,
             update(tasks)
             .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.PENDING)
             .values(
@@ -33,10 +34,9 @@ async def time_out(conn: AsyncConnection, task_id: UUID) -> dict[str, Any] | Non
                 completed_by="flowline (deadline)",
                 updated_at=func.now(),
             )
-            .returning(*tasks.c)
+            .returning(*tasks.c),
         )
-    ).first()
-    return dict(row._mapping) if row else None
+    )
 
 
 def as_context(task: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""LISTEN on a PostgreSQL channel with a dedicated asyncpg connection that reconnects by
-itself; `wait()` returns on a notification, a timeout, or stop, whichever comes first. A lost
-connection only makes waiting fall back to the timeout (callers poll as a backstop)."""
+"""LISTEN for PostgreSQL's notifications: one dedicated asyncpg connection per process for every
+channel the process waits on, reconnecting by itself. Each waiter holds a `Channel`: `wait()`
+returns on a notification, a timeout, or stop, whichever comes first. A lost connection only
+makes waiting fall back to the timeout (every waiter polls as a backstop), and a reconnect
+wakes every channel (anything may have happened while it was deaf)."""
 
 from __future__ import annotations
 
@@ -16,56 +18,13 @@ from workflow_core.log import get_logger
 log = get_logger(__name__)
 
 
-def plain_dsn(url: str) -> str:
-    """asyncpg takes postgresql:// URLs, not SQLAlchemy's postgresql+asyncpg://."""
-    scheme, rest = url.split("://", 1)
-    return f"postgresql://{rest}" if scheme.startswith("postgres") else url
-
-
-class Listener:
-    def __init__(self, dsn: str, channel: str, *, retry_seconds: float = 2.0) -> None:
-        self._dsn, self._channel = plain_dsn(dsn), channel
-        self._retry_seconds = retry_seconds
+class Channel:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._wake = asyncio.Event()
-        self._connection: asyncpg.Connection | None = None
-        self._keeper: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> Listener:
-        self._keeper = asyncio.create_task(self._keep_connected(), name=f"listen:{self._channel}")
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self._keeper:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._keeper
-        await self._close()
-
-    def _notified(self, *_: Any) -> None:
+    def notify(self, *_: Any) -> None:
         self._wake.set()
-
-    async def _keep_connected(self) -> None:
-        while True:
-            if self._connection is None or self._connection.is_closed():
-                try:
-                    self._connection = await asyncpg.connect(self._dsn, timeout=5)
-                    await self._connection.add_listener(self._channel, self._notified)
-                    self._wake.set()  # anything may have happened while we were deaf
-                except (OSError, asyncpg.PostgresError, TimeoutError) as error:
-                    log.debug("listen_connect_failed", channel=self._channel, error=str(error))
-                    await self._close()
-            await asyncio.sleep(self._retry_seconds)
-
-    async def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), timeout=2)
 
     def pending(self) -> bool:
         """Whether a notification (or a reconnect) happened since the last `consume`."""
@@ -87,3 +46,55 @@ class Listener:
         woken = self._wake.is_set()
         self._wake.clear()
         return woken
+
+
+class Listener:
+    def __init__(self, dsn: str, *, retry_seconds: float = 2.0) -> None:
+        self._dsn, self._retry_seconds = dsn, retry_seconds
+        self._channels: dict[str, Channel] = {}
+        self._connection: asyncpg.Connection | None = None
+        self._listening: set[str] = set()
+        self._keeper: asyncio.Task[None] | None = None
+
+    def channel(self, name: str) -> Channel:
+        """The channel `name` (one per name, shared by whoever asks for it)."""
+        return self._channels.setdefault(name, Channel(name))
+
+    async def __aenter__(self) -> Listener:
+        self._keeper = asyncio.create_task(self._keep_connected(), name="listen")
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._keeper:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._keeper
+        await self._close()
+
+    async def _keep_connected(self) -> None:
+        while True:
+            try:
+                if self._connection is None or self._connection.is_closed():
+                    self._listening.clear()
+                    self._connection = await asyncpg.connect(self._dsn, timeout=5)
+                deaf = [c for c in self._channels.values() if c.name not in self._listening]
+                for channel in deaf:
+                    await self._connection.add_listener(channel.name, channel.notify)
+                    self._listening.add(channel.name)
+                    channel.notify()  # anything may have happened while we were deaf
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
+                log.debug("listen_connect_failed", error=str(error))
+                await self._close()
+            await asyncio.sleep(self._retry_seconds)
+
+    async def _close(self) -> None:
+        self._listening.clear()
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)

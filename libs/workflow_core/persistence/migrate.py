@@ -72,8 +72,8 @@ async def upgrade(engine: AsyncEngine) -> None:
 
 
 async def migrate(settings: Settings) -> None:
-    await ensure_database(settings.async_database_url, settings.db_connect_timeout_seconds * 5)
-    engine = create_async_engine(settings.async_database_url, poolclass=None)
+    await ensure_database(settings.sqlalchemy_url, settings.db_connect_timeout_seconds * 5)
+    engine = create_async_engine(settings.sqlalchemy_url, poolclass=None)
     try:
         await upgrade(engine)
     finally:
@@ -91,7 +91,7 @@ async def migrate_at_start(settings: Settings) -> None:
         await migrate(settings)
     except Exception as error:
         log.debug("migration_failed", exc_info=True)
-        url = make_url(settings.async_database_url).set(drivername="postgresql")
+        url = make_url(settings.sqlalchemy_url).set(drivername="postgresql")
         reason = f"{type(error).__name__}: {error}".splitlines()[0]
         raise DatabaseUnusable(
             f"flowline: cannot use the database DATABASE_URL="
@@ -103,7 +103,7 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(migrate_at_start(settings))
-    log.info("database_migrated", database=make_url(settings.async_database_url).database)
+    log.info("database_migrated", database=make_url(settings.sqlalchemy_url).database)
 
 
 if __name__ == "__main__":

@@ -7,37 +7,38 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-import orjson
 from sqlalchemy import func, insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.events import FORM_SUBMITTED, Event
-from workflow_core.persistence.pg import Connection, Pool
+from workflow_core.persistence import sql
+from workflow_core.persistence.pool import Connection, Executor, Pool
 from workflow_core.persistence.tables import outbox
 
 CHANNEL = "flowline_outbox"
 """NOTIFY channel: a trigger on the outbox signals it after every insert."""
 
 
-async def add(conn: AsyncConnection, event: Event, *, submission_id: UUID | None = None) -> None:
+async def add(conn: Connection, event: Event, *, submission_id: UUID | None = None) -> None:
     """Queue `event` in the caller's transaction. The same event may be queued again (a
     replay); the worker's idempotency makes a repeat harmless."""
-    await conn.execute(
+    await sql.execute(
+        conn,
         insert(outbox).values(
             event_id=event.event_id,
             event_type=event.type,
             payload=event.payload,
             submission_id=submission_id,
-        )
+        ),
     )
 
 
-async def mark_taken(conn: AsyncConnection, event_id: UUID) -> None:
+async def mark_taken(db: Executor, event_id: UUID) -> None:
     """The event was handled without starting runs the usual way (it was dead-lettered)."""
-    await conn.execute(
+    await sql.execute(
+        db,
         update(outbox)
         .where(outbox.c.event_id == event_id, outbox.c.taken_at.is_(None))
-        .values(taken_at=func.now())
+        .values(taken_at=func.now()),
     )
 
 
@@ -56,7 +57,7 @@ async def claim_unpublished(
         FORM_SUBMITTED,
         grace_seconds,
     )
-    return [(row[0], row[1], row[2], orjson.loads(row[3])) for row in rows]
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 async def mark_published(conn: Connection, published: Sequence[tuple[int, str]]) -> None:
@@ -87,7 +88,7 @@ async def claim_untaken(
         limit,
         published_before_seconds,
     )
-    return [(row[0], row[1], row[2], orjson.loads(row[3])) for row in rows]
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 async def add_events(conn: Connection, events: Sequence[Event]) -> None:
@@ -98,7 +99,7 @@ async def add_events(conn: Connection, events: Sequence[Event]) -> None:
             "SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])",
             [event.event_id for event in events],
             [event.type for event in events],
-            [orjson.dumps(event.payload).decode() for event in events],
+            [event.payload for event in events],
         )
 
 

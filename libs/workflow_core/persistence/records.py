@@ -18,21 +18,19 @@ from uuid import UUID
 
 from sqlalchemy import ColumnElement, Select, Table, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from workflow_core import events
 from workflow_core.actions.base import ActionCall
 from workflow_core.errors import Conflict, NotFound, PermanentActionError
 from workflow_core.ids import new_id
-from workflow_core.persistence import outbox, runs
-from workflow_core.persistence.db import translate_errors
+from workflow_core.persistence import outbox, runs, sql
+from workflow_core.persistence.pool import Connection, Executor, Pool, translate_errors
 from workflow_core.persistence.tables import tasks, tickets
 from workflow_core.statuses import TaskKind, TaskStatus
 
 
 def public(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A record as JSON-ready values (what lands in the run's context). Keys become plain
-    `str`: SQLAlchemy's are a subclass that orjson refuses as object keys."""
+    """A record as JSON-ready values (what lands in the run's context)."""
     return {
         str(key): (
             str(value)
@@ -46,18 +44,19 @@ def public(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class DbRecords:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
 
     async def _create(
         self, table: Table, record_id: UUID, values: Mapping[str, Any]
     ) -> dict[str, Any]:
-        async with translate_errors(), self._engine.begin() as conn:
-            await conn.execute(
-                insert(table).values(id=record_id, **values).on_conflict_do_nothing()
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            await sql.execute(
+                conn, insert(table).values(id=record_id, **values).on_conflict_do_nothing()
             )
-            row = (await conn.execute(select(table).where(table.c.id == record_id))).one()
-        return public(dict(row._mapping))
+            row = await sql.fetchrow(conn, select(table).where(table.c.id == record_id))
+        assert row is not None
+        return public(dict(row))
 
     async def _update(
         self,
@@ -85,15 +84,15 @@ class DbRecords:
         )
         if only is not None:
             query = query.where(only)
-        async with translate_errors(), self._engine.begin() as conn:
-            row = (await conn.execute(query)).first()
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            row = await sql.fetchrow(conn, query)
             if row is None:
                 mine = select(table.c.id).where(table.c.id == record_id, same_org)
-                if (await conn.execute(mine)).first() is None:
+                if await sql.fetchrow(conn, mine) is None:
                     whose = f" in organisation {org_id!r}" if org_id is not None else ""
                     raise PermanentActionError(f"no {kind} with id {record_id}{whose}")
                 raise PermanentActionError(refused)
-        return public(dict(row._mapping))
+        return public(dict(row))
 
     async def create_ticket(
         self, ticket_id: UUID, call: ActionCall, fields: Mapping[str, Any]
@@ -178,7 +177,7 @@ def _listing(table: Table, wanted: Mapping[str, object], limit: int, offset: int
 
 
 async def list_tickets(
-    conn: AsyncConnection,
+    db: Executor,
     *,
     org_id: str | None = None,
     status: str | None = None,
@@ -187,17 +186,15 @@ async def list_tickets(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     wanted = {"org_id": org_id, "status": status, "run_id": run_id}
-    found = await conn.execute(_listing(tickets, wanted, limit, offset))
-    return [dict(row._mapping) for row in found]
+    return [dict(row) for row in await sql.fetch(db, _listing(tickets, wanted, limit, offset))]
 
 
-async def get_ticket(conn: AsyncConnection, ticket_id: UUID) -> dict[str, Any] | None:
-    row = (await conn.execute(select(tickets).where(tickets.c.id == ticket_id))).first()
-    return dict(row._mapping) if row else None
+async def get_ticket(db: Executor, ticket_id: UUID) -> dict[str, Any] | None:
+    return sql.mapping(await sql.fetchrow(db, select(tickets).where(tickets.c.id == ticket_id)))
 
 
 async def list_tasks(
-    conn: AsyncConnection,
+    db: Executor,
     *,
     status: str | None = None,
     assignee: str | None = None,
@@ -214,17 +211,15 @@ async def list_tasks(
         "kind": kind,
         "run_id": run_id,
     }
-    found = await conn.execute(_listing(tasks, wanted, limit, offset))
-    return [dict(row._mapping) for row in found]
+    return [dict(row) for row in await sql.fetch(db, _listing(tasks, wanted, limit, offset))]
 
 
-async def get_task(conn: AsyncConnection, task_id: UUID) -> dict[str, Any] | None:
-    row = (await conn.execute(select(tasks).where(tasks.c.id == task_id))).first()
-    return dict(row._mapping) if row else None
+async def get_task(db: Executor, task_id: UUID) -> dict[str, Any] | None:
+    return sql.mapping(await sql.fetchrow(db, select(tasks).where(tasks.c.id == task_id)))
 
 
 async def complete_task(
-    conn: AsyncConnection,
+    conn: Connection,
     task_id: UUID,
     *,
     outcome: str | None = None,
@@ -244,25 +239,24 @@ async def complete_task(
         raise Conflict(_settled(task))
     if task["kind"] == TaskKind.HUMAN:
         await _check_run_can_resume(conn, task)
-    row = (
-        await conn.execute(
-            update(tasks)
-            .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.PENDING)
-            .values(
-                status=TaskStatus.COMPLETED,
-                outcome=outcome,
-                data=dict(data) if data is not None else None,
-                completed_by=completed_by,
-                completed_at=func.now(),
-                updated_at=func.now(),
-            )
-            .returning(*tasks.c)
+    row = await sql.fetchrow(
+        conn,
+        update(tasks)
+        .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.PENDING)
+        .values(
+            status=TaskStatus.COMPLETED,
+            outcome=outcome,
+            data=dict(data) if data is not None else None,
+            completed_by=completed_by,
+            completed_at=func.now(),
+            updated_at=func.now(),
         )
-    ).first()
+        .returning(*tasks.c),
+    )
     if row is None:  # settled by someone else since it was read
         settled = await get_task(conn, task_id)
         raise Conflict(_settled(settled) if settled else f"no task with id {task_id}")
-    completed = dict(row._mapping)
+    completed = dict(row)
     if completed["kind"] == TaskKind.HUMAN:
         event = events.run_resume(
             new_id(),
@@ -281,7 +275,7 @@ def _settled(task: Mapping[str, Any]) -> str:
     return f"task {task['id']} is already {status} (at {at.isoformat()})"
 
 
-async def _check_run_can_resume(conn: AsyncConnection, task: Mapping[str, Any]) -> None:
+async def _check_run_can_resume(conn: Connection, task: Mapping[str, Any]) -> None:
     if task["run_id"] is None:
         raise Conflict(f"task {task['id']} cannot be completed: it belongs to no run")
     run = await runs.get(conn, task["run_id"], for_update=True)

@@ -8,11 +8,11 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import func, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core import events
 from workflow_core.ids import new_id
-from workflow_core.persistence import outbox
+from workflow_core.persistence import outbox, sql
+from workflow_core.persistence.pool import Connection
 from workflow_core.persistence.tables import runs
 from workflow_core.statuses import RunStatus
 
@@ -31,7 +31,7 @@ def _revive(*conditions: Any, status: str) -> Any:
     )
 
 
-async def replay_event(conn: AsyncConnection, event: events.Event) -> int:
+async def replay_event(conn: Connection, event: events.Event) -> int:
     """Queue `event` again and revive the failed runs it drove; returns how many."""
     if event.type == events.RUN_RESUME:
         statement = _revive(
@@ -42,32 +42,31 @@ async def replay_event(conn: AsyncConnection, event: events.Event) -> int:
     else:
         # RUNNING: the worker carries on where each run stopped when it sees the event again.
         statement = _revive(runs.c.event_id == event.event_id, status=RunStatus.RUNNING)
-    revived = len((await conn.execute(statement.returning(runs.c.id))).all())
+    revived = await sql.execute(conn, statement)
     await outbox.add(conn, event)
     return revived
 
 
-async def retry_run(conn: AsyncConnection, run_id: UUID) -> dict[str, Any] | None:
+async def retry_run(conn: Connection, run_id: UUID) -> dict[str, Any] | None:
     """Restart a failed run at its current step (actions already done are not repeated);
     None when the run is not failed."""
-    row = (
-        await conn.execute(
-            _revive(runs.c.id == run_id, status=RunStatus.WAITING).returning(
-                runs.c.id, runs.c.step_seq, runs.c.current_step_id
-            )
-        )
-    ).first()
+    row = await sql.fetchrow(
+        conn,
+        _revive(runs.c.id == run_id, status=RunStatus.WAITING).returning(
+            runs.c.id, runs.c.step_seq, runs.c.current_step_id
+        ),
+    )
     if row is None:
         return None
     await outbox.add(
         conn,
         events.run_resume(
-            new_id(), run_id, "retry", step_seq=row.step_seq, action_index=0, attempt=1
+            new_id(), run_id, "retry", step_seq=row["step_seq"], action_index=0, attempt=1
         ),
     )
     return {
-        "run_id": row.id,
+        "run_id": row["id"],
         "status": RunStatus.WAITING,
-        "step_id": row.current_step_id,
-        "step_seq": row.step_seq,
+        "step_id": row["current_step_id"],
+        "step_seq": row["step_seq"],
     }

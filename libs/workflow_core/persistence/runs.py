@@ -9,12 +9,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.errors import Conflict
-from workflow_core.persistence.pg import Connection, Pool, json_text
+from workflow_core.persistence import sql
+from workflow_core.persistence.pool import Connection, Executor, json_text
 from workflow_core.persistence.tables import run_actions, run_steps, runs
 from workflow_core.statuses import FINISHED_RUNS, RunStatus
 
@@ -53,28 +52,14 @@ _INSERTED = tuple(
 )
 
 
+_SELECTED = [runs.c[name] for name in _RUN_FIELDS]
+
+
 def _record(row: Any) -> RunRecord:
-    mapping = row._mapping
-    return RunRecord(**{name: mapping[name] for name in _RUN_FIELDS})
+    return RunRecord(**{name: row[name] for name in _RUN_FIELDS})
 
 
-_RUN_SPEC = ", ".join(
-    f"{name} {kind}"
-    for name, kind in (
-        ("id", "uuid"),
-        ("workflow_id", "uuid"),
-        ("workflow_version", "int"),
-        ("submission_id", "uuid"),
-        ("event_id", "uuid"),
-        ("org_id", "text"),
-        ("status", "text"),
-        ("current_step_id", "text"),
-        ("step_seq", "int"),
-        ("context", "jsonb"),
-        ("error", "text"),
-        ("deliveries", "int"),
-    )
-)
+_RUN_SPEC = ", ".join(sql.typed_columns(runs, _INSERTED))
 _INSERT = f"""
     WITH fresh AS (
         INSERT INTO runs ({", ".join(_INSERTED)}, owner)
@@ -124,7 +109,7 @@ class Inserted:
 
 
 async def start_events(
-    pg: Pool | Connection, starts: list[EventStart], *, owner: str
+    pg: Executor, starts: list[EventStart], *, owner: str
 ) -> list[list[Inserted]]:
     """Mark the events taken and create their runs that do not exist yet (a redelivered event
     finds its runs) with their reservations; returns each run as stored and whether it is new.
@@ -145,7 +130,7 @@ async def start_events(
     }
     missing = [new.record.id for new in fresh if new.record.id not in created]
     existing = (
-        {row["id"]: _from_pg(row) for row in await pg.fetch(_SELECT, missing)} if missing else {}
+        {row["id"]: _record(row) for row in await pg.fetch(_SELECT, missing)} if missing else {}
     )
 
     def stored(new: NewRun) -> Inserted:
@@ -160,28 +145,20 @@ async def start_events(
     return [[stored(new) for new in start.runs] for start in starts]
 
 
-def _from_pg(row: Any) -> RunRecord:
-    values = dict(row)
-    if isinstance(values["context"], str):
-        values["context"] = orjson.loads(values["context"])
-    return RunRecord(**values)
-
-
-async def get(conn: AsyncConnection, run_id: UUID, *, for_update: bool = False) -> RunRecord | None:
-    query = select(runs).where(runs.c.id == run_id)
+async def get(db: Executor, run_id: UUID, *, for_update: bool = False) -> RunRecord | None:
+    query = select(*_SELECTED).where(runs.c.id == run_id)
     if for_update:
         query = query.with_for_update()
-    row = (await conn.execute(query)).first()
+    row = await sql.fetchrow(db, query)
     return _record(row) if row else None
 
 
-async def history(
-    conn: AsyncConnection, run_id: UUID
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    steps = await conn.execute(
-        select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.seq)
+async def history(db: Executor, run_id: UUID) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    steps = await sql.fetch(
+        db, select(run_steps).where(run_steps.c.run_id == run_id).order_by(run_steps.c.seq)
     )
-    attempts = await conn.execute(
+    attempts = await sql.fetch(
+        db,
         select(run_actions)
         .where(run_actions.c.run_id == run_id)
         .order_by(
@@ -189,18 +166,20 @@ async def history(
             run_actions.c.action_index,
             run_actions.c.attempt,
             run_actions.c.id,
-        )
+        ),
     )
-    return [dict(row._mapping) for row in steps], [dict(row._mapping) for row in attempts]
+    return [dict(row) for row in steps], [dict(row) for row in attempts]
 
 
-async def for_submission(conn: AsyncConnection, submission_id: UUID) -> list[RunRecord]:
-    query = select(runs).where(runs.c.submission_id == submission_id).order_by(runs.c.created_at)
-    return [_record(row) for row in await conn.execute(query)]
+async def for_submission(db: Executor, submission_id: UUID) -> list[RunRecord]:
+    query = (
+        select(*_SELECTED).where(runs.c.submission_id == submission_id).order_by(runs.c.created_at)
+    )
+    return [_record(row) for row in await sql.fetch(db, query)]
 
 
 async def list_runs(
-    conn: AsyncConnection,
+    db: Executor,
     *,
     workflow_id: UUID | None = None,
     status: str | None = None,
@@ -208,7 +187,7 @@ async def list_runs(
     limit: int = 50,
     offset: int = 0,
 ) -> list[RunRecord]:
-    query = select(runs)
+    query = select(*_SELECTED)
     if workflow_id is not None:
         query = query.where(runs.c.workflow_id == workflow_id)
     if status is not None:
@@ -216,21 +195,22 @@ async def list_runs(
     if submission_id is not None:
         query = query.where(runs.c.submission_id == submission_id)
     query = query.order_by(runs.c.created_at.desc(), runs.c.id).limit(limit).offset(offset)
-    return [_record(row) for row in await conn.execute(query)]
+    return [_record(row) for row in await sql.fetch(db, query)]
 
 
-async def mark_failed(conn: AsyncConnection, run_id: UUID, reason: str) -> bool:
+async def mark_failed(db: Executor, run_id: UUID, reason: str) -> bool:
     """Fail a run that is not finished (used when its event is dead-lettered)."""
-    return bool(await _fail_where(conn, reason, runs.c.id == run_id))
+    return bool(await _fail_where(db, reason, runs.c.id == run_id))
 
 
-async def fail_event_runs(conn: AsyncConnection, event_id: UUID, reason: str) -> int:
+async def fail_event_runs(db: Executor, event_id: UUID, reason: str) -> int:
     """Fail the unfinished runs an event started (it was dead-lettered); how many."""
-    return await _fail_where(conn, reason, runs.c.event_id == event_id)
+    return await _fail_where(db, reason, runs.c.event_id == event_id)
 
 
-async def _fail_where(conn: AsyncConnection, reason: str, which: Any) -> int:
-    result = await conn.execute(
+async def _fail_where(db: Executor, reason: str, which: Any) -> int:
+    return await sql.execute(
+        db,
         update(runs)
         .where(which, runs.c.status.notin_(FINISHED_RUNS))
         .values(
@@ -239,10 +219,8 @@ async def _fail_where(conn: AsyncConnection, reason: str, which: Any) -> int:
             revision=runs.c.revision + 1,
             updated_at=func.now(),
             finished_at=func.now(),
-        )
-        .returning(runs.c.id)
+        ),
     )
-    return len(result.all())
 
 
 _FAIL = f"""
@@ -268,7 +246,7 @@ _FAIL = f"""
 
 
 async def fail(
-    pg: Pool | Connection,
+    pg: Executor,
     run_id: UUID,
     reason: str,
     *,

@@ -9,11 +9,11 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core import events
 from workflow_core.ids import new_id
-from workflow_core.persistence.pg import Connection, Pool, json_text
+from workflow_core.persistence import sql
+from workflow_core.persistence.pool import Connection, Executor, Pool, json_text
 from workflow_core.persistence.tables import outbox as outbox_table
 from workflow_core.persistence.tables import submissions
 
@@ -211,7 +211,7 @@ async def forget_expired_keys(pg: Pool | Connection, *, limit: int = KEY_PRUNE_B
     return int(status.split()[-1])
 
 
-async def get(conn: AsyncConnection, submission_id: UUID) -> dict[str, Any] | None:
+async def get(db: Executor, submission_id: UUID) -> dict[str, Any] | None:
     query = (
         select(submissions, outbox_table.c.event_id, outbox_table.c.published_at)
         .outerjoin(
@@ -221,5 +221,4 @@ async def get(conn: AsyncConnection, submission_id: UUID) -> dict[str, Any] | No
         )
         .where(submissions.c.id == submission_id)
     )
-    row = (await conn.execute(query)).first()
-    return dict(row._mapping) if row else None
+    return sql.mapping(await sql.fetchrow(db, query))

@@ -9,7 +9,7 @@ its row, so that what it leaves is taken over at once.
 
 from __future__ import annotations
 
-from workflow_core.persistence.pg import Pool
+from workflow_core.persistence.pool import Pool
 
 _BEAT = """
     INSERT INTO workers (owner, consumer) VALUES ($1, $2)

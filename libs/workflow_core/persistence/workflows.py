@@ -9,9 +9,10 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from workflow_core.ids import new_id
+from workflow_core.persistence import sql
+from workflow_core.persistence.pool import Executor
 from workflow_core.persistence.tables import workflow_versions, workflows
 
 
@@ -52,30 +53,29 @@ def _record(row: Any) -> WorkflowRecord:
 
 
 async def create(
-    conn: AsyncConnection, *, name: str, org_id: str | None, definition: dict[str, Any]
+    db: Executor, *, name: str, org_id: str | None, definition: dict[str, Any]
 ) -> WorkflowRecord:
     workflow_id = new_id()
-    await conn.execute(
-        workflows.insert().values(id=workflow_id, name=name, org_id=org_id, current_version=1)
+    await sql.execute(
+        db, workflows.insert().values(id=workflow_id, name=name, org_id=org_id, current_version=1)
     )
-    await conn.execute(
+    await sql.execute(
+        db,
         workflow_versions.insert().values(
             workflow_id=workflow_id, version=1, name=name, definition=definition
-        )
+        ),
     )
-    record = await get(conn, workflow_id)
+    record = await get(db, workflow_id)
     assert record is not None
     return record
 
 
-async def get(conn: AsyncConnection, workflow_id: UUID) -> WorkflowRecord | None:
-    row = (await conn.execute(_current().where(workflows.c.id == workflow_id))).first()
+async def get(db: Executor, workflow_id: UUID) -> WorkflowRecord | None:
+    row = await sql.fetchrow(db, _current().where(workflows.c.id == workflow_id))
     return _record(row) if row else None
 
 
-async def get_version(
-    conn: AsyncConnection, workflow_id: UUID, version: int
-) -> WorkflowRecord | None:
+async def get_version(db: Executor, workflow_id: UUID, version: int) -> WorkflowRecord | None:
     query = (
         select(*_COLUMNS)
         .join(workflows, workflows.c.id == workflow_versions.c.workflow_id)
@@ -83,11 +83,11 @@ async def get_version(
             workflow_versions.c.workflow_id == workflow_id, workflow_versions.c.version == version
         )
     )
-    row = (await conn.execute(query)).first()
+    row = await sql.fetchrow(db, query)
     return _record(row) if row else None
 
 
-async def list_versions(conn: AsyncConnection, workflow_id: UUID) -> list[dict[str, Any]]:
+async def list_versions(db: Executor, workflow_id: UUID) -> list[dict[str, Any]]:
     query = (
         select(
             workflow_versions.c.version, workflow_versions.c.name, workflow_versions.c.created_at
@@ -95,11 +95,11 @@ async def list_versions(conn: AsyncConnection, workflow_id: UUID) -> list[dict[s
         .where(workflow_versions.c.workflow_id == workflow_id)
         .order_by(workflow_versions.c.version)
     )
-    return [dict(row._mapping) for row in await conn.execute(query)]
+    return [dict(row) for row in await sql.fetch(db, query)]
 
 
 async def list_workflows(
-    conn: AsyncConnection,
+    db: Executor,
     *,
     org_id: str | None = None,
     include_inactive: bool = False,
@@ -114,45 +114,42 @@ async def list_workflows(
     query = (
         query.order_by(workflows.c.created_at.desc(), workflows.c.id).limit(limit).offset(offset)
     )
-    return [_record(row) for row in await conn.execute(query)]
+    return [_record(row) for row in await sql.fetch(db, query)]
 
 
 async def add_version(
-    conn: AsyncConnection, workflow_id: UUID, *, name: str, definition: dict[str, Any]
+    db: Executor, workflow_id: UUID, *, name: str, definition: dict[str, Any]
 ) -> WorkflowRecord | None:
     """Store a new version and make it current; None when the workflow does not exist."""
-    version = (
-        await conn.execute(
-            update(workflows)
-            .where(workflows.c.id == workflow_id)
-            .values(
-                current_version=workflows.c.current_version + 1, name=name, updated_at=func.now()
-            )
-            .returning(workflows.c.current_version)
-        )
-    ).scalar()
-    if version is None:
-        return None
-    await conn.execute(
-        workflow_versions.insert().values(
-            workflow_id=workflow_id, version=version, name=name, definition=definition
-        )
-    )
-    return await get(conn, workflow_id)
-
-
-async def deactivate(conn: AsyncConnection, workflow_id: UUID) -> bool:
-    result = await conn.execute(
+    version = await sql.fetchval(
+        db,
         update(workflows)
         .where(workflows.c.id == workflow_id)
-        .values(active=False, updated_at=func.now())
-        .returning(workflows.c.id)
+        .values(current_version=workflows.c.current_version + 1, name=name, updated_at=func.now())
+        .returning(workflows.c.current_version),
     )
-    return result.first() is not None
+    if version is None:
+        return None
+    await sql.execute(
+        db,
+        workflow_versions.insert().values(
+            workflow_id=workflow_id, version=version, name=name, definition=definition
+        ),
+    )
+    return await get(db, workflow_id)
 
 
-async def active(conn: AsyncConnection) -> list[WorkflowRecord]:
+async def deactivate(db: Executor, workflow_id: UUID) -> bool:
+    touched = await sql.execute(
+        db,
+        update(workflows)
+        .where(workflows.c.id == workflow_id)
+        .values(active=False, updated_at=func.now()),
+    )
+    return touched > 0
+
+
+async def active(db: Executor) -> list[WorkflowRecord]:
     """Every active workflow at its current version: what the worker matches events against."""
-    return [
-        _record(row) for row in await conn.execute(_current().where(workflows.c.active.is_(True)))
-    ]
+    rows = await sql.fetch(db, _current().where(workflows.c.active.is_(True)))
+    return [_record(row) for row in rows]

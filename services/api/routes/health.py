@@ -7,7 +7,6 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from services.api.deps import Db, Redis
 
@@ -40,7 +39,7 @@ async def readyz(db: Db, redis: Redis) -> JSONResponse:
 
     async def database() -> None:
         async with db.reading() as conn:
-            await conn.execute(text("SELECT 1"))
+            await conn.fetchval("SELECT 1")
 
     results = dict(await asyncio.gather(_check("database", database), _check("redis", redis.ping)))
     checks = {
