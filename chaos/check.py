@@ -144,8 +144,15 @@ class Findings:
     warnings: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
     """One line per missing or duplicated email, or stuck submission: what was seen."""
-    runs_to_explain: list[str] = field(default_factory=list)
-    """Runs whose whole record goes into evidence.txt."""
+    runs_to_explain: dict[str, list[str]] = field(default_factory=dict)
+    """Reason -> the runs that show it; a few of each go into evidence.txt in full."""
+
+    submissions_to_explain: list[str] = field(default_factory=list)
+    """Submissions without a run: their events, in evidence.txt."""
+
+    def explain(self, reason: str, run_ids: Sequence[str]) -> None:
+        known = self.runs_to_explain.setdefault(reason, [])
+        known += [run_id for run_id in run_ids if run_id not in known]
 
     def section(self, title: str, rows: list[Row]) -> None:
         self.sections.append((title, rows))
@@ -233,6 +240,7 @@ def _submissions(facts: Facts, findings: Findings, runs_of: dict[str, list[Run]]
     )  # fmt: skip
     for submission_id in no_run:
         findings.evidence.append(f"submission {submission_id}: stored, no run")
+    findings.submissions_to_explain = no_run
 
 
 def _runs(facts: Facts, findings: Findings) -> None:
@@ -240,7 +248,8 @@ def _runs(facts: Facts, findings: Findings) -> None:
     unfinished = [run for run in facts.db.runs if run.status != "completed"]
     where = Counter(f"{run.status} at {run.step}" for run in unfinished)
     errors = Counter(run.error[:80] for run in unfinished if run.status == "failed")
-    findings.runs_to_explain.extend(run.id for run in unfinished)
+    for run in unfinished:
+        findings.explain(f"run {run.status} at {run.step}", [run.id])
     findings.section(
         "runs",
         [
@@ -269,8 +278,12 @@ def _emails(facts: Facts, findings: Findings, runs_of: dict[str, list[Run]]) -> 
         reason = _why_missing(facts, email, runs_of)
         reasons[reason] += 1
         findings.evidence.append(_missing_line(facts, email, runs_of, reason))
-        findings.runs_to_explain.extend(r.id for r in runs_of.get(email.submission_id, []))
+        if runs_of.get(email.submission_id):
+            findings.explain(reason, [r.id for r in runs_of[email.submission_id]])
     for recipient in twice:
+        findings.explain(
+            "email duplicated", [r.id for r in runs_of.get(wanted[recipient].submission_id, [])]
+        )
         findings.evidence.append(
             f"duplicate to {recipient}: "
             + "; ".join(
@@ -380,8 +393,11 @@ def _webhooks_and_tickets(facts: Facts, findings: Findings) -> None:
 
 
 def _system(facts: Facts, findings: Findings) -> None:
-    if facts.unexpected_exits:
-        findings.warnings.append(f"processes exited by themselves: {facts.unexpected_exits}")
+    for gone in facts.unexpected_exits:
+        # A process that cannot reach the database at start stops with one line; the README
+        # leaves the restart to a supervisor (the soak is one). Any other exit is news.
+        if "cannot use the database" not in gone:
+            findings.warnings.append(f"a process exited by itself: {gone}")
     if facts.db.pending_tasks:
         findings.warnings.append(f"{facts.db.pending_tasks} human tasks still pending")
     quiet = "yes" if facts.quiescent else "NO"
@@ -392,7 +408,8 @@ def _system(facts: Facts, findings: Findings) -> None:
             ("human tasks still pending", str(facts.db.pending_tasks)),
             ("the person's answers", _top(facts.person, 6) or "-"),
             ("outbox unpublished", str(facts.db.outbox_unpublished)),
-            ("unexpected process exits", ", ".join(facts.unexpected_exits) or "0"),
+            ("process exits nobody asked for", str(len(facts.unexpected_exits))),
+            *(("  (restarted)", gone) for gone in facts.unexpected_exits),
         ],
     )  # fmt: skip
 

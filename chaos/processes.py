@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 API, WORKER = "services.api", "services.worker"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_harness() -> None:
+    """In the child, before exec: SIGKILL when the harness dies, even by SIGKILL, so that no
+    worker or redis-server outlives a soak that could not clean up."""
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+DIE_WITH_HARNESS: Callable[[], None] | None = _die_with_harness if sys.platform == "linux" else None
 
 
 @dataclass
@@ -50,6 +62,13 @@ class Lifetime:
             return self.log_path.read_text(errors="replace")[-chars:]
         return ""
 
+    def describe_exit(self) -> str:
+        """How it ended, with its last log line (Flowline says why in one line)."""
+        lines = self.log_tail().strip().splitlines()
+        age = (self.ended or time.time()) - self.started
+        last = lines[-1][:160] if lines else "no output"
+        return f"{self.label} exit {self.returncode} {age:.0f}s after start: {last}"
+
 
 @dataclass
 class Flowline:
@@ -75,6 +94,7 @@ class Flowline:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=DIE_WITH_HARNESS,
             )
         life = Lifetime(name, index, module, process, log_path, time.time())
         self.current[name] = life
@@ -85,14 +105,12 @@ class Flowline:
         return [life for life in self.current.values() if life.module == WORKER]
 
     async def wait_log(self, name: str, text: str, timeout: float) -> bool:
-        """Whether the current process of `name` logged `text` within `timeout` seconds."""
+        """Whether the process of `name` logged `text` within `timeout` seconds (a process
+        that exits meanwhile is replaced by `restart_unexpected`; its successor counts)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            life = self.current[name]
-            if text in life.log_tail(chars=1 << 20):
+            if text in self.current[name].log_tail(chars=1 << 20):
                 return True
-            if not life.running:
-                return False
             await asyncio.sleep(0.2)
         return False
 

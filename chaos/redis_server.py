@@ -19,6 +19,8 @@ from typing import Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from chaos.processes import DIE_WITH_HARNESS
+
 Mode = Literal["aof", "memory"]
 
 
@@ -66,6 +68,7 @@ class RedisServer:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=DIE_WITH_HARNESS,
         )
         self.modes.append(mode)
         client = aioredis.Redis(port=self.port, socket_timeout=1.0)

@@ -38,6 +38,7 @@ from typing import Any, NoReturn, TextIO
 import orjson
 from aiosmtpd.smtp import SMTP
 
+from chaos.processes import DIE_WITH_HARNESS
 from services.mailcatcher import advertise_pipelining
 
 _HEADERS = {
@@ -198,6 +199,7 @@ class SmtpSink:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
+                preexec_fn=DIE_WITH_HARNESS,
             )
         line = await self._readline(timeout)
         match = re.fullmatch(r"READY (\d+)", line)

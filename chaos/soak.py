@@ -297,9 +297,7 @@ class Soak:
             webhooks=list(self.receiver.calls),
             samples=monitor.samples,
             injected=injector.injected,
-            unexpected_exits=[
-                f"{life.label} (exit {life.returncode})" for life in flowline.unexpected_exits
-            ],
+            unexpected_exits=[life.describe_exit() for life in flowline.unexpected_exits],
             t0_wall=t0_wall,
             quiescent=quiescent,
             settle_seconds=settle_seconds,
@@ -307,7 +305,8 @@ class Soak:
         findings = evaluate(facts)
         records = await explain(
             dsn=_dsn(self.server.set(database=self.database)),
-            run_ids=findings.runs_to_explain,
+            runs=findings.runs_to_explain,
+            submissions=findings.submissions_to_explain,
             logs=[life.log_path for life in flowline.lifetimes],
             t0_wall=t0_wall,
         )
