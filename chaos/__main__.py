@@ -4,6 +4,8 @@
     python -m chaos                                 3 minutes at 40 forms/s, a random seed
     python -m chaos --minutes 10 --rate 150
     python -m chaos --minutes 1 --rate 20 --seed 7  the 1-minute soak of `make test-faults`
+    python -m chaos --minutes 1 --faults none       a control run: the harness's own check
+    python -m chaos --faults worker_sigkill,smtp_slow_dot     one failure mode at a time
 
 It needs PostgreSQL (DATABASE_URL, default postgresql://postgres@127.0.0.1:5432; the soak
 creates and drops a database of its own) and redis-server on the PATH (it runs a private
@@ -20,6 +22,7 @@ import random
 import signal
 import sys
 
+from chaos.faults import KINDS, Kind
 from chaos.report import say
 from chaos.soak import Options, Soak, SoakError, default_settle
 
@@ -28,6 +31,7 @@ def parse(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m chaos",
         description=(__doc__ or "").split("\n\n")[0],
+        epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--minutes", type=float, default=3.0, help="load period (3)")
@@ -41,6 +45,12 @@ def parse(argv: list[str] | None = None) -> Options:
         " switching at every restart (alternate, the default; it starts with aof)",
     )
     parser.add_argument(
+        "--faults",
+        default="all",
+        help="the kinds of fault to inject, comma-separated, or all (the default) or none (a"
+        f" control run): {', '.join(KINDS)}",
+    )
+    parser.add_argument(
         "--settle",
         type=float,
         help="longest wait in seconds for the system to go quiet after the load"
@@ -51,7 +61,19 @@ def parse(argv: list[str] | None = None) -> Options:
         parser.error("--minutes and --rate must be positive")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
     settle = args.settle if args.settle is not None else default_settle(args.minutes)
-    return Options(args.minutes, args.rate, seed, args.redis, settle)
+    return Options(args.minutes, args.rate, seed, args.redis, settle, _kinds(parser, args.faults))
+
+
+def _kinds(parser: argparse.ArgumentParser, text: str) -> tuple[Kind, ...]:
+    if text == "all":
+        return KINDS
+    if text == "none":
+        return ()
+    named = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in named if name not in KINDS]
+    if unknown:
+        parser.error(f"unknown fault kinds {unknown}; known: {', '.join(KINDS)}")
+    return tuple(kind for kind in KINDS if kind in named)
 
 
 async def _main(options: Options) -> int:

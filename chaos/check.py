@@ -132,6 +132,8 @@ class Facts:
     """time.time() when the load started: fault times are relative to it."""
     quiescent: bool
     settle_seconds: float
+    unchanged_seconds: float
+    """For how long, at the end of the wait, nothing had moved."""
 
 
 Row = tuple[str, str]
@@ -142,13 +144,16 @@ class Findings:
     sections: list[tuple[str, list[Row]]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    evidence: list[str] = field(default_factory=list)
-    """One line per missing or duplicated email, or stuck submission: what was seen."""
+    evidence: dict[str, list[str]] = field(default_factory=dict)
+    """Reason -> one line per missing or duplicated email, or submission without a run."""
     runs_to_explain: dict[str, list[str]] = field(default_factory=dict)
     """Reason -> the runs that show it; a few of each go into evidence.txt in full."""
 
     submissions_to_explain: list[str] = field(default_factory=list)
     """Submissions without a run: their events, in evidence.txt."""
+
+    def note(self, reason: str, line: str) -> None:
+        self.evidence.setdefault(reason, []).append(line)
 
     def explain(self, reason: str, run_ids: Sequence[str]) -> None:
         known = self.runs_to_explain.setdefault(reason, [])
@@ -239,7 +244,7 @@ def _submissions(facts: Facts, findings: Findings, runs_of: dict[str, list[Run]]
         ],
     )  # fmt: skip
     for submission_id in no_run:
-        findings.evidence.append(f"submission {submission_id}: stored, no run")
+        findings.note("no run", f"submission {submission_id}: stored, no run")
     findings.submissions_to_explain = no_run
 
 
@@ -277,20 +282,21 @@ def _emails(facts: Facts, findings: Findings, runs_of: dict[str, list[Run]]) -> 
         email = wanted[recipient]
         reason = _why_missing(facts, email, runs_of)
         reasons[reason] += 1
-        findings.evidence.append(_missing_line(facts, email, runs_of, reason))
+        findings.note(reason, _missing_line(facts, email, runs_of, reason))
         if runs_of.get(email.submission_id):
             findings.explain(reason, [r.id for r in runs_of[email.submission_id]])
     for recipient in twice:
         findings.explain(
             "email duplicated", [r.id for r in runs_of.get(wanted[recipient].submission_id, [])]
         )
-        findings.evidence.append(
+        findings.note(
+            "email duplicated",
             f"duplicate to {recipient}: "
             + "; ".join(
                 f"{c.message_id} at +{c.t - facts.t0_wall:.1f}s "
                 f"(faults: {_active_faults(facts, c.t)})"
                 for c in per_recipient[recipient]
-            )
+            ),
         )
     sent = {
         a.message_id: a
@@ -400,7 +406,11 @@ def _system(facts: Facts, findings: Findings) -> None:
             findings.warnings.append(f"a process exited by itself: {gone}")
     if facts.db.pending_tasks:
         findings.warnings.append(f"{facts.db.pending_tasks} human tasks still pending")
-    quiet = "yes" if facts.quiescent else "NO"
+    quiet = (
+        "yes"
+        if facts.quiescent
+        else f"NO (nothing moved in the last {facts.unchanged_seconds:.0f}s)"
+    )
     findings.section(
         "system at the end",
         [
@@ -462,7 +472,9 @@ def _stream(facts: Facts, findings: Findings) -> None:
 
 def _faults(facts: Facts, findings: Findings) -> None:
     kinds = Counter(item.fault.kind for item in facts.injected)
-    rows: list[Row] = [(kind, f"{count}") for kind, count in sorted(kinds.items())]
+    rows: list[Row] = [(kind, f"{count}") for kind, count in sorted(kinds.items())] or [
+        ("none", "a control run")
+    ]
     rows += [
         (
             f"  +{item.started:.0f}s",

@@ -63,11 +63,19 @@ class Fault:
     target: str = ""
 
 
-def plan(rng: random.Random, load_seconds: float, workers: Sequence[str]) -> list[Fault]:
-    """The schedule of one soak: every kind at least once, more with a longer load."""
+def plan(
+    rng: random.Random,
+    load_seconds: float,
+    workers: Sequence[str],
+    kinds: Sequence[Kind] = KINDS,
+) -> list[Fault]:
+    """The schedule of one soak: every kind of `kinds` at least once, more with a longer
+    load."""
     minutes = load_seconds / 60
     by_group: dict[str, list[Fault]] = {}
     for kind, (per_minute, _, (low, high)) in SPEC.items():
+        if kind not in kinds:
+            continue
         for _ in range(max(1, round(per_minute * minutes))):
             target = rng.choice(workers) if kind.startswith("worker_") else ""
             fault = Fault(kind, 0.0, round(rng.uniform(low, high), 1), target)
@@ -80,7 +88,8 @@ def plan(rng: random.Random, load_seconds: float, workers: Sequence[str]) -> lis
         for i, fault in enumerate(members):
             at = FIRST_AT + i * slice_ + rng.uniform(0, max(0.0, slice_ - fault.duration))
             faults.append(replace(fault, at=round(at, 1)))
-    faults.append(_kill_during_slow_dot(rng, faults, workers))
+    if "worker_sigkill" in kinds and "smtp_slow_dot" in kinds:
+        faults.append(_kill_during_slow_dot(rng, faults, workers))
     return sorted(faults, key=lambda f: f.at)
 
 

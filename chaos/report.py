@@ -8,12 +8,19 @@ import time
 from chaos.check import Findings
 
 WIDTH = 100
-EVIDENCE_SHOWN = 8
+EVIDENCE_SHOWN = 2
 _STARTED = time.monotonic()
 
 
 def say(message: str) -> None:
     print(f"chaos {time.monotonic() - _STARTED:7.1f}s  {message}", flush=True, file=sys.stdout)
+
+
+def evidence_text(findings: Findings) -> str:
+    return "".join(
+        f"=== {reason}: {len(notes)}\n" + "".join(f"{note}\n" for note in notes) + "\n"
+        for reason, notes in findings.evidence.items()
+    )
 
 
 def table(header: list[str], findings: Findings) -> str:
@@ -25,10 +32,10 @@ def table(header: list[str], findings: Findings) -> str:
         lines.append(f"--- {title} ".ljust(WIDTH, "-"))
         lines += [f"  {label.ljust(label_width)}  {value}" for label, value in rows]
     if findings.evidence:
-        lines.append(
-            f"--- evidence (first {EVIDENCE_SHOWN}; all in evidence.txt) ".ljust(WIDTH, "-")
-        )
-        lines += [f"  {line}" for line in findings.evidence[:EVIDENCE_SHOWN]]
+        title = f"--- evidence ({EVIDENCE_SHOWN} per reason; all in evidence.txt) "
+        lines.append(title.ljust(WIDTH, "-"))
+        for notes in findings.evidence.values():
+            lines += [f"  {note}" for note in notes[:EVIDENCE_SHOWN]]
     lines.append("=" * WIDTH)
     lines += [f"warning: {warning}" for warning in findings.warnings]
     lines.append(verdict(findings))

@@ -37,7 +37,7 @@ from chaos.processes import API, ROOT, WORKER, Flowline
 from chaos.proxy import TcpProxy
 from chaos.receiver import WebhookReceiver
 from chaos.redis_server import RedisServer
-from chaos.report import say, table
+from chaos.report import evidence_text, say, table
 from chaos.sink import SmtpSink
 
 WORKERS = ("chaos-w1", "chaos-w2")
@@ -85,6 +85,8 @@ class Options:
     redis: Literal["aof", "memory", "alternate"]
     settle: float
     """Longest wait for the system to go quiet once the faults are healed."""
+    kinds: tuple[faults.Kind, ...] = faults.KINDS
+    """The kinds of fault to inject."""
 
 
 def default_settle(minutes: float) -> float:
@@ -244,7 +246,7 @@ class Soak:
         options = self.options
         assert self.redis_server is not None
         load_seconds = options.minutes * 60
-        plan = faults.plan(random.Random(options.seed), load_seconds, WORKERS)
+        plan = faults.plan(random.Random(options.seed), load_seconds, WORKERS, options.kinds)
         (self.run_dir / "faults-plan.json").write_bytes(
             orjson.dumps([asdict(f) for f in plan], option=orjson.OPT_INDENT_2)
         )
@@ -281,7 +283,7 @@ class Soak:
             healed = await injector.heal()
             say("healed: " + (", ".join(healed) or "nothing was broken"))
             settle_start = time.monotonic()
-            quiescent = await self._quiesce(redis, options.settle)
+            quiescent, unchanged = await self._quiesce(redis, options.settle)
             settle_seconds = time.monotonic() - settle_start
             await asyncio.sleep(3)  # room for a late duplicate to show
         finally:
@@ -301,6 +303,7 @@ class Soak:
             t0_wall=t0_wall,
             quiescent=quiescent,
             settle_seconds=settle_seconds,
+            unchanged_seconds=unchanged,
         )
         findings = evaluate(facts)
         records = await explain(
@@ -311,14 +314,14 @@ class Soak:
             t0_wall=t0_wall,
         )
         header = [
-            f"chaos soak  seed {options.seed}  {options.minutes:g} min  {options.rate:g} forms/s  "
-            f"workers {len(WORKERS)}  redis {options.redis} "
-            f"(starts: {', '.join(self.redis_server.modes)})",
+            f"chaos soak  seed {options.seed}  {options.minutes:g} min  {options.rate:g} forms/s"
+            f"  workers {len(WORKERS)}  faults {_faults_named(options.kinds)}"
+            f"  redis {options.redis} (starts: {', '.join(self.redis_server.modes)})",
             f"run directory {self.run_dir}",
         ]
         text = table(header, findings)
         (self.run_dir / "report.txt").write_text(text)
-        (self.run_dir / "evidence.txt").write_text("\n".join(findings.evidence) + "\n\n" + records)
+        (self.run_dir / "evidence.txt").write_text(evidence_text(findings) + records)
         print(text, end="", flush=True)
         return 1 if findings.failures else 0
 
@@ -330,26 +333,31 @@ class Soak:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2.0)
 
-    async def _quiesce(self, redis: aioredis.Redis, timeout: float) -> bool:
+    async def _quiesce(self, redis: aioredis.Redis, timeout: float) -> tuple[bool, float]:
         """Wait until every run finished, every submission has its run, no human task is
         pending, the outbox is published and nothing is pending on the stream: twice in a
-        row, two seconds apart. False when `timeout` passed first."""
+        row, two seconds apart. (Whether it got there before `timeout`, and for how many
+        seconds at the end the state had not changed: what is stuck stays stuck.)"""
         dsn = _dsn(self.server.set(database=self.database))
-        deadline = time.monotonic() + timeout
-        quiet_before, next_report = False, 0.0
+        started = time.monotonic()
+        deadline = started + timeout
+        previous: dict[str, int] = {}
+        changed, next_report = started, 0.0
         while time.monotonic() < deadline:
             state = await _state(dsn, redis, self.stream)
+            if state != previous:
+                changed = time.monotonic()
             quiet = all(value == 0 for value in state.values())
-            if quiet and quiet_before:
+            if quiet and state == previous:
                 say(f"quiet: {state}")
-                return True
-            quiet_before = quiet
+                return True, time.monotonic() - changed
+            previous = state
             if time.monotonic() >= next_report:
                 say(f"waiting for quiet ({deadline - time.monotonic():.0f}s left): {state}")
                 next_report = time.monotonic() + 15
             await asyncio.sleep(2)
-        say(f"not quiet after {timeout:.0f}s: {await _state(dsn, redis, self.stream)}")
-        return False
+        say(f"not quiet after {timeout:.0f}s: {previous}")
+        return False, time.monotonic() - changed
 
 
 _STATE = """
@@ -377,6 +385,12 @@ async def _state(dsn: str, redis: aioredis.Redis, stream: str) -> dict[str, int]
     state["stream_pending"] = -1 if sample.pending is None else sample.pending
     state["stream_lag"] = sample.lag or 0  # None: Redis cannot tell (entries were deleted)
     return state
+
+
+def _faults_named(kinds: tuple[faults.Kind, ...]) -> str:
+    if kinds == faults.KINDS:
+        return "all"
+    return ",".join(kinds) or "none"
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
