@@ -70,7 +70,8 @@ SETTINGS = {
     "LOG_FORMAT": "json",
     "PYTHONUNBUFFERED": "1",
 }
-UNSET = ("API_TOKEN", "API_ADMIN_KEY", "SMTP_USER", "SMTP_PASSWORD", "REDIS_PASSWORD")
+# Empty, whatever the environment or a .env file says: an open API on loopback, no logins.
+EMPTY = ("API_TOKEN", "API_ADMIN_KEY", "SMTP_USER", "SMTP_PASSWORD", "REDIS_PASSWORD")
 
 
 class SoakError(Exception):
@@ -149,8 +150,7 @@ class Soak:
         through_proxy = self.server.set(
             host="127.0.0.1", port=self.proxy.port, database=self.database
         )
-        env = {key: value for key, value in os.environ.items() if key not in UNSET}
-        env.update(SETTINGS)
+        env = {**os.environ, **SETTINGS, **dict.fromkeys(EMPTY, "")}
         env.update(
             DATABASE_URL=through_proxy.render_as_string(hide_password=False),
             REDIS_HOST="127.0.0.1",
