@@ -1,6 +1,6 @@
 """The load: forms posted to `POST /submit` at a steady rate, open loop (form i is due at
 start + i/rate whatever became of the earlier ones, as real users do not wait for each other),
-and a simulated person who approves every pending human task."""
+and a simulated person who approves the human tasks."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import contextlib
 import random
 import time
 from collections import Counter
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 
-from chaos.flows import KINDS, PERSON, WEIGHTS, Form, make_form
+from chaos.flows import KINDS, PERSON, WEIGHTS, Form, assignee_of, make_form
 
 Status = Literal["accepted", "rejected", "unknown"]
 MAX_IN_FLIGHT = 256
@@ -74,24 +75,37 @@ class Load:
 
 
 class Person:
-    """Polls `GET /tasks?status=pending` and approves each task (a 409: someone, or an earlier
-    try whose answer was lost, already did)."""
+    """Polls `GET /tasks?status=pending` and approves each task once its notice is in their
+    inbox, as a person does: Flowline may rightly skip the notice of a task settled before
+    it was sent, so a person who acted first would excuse a lost notice. A task whose notice
+    has not come after `patience` seconds is approved all the same (counted), so one lost
+    email does not hold the soak up; the checker reports the email missing. A 409 means the
+    task was settled already (an earlier try whose answer was lost)."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        notified: Callable[[], Set[str]],
+        patience: float = 60.0,
+    ) -> None:
+        self._client, self._notified, self._patience = client, notified, patience
+        self._first_seen: dict[str, float] = {}
         self.answers: Counter[str] = Counter()
         self._slots = asyncio.Semaphore(8)
 
-    async def _complete(self, task_id: str) -> None:
+    async def _complete(self, task_id: str, noticed: bool) -> None:
         async with self._slots:
             try:
                 response = await self._client.post(
                     f"/tasks/{task_id}/complete",
                     json={"outcome": "approved", "data": {"by": PERSON}, "completed_by": PERSON},
                 )
-                self.answers[str(response.status_code)] += 1
+                answer = str(response.status_code)
             except httpx.HTTPError as error:
-                self.answers[type(error).__name__] += 1
+                answer = type(error).__name__
+            if answer == "200" and not noticed:
+                answer = f"200 with no notice after {self._patience:g}s"
+            self.answers[answer] += 1
 
     async def round(self) -> None:
         try:
@@ -102,7 +116,14 @@ class Person:
             return
         if response.status_code != 200:
             return
-        await asyncio.gather(*(self._complete(str(task["id"])) for task in response.json()))
+        inbox, now, due = self._notified(), time.monotonic(), []
+        for task in response.json():
+            task_id = str(task["id"])
+            first_seen = self._first_seen.setdefault(task_id, now)
+            noticed = assignee_of(str(task["title"])) in inbox
+            if noticed or now - first_seen > self._patience:
+                due.append(self._complete(task_id, noticed))
+        await asyncio.gather(*due)
 
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
         while not stop.is_set():

@@ -185,6 +185,8 @@ class SmtpSink:
         self._lock = asyncio.Lock()
         self.port = 0
         self.mode = "ok"
+        self._read_up_to = 0
+        self._delivered: set[str] = set()
 
     async def start(self, timeout: float = 15.0) -> int:
         with self.log_path.open("ab") as log:
@@ -242,6 +244,22 @@ class SmtpSink:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+    def delivered_recipients(self) -> set[str]:
+        """Everyone the sink has delivered an email to so far (read on from where the last
+        call stopped: the person asks every second)."""
+        if self.records_path.exists():
+            with self.records_path.open("rb") as records:
+                records.seek(self._read_up_to)
+                chunk = records.read()
+            complete = chunk.rpartition(b"\n")[0]
+            self._read_up_to += len(complete) + 1 if complete else 0
+            for line in complete.splitlines():
+                with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                    raw = orjson.loads(line)
+                    if raw["outcome"] == DELIVERED:
+                        self._delivered.update(str(r).lower() for r in raw["rcpt"])
+        return self._delivered
 
     def records(self) -> list[SinkRecord]:
         if not self.records_path.exists():

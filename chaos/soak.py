@@ -263,7 +263,7 @@ class Soak:
             say=say,
         )
         load = Load(client, options.rate, self.token, options.seed + 1)
-        person = Person(client)
+        person = Person(client, self.sink.delivered_recipients)
         monitor = Monitor(flowline, redis, self.stream, GROUP, self.run_dir / "samples.jsonl")
         stop = asyncio.Event()
         background = [
