@@ -121,7 +121,6 @@ class Soak:
         self.sink = SmtpSink(self.run_dir, options.seed + 2)
         self.receiver = WebhookReceiver()
         self.redis_server: RedisServer | None = None
-        self.flowline: Flowline | None = None
 
     # -- set-up and clean-up --------------------------------------------------------------------
 
@@ -191,7 +190,6 @@ class Soak:
     ) -> Flowline:
         assert self.redis_server is not None
         flowline = Flowline(self.run_dir, self._env(self.redis_server.port))
-        self.flowline = flowline
         stack.callback(flowline.kill_all)
         stack.push_async_callback(flowline.stop_all)
         api = await flowline.start("api", API)
@@ -267,19 +265,16 @@ class Soak:
         monitor = Monitor(flowline, redis, self.stream, GROUP, self.run_dir / "samples.jsonl")
         stop = asyncio.Event()
         background = [
-            asyncio.create_task(person.run(stop)),
-            asyncio.create_task(monitor.run(stop)),
-            asyncio.create_task(self._watch(flowline, stop)),
+            asyncio.create_task(person.run(stop), name="person"),
+            asyncio.create_task(monitor.run(stop), name="monitor"),
+            asyncio.create_task(self._watch(flowline, stop), name="watchdog"),
         ]
         t0, t0_wall = time.monotonic(), time.time()
-        breaking = asyncio.create_task(injector.run(plan, t0))
+        breaking = asyncio.create_task(injector.run(plan, t0), name="faults")
         try:
             await load.run(load_seconds)
             say(f"load over: {dict(load.counts())}")
-            done, _ = await asyncio.wait([breaking], timeout=90)
-            if not done:
-                breaking.cancel()
-                say("faults still running after the load: cancelled")
+            await _finish(breaking, timeout=90)
             healed = await injector.heal()
             say("healed: " + (", ".join(healed) or "nothing was broken"))
             settle_start = time.monotonic()
@@ -289,7 +284,7 @@ class Soak:
         finally:
             stop.set()
             breaking.cancel()
-            await asyncio.gather(*background, breaking, return_exceptions=True)
+            await _finish(*background, timeout=30)
         facts = Facts(
             outcomes=load.outcomes,
             late_sends=load.late,
@@ -305,13 +300,19 @@ class Soak:
             settle_seconds=settle_seconds,
             unchanged_seconds=unchanged,
         )
+        return await self._report(facts, flowline)
+
+    async def _report(self, facts: Facts, flowline: Flowline) -> int:
+        """Print the table, keep it and the evidence in the run directory; the exit status."""
+        options = self.options
+        assert self.redis_server is not None
         findings = evaluate(facts)
         records = await explain(
             dsn=_dsn(self.server.set(database=self.database)),
             runs=findings.runs_to_explain,
             submissions=findings.submissions_to_explain,
             logs=[life.log_path for life in flowline.lifetimes],
-            t0_wall=t0_wall,
+            t0_wall=facts.t0_wall,
         )
         header = [
             f"chaos soak  seed {options.seed}  {options.minutes:g} min  {options.rate:g} forms/s"
@@ -391,6 +392,19 @@ def _faults_named(kinds: tuple[faults.Kind, ...]) -> str:
     if kinds == faults.KINDS:
         return "all"
     return ",".join(kinds) or "none"
+
+
+async def _finish(*tasks: asyncio.Task[None], timeout: float) -> None:
+    """Let the harness's own tasks end (cancelled after `timeout`); a task that failed is the
+    harness's failure, not Flowline's: SoakError."""
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+        say(f"{task.get_name()} still running after {timeout:.0f}s: cancelled")
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise SoakError(f"{task.get_name()} failed: {type(error).__name__}: {error}")
 
 
 async def _ready(client: httpx.AsyncClient) -> bool:
