@@ -4,7 +4,7 @@ PY := .venv/bin/python
 # uv from PATH, or the one pip installs (`python3 -m uv`) on a machine that has none.
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: install run test test-faults bench lint format migrate clean
+.PHONY: install run test test-faults bench chaos lint format migrate clean
 
 .venv/.installed: pyproject.toml uv.lock
 	@# uv from PATH, else pip installs it: into the environment, else for the user, else (a
@@ -29,6 +29,9 @@ test-faults: install  ## only the fault-injection tests (kill -9, outages)
 
 bench: install  ## throughput and latency figures (see README, Performance)
 	$(PY) -m bench $(ARGS)
+
+chaos: install  ## soak under faults: nothing lost, nothing twice (e.g. ARGS="--minutes 10 --rate 150")
+	$(PY) -m chaos $(ARGS)
 
 lint: install
 	$(PY) -m ruff check .
