@@ -116,6 +116,9 @@ class Injected:
     """Seconds after the load started (later than planned when its group was busy)."""
     ended: float
     detail: str
+    death: tuple[float, float] | None = None
+    """For a worker stopped by a signal: when the signal was sent and when the process was
+    gone (seconds after the load started)."""
 
 
 class Injector:
@@ -140,6 +143,7 @@ class Injector:
         self._say = say
         self._t0 = 0.0
         self.injected: list[Injected] = []
+        self._deaths: dict[int, tuple[float, float]] = {}
 
     def counts(self) -> Counter[str]:
         return Counter(item.fault.kind for item in self.injected)
@@ -163,7 +167,9 @@ class Injector:
             started = time.monotonic() - self._t0
             self._say(f"[{started:6.1f}s] fault {fault.kind} {fault.target} for {fault.duration}s")
             detail = await self._inject(fault)
-            self.injected.append(Injected(fault, started, time.monotonic() - self._t0, detail))
+            ended = time.monotonic() - self._t0
+            death = self._deaths.pop(id(fault), None)
+            self.injected.append(Injected(fault, started, ended, detail, death))
 
     async def _inject(self, fault: Fault) -> str:
         kind, duration = fault.kind, fault.duration
@@ -203,6 +209,7 @@ class Injector:
         started = time.monotonic()
         code = await self._flowline.stop(name, signum, self._grace + 15)
         took = time.monotonic() - started
+        self._deaths[id(fault)] = (started - self._t0, started + took - self._t0)
         await asyncio.sleep(fault.duration)
         await self._flowline.start(name, WORKER)
         # The next fault on this worker hits a worker that works, not one still starting.

@@ -88,9 +88,10 @@ class Settings(BaseSettings):
     consumer_gc_seconds: PositiveFloat = 3600.0
 
     # Actions: how a failed action is retried unless its definition says otherwise
-    action_max_attempts: PositiveInt = 10
-    action_retry_initial_seconds: PositiveFloat = 1.0
-    action_retry_max_seconds: PositiveFloat = 60.0
+    # The same bounds as a definition's own `retry` (definitions/models.py RetryPolicy).
+    action_max_attempts: Annotated[int, Field(ge=1, le=100)] = 10
+    action_retry_initial_seconds: Annotated[float, Field(gt=0, le=86_400)] = 1.0
+    action_retry_max_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     webhook_timeout_seconds: PositiveFloat = 10.0
 
     # Outbox relay (runs in every API and worker process)

@@ -93,21 +93,22 @@ class Stretches:
             journal.step_left(run.id, seq, step, decision, now, self._now())
             if isinstance(decision, machine.RunStep):
                 run = await self._store.checkpoint(run, journal)  # progress survives a crash
-        return await self._rest(run, decision, ledger, journal)
+        return await self._rest(run, decision, journal)
 
     async def _rest(
-        self, run: RunRecord, decision: machine.Decision, ledger: Ledger, journal: Journal
+        self, run: RunRecord, decision: machine.Decision, journal: Journal
     ) -> RunRecord:
         """Record where the run stops: a task to wait for, a timer, the end."""
         if isinstance(decision, machine.OpenTask):
             task = journal.task_opened(run, decision)
+            payload = {"step_seq": decision.seq, "task_id": str(task["id"])}
             if decision.due_in is not None:
-                payload = {"step_seq": decision.seq, "task_id": str(task["id"])}
                 journal.timer(run.id, "task_due", payload, after=decision.due_in)
-            run = await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
             if decision.assignee_email:
-                await self.notify(run, decision.step, task["id"], 1, ledger)
-            return run
+                # Its first attempt on a timer due at once: it outlives this worker, like any
+                # wake-up, and goes through the ledger like any email (`notify`).
+                journal.timer(run.id, "notify", {**payload, "attempt": 1}, after=0)
+            return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
         if isinstance(decision, machine.Sleep):
             until, payload = decision.until, {"step_seq": decision.seq}
             if isinstance(until, datetime):
@@ -156,21 +157,13 @@ class Stretches:
             results.append(outcome.result)
         return results
 
-    async def notify(
-        self,
-        run: RunRecord,
-        step: StepSpec,
-        task_id: UUID,
-        attempt: int,
-        ledger: Ledger | None = None,
-    ) -> None:
+    async def notify(self, run: RunRecord, step: StepSpec, task_id: UUID, attempt: int) -> None:
         """Email the assignee about the run's open task, through the effect ledger like any
         email; a passing failure is tried again on a timer of its own while the run waits."""
         key = f"{run.id}/{run.step_seq}/notify"
         # Its text is the stored task's, never rendered again: no context.
         call = replace(_call(run, step, len(step.actions), attempt, key), context={})
-        states = ledger if ledger is not None else await self._store.effects(run.id)
-        prior = states.get(call.key)
+        prior = (await self._store.effects(run.id)).get(call.key)
         if prior is not None and prior.state == effects.DONE:
             return
         task = await self._store.task(task_id)
