@@ -87,8 +87,15 @@ async def database_url(servers: Servers, template_database: str) -> AsyncIterato
 
 
 @pytest.fixture
-def stream_name() -> str:
-    return f"flowline-test:{RUN_TOKEN}:{uuid.uuid4().hex[:8]}"
+async def stream_name(servers: Servers) -> AsyncIterator[str]:
+    """The test's own stream name; every Redis key under it is deleted afterwards."""
+    name = f"flowline-test:{RUN_TOKEN}:{uuid.uuid4().hex[:8]}"
+    yield name
+    client = aioredis.Redis(
+        host=servers.redis_host, port=servers.redis_port, password=servers.redis_password or None
+    )
+    await delete_stream_keys(client, name)
+    await client.aclose()
 
 
 @pytest.fixture
@@ -164,9 +171,16 @@ async def redis(servers: Servers, stream_name: str) -> AsyncIterator[aioredis.Re
         decode_responses=True,
     )
     yield client
-    keys = StreamKeys(stream_name, "flowline")
-    await client.delete(keys.stream, keys.dead, keys.errors, keys.replays)
     await client.aclose()
+
+
+async def delete_stream_keys(client: aioredis.Redis, stream_name: str) -> None:
+    """Every key the test's stream name owns (the stream, its dead letters, its notes ...):
+    a test leaves nothing behind, and touches nothing else."""
+    doomed = [stream_name]
+    async for key in client.scan_iter(match=f"{stream_name}:*", count=500):
+        doomed.append(key)
+    await client.delete(*doomed)
 
 
 @pytest.fixture
@@ -257,7 +271,6 @@ async def shared_api(
     client = aioredis.Redis(
         host=servers.redis_host, port=servers.redis_port, password=servers.redis_password or None
     )
-    keys = StreamKeys(stream, settings.redis_consumer_group)
-    await client.delete(keys.stream, keys.dead, keys.errors, keys.replays)
+    await delete_stream_keys(client, stream)
     await client.aclose()
     await _drop(servers, name)

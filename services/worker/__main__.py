@@ -100,6 +100,7 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
         owner=f"{settings.consumer_name}/{uuid.uuid4().hex[:8]}",
         dead_after=settings.worker_dead_after_seconds,
         eager_pool=eager_pool,
+        notes=streams.SentNotes(redis, StreamKeys.from_settings(settings)),
     )
     deps = ActionDeps(
         mailer=mailer,

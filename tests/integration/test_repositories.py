@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.examples import EXAMPLE_WORKFLOW
 from tests.support.flows import create_workflow, submit
 from workflow_core.actions.base import ActionCall
+from workflow_core.adapters import streams
+from workflow_core.adapters.streams import StreamKeys
 from workflow_core.definitions import StepSpec
 from workflow_core.errors import EffectBusy, Unavailable
 from workflow_core.ids import effect_key, new_id
@@ -157,13 +160,22 @@ def _step() -> StepSpec:
 
 
 async def _live_ledger(
-    pool: Pool, owner: str, dead_after: float = 60, eager_pool: Pool | None = None
+    pool: Pool,
+    owner: str,
+    dead_after: float = 60,
+    eager_pool: Pool | None = None,
+    notes: streams.SentNotes | None = None,
 ) -> DbEffectLedger:
     """A ledger whose owner has been beating for longer than `dead_after` (it may take over
     the reservations of dead owners)."""
     clock = [1000.0]
     ledger = DbEffectLedger(
-        pool, owner=owner, dead_after=dead_after, eager_pool=eager_pool, clock=lambda: clock[0]
+        pool,
+        owner=owner,
+        dead_after=dead_after,
+        eager_pool=eager_pool,
+        notes=notes,
+        clock=lambda: clock[0],
     )
     await workers.beat(pool, owner, owner)
     ledger.heartbeat(True)
@@ -228,6 +240,28 @@ async def test_an_email_sent_whose_record_failed_is_not_sent_again_by_its_proces
     assert await mine.reserve(call) == {"message_id": "<m@x>"}
     mine.recorded([call.key])  # the run's checkpoint wrote it later
     assert await mine.reserve(call) is None  # (here it did not: the row is still reserved)
+
+
+async def test_a_250_the_database_could_not_take_is_noted_and_not_sent_again_by_another(
+    pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+) -> None:
+    """The 250 came while PostgreSQL was away, and the worker died before it could record it:
+    the next worker, taking the dead owner's reservation over, finds the note and records the
+    email done instead of sending it again."""
+    call = _call()
+    gone = await create_pool(settings, application_name="flowline-tests", size=1)
+    await gone.close()
+    notes = streams.SentNotes(redis, keys)
+    dying = await _live_ledger(pool, "dying/1", eager_pool=gone, notes=notes)
+    assert await dying.reserve(call) is None
+    with pytest.raises(Unavailable):
+        await dying.sent(call, {"message_id": "<m@x>"})
+    await pool.execute("DELETE FROM workers WHERE owner = 'dying/1'")  # it died
+
+    taking_over = await _live_ledger(pool, "next/1", notes=notes)
+    assert await taking_over.reserve(call) == {"message_id": "<m@x>"}
+    state = await pool.fetchval("SELECT state FROM effects WHERE key = $1", call.key)
+    assert state == effects.DONE
 
 
 @pytest.mark.parametrize("heartbeat", ["stale", "none"])

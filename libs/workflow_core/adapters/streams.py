@@ -5,12 +5,13 @@ Keys, for a stream named S (REDIS_STREAM_NAME):
     S:dead         entries that failed DELIVERY_LIMIT times, with the error and the count
     S:errors       hash: entry id -> the last error a worker hit on it (for the dead letter)
     S:replays      hash: dead-letter id -> how many times it was replayed
+    S:sent:<key>   an email's 250 noted while PostgreSQL could not record it (7 days)
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,9 @@ class StreamKeys:
     def replays(self) -> str:
         return f"{self.stream}:replays"
 
+    def sent(self, effect_key: str) -> str:
+        return f"{self.stream}:sent:{effect_key}"
+
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamKeys:
         return cls(settings.redis_stream_name, settings.redis_consumer_group)
@@ -78,6 +82,24 @@ def client(
         health_check_interval=30,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+SENT_NOTE_SECONDS = 7 * 24 * 3600
+
+
+class SentNotes:
+    """`effects.SentNotes` in Redis: a second place for the fact that an email was sent, for
+    the moments PostgreSQL cannot take it."""
+
+    def __init__(self, redis: aioredis.Redis, keys: StreamKeys) -> None:
+        self._redis, self._keys = redis, keys
+
+    async def note(self, key: str, result: Mapping[str, Any]) -> None:
+        await self._redis.set(self._keys.sent(key), orjson.dumps(result), ex=SENT_NOTE_SECONDS)
+
+    async def recall(self, key: str) -> dict[str, Any] | None:
+        found = await self._redis.get(self._keys.sent(key))
+        return None if found is None else dict(orjson.loads(found))
 
 
 async def server_run_id(redis: aioredis.Redis) -> str | None:

@@ -23,6 +23,9 @@ writes it again, had not committed either).
 
 Within a process the ledger remembers what it holds and what it sent but could not record yet
 (the database away), so a run that goes round again after an outage never sends an email twice.
+So that a worker killed during such an outage does not leave the next one to send it again,
+the 250 is also noted outside PostgreSQL (`SentNotes`: in Redis), and a worker that takes a
+dead owner's reservation over looks there first.
 For a run's first step the reservations are taken with the run's creation (runs.start_events):
 `hold` tells the ledger so, and `reserve` then costs no round trip.
 """
@@ -32,17 +35,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from time import monotonic
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from sqlalchemy import select
 
 from workflow_core.actions.base import ActionCall
 from workflow_core.coalesce import Coalescer
-from workflow_core.errors import EffectBusy
+from workflow_core.errors import EffectBusy, Unavailable
+from workflow_core.log import get_logger
 from workflow_core.persistence import sql
 from workflow_core.persistence.pool import Executor, Pool, json_text, translate_errors
 from workflow_core.persistence.tables import effects
+
+log = get_logger(__name__)
 
 RESERVED, DONE = "reserved", "done"
 
@@ -65,13 +71,25 @@ _LIVE_OWNER = (
     "EXISTS (SELECT 1 FROM workers w WHERE w.owner = effects.owner "
     "AND w.heartbeat_at > now() - make_interval(secs => $4))"
 )
+# Returns whether the row was there already (taken over, or ours again): `xmax` is 0 only
+# for a row this statement inserted.
 _RESERVE = f"""
     INSERT INTO effects (key, run_id, state, owner) VALUES ($1, $2, 'reserved', $3)
     ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, updated_at = now()
     WHERE effects.state = 'reserved'
       AND (effects.owner = excluded.owner OR ($5 AND (effects.owner IS NULL OR NOT {_LIVE_OWNER})))
-    RETURNING true
+    RETURNING xmax <> 0 AS existed
 """
+
+
+class SentNotes(Protocol):
+    """Where a 250 is noted when PostgreSQL cannot take its record (adapters.streams)."""
+
+    async def note(self, key: str, result: Mapping[str, Any]) -> None: ...
+
+    async def recall(self, key: str) -> dict[str, Any] | None: ...
+
+
 _HOLDER = """
     SELECT e.state, e.result,
            GREATEST(0, $2 - extract(epoch FROM now() - w.heartbeat_at)) AS wait
@@ -101,11 +119,13 @@ class DbEffectLedger:
         owner: str,
         dead_after: float,
         eager_pool: Pool | None = None,
+        notes: SentNotes | None = None,
         clock: Callable[[], float] = monotonic,
     ) -> None:
         """`eager_pool`: where `sent` records go (a pool whose commits do not wait for the
-        disk, see pg.create_pool); `pool` by default."""
+        disk, see pool.create_pool); `pool` by default."""
         self._pool, self._owner, self._dead_after = pool, owner, dead_after
+        self._notes = notes
         self._clock = clock
         self._held: set[str] = set()
         self._unrecorded: dict[str, dict[str, Any]] = {}
@@ -144,12 +164,12 @@ class DbEffectLedger:
             return None
         may_take_over, not_before = self._may_take_over()
         async with translate_errors():
-            taken = await self._pool.fetchval(
+            existed = await self._pool.fetchval(
                 _RESERVE, call.key, call.run_id, self._owner, self._dead_after, may_take_over
             )
-            if taken:
+            if existed is not None:
                 self._held.add(call.key)
-                return None
+                return await self._noted(call) if existed else None
             holder = await self._pool.fetchrow(_HOLDER, call.key, self._dead_after)
         if holder is None:  # released between the two statements: take it next time
             raise EffectBusy("the effect was just released; trying again", retry_after=0.1)
@@ -162,13 +182,39 @@ class DbEffectLedger:
             retry_after=max(min(wait, self._dead_after), not_before) + 0.5,
         )
 
+    async def _noted(self, call: ActionCall) -> dict[str, Any] | None:
+        """A reservation taken from another owner: whether it sent the email and could only
+        note it (the database was away when its 250 came). If so, it is recorded done now."""
+        if self._notes is None:
+            return None
+        try:
+            result = await self._notes.recall(call.key)
+        except Exception as error:  # the note may be gone with Redis: we cannot know better
+            log.warning("sent_notes_unreadable", key=call.key, error=str(error))
+            return None
+        if result is not None:
+            log.warning("sent_email_recovered_from_note", key=call.key)
+            await self.sent(call, result)
+        return result
+
     async def sent(self, call: ActionCall, result: Mapping[str, Any]) -> None:
         """Its 250 was read: record the email as done now (see the module's docstring)."""
         self._held.discard(call.key)
         self._unrecorded[call.key] = dict(result)
-        async with translate_errors():
-            await self._marks((call, dict(result)))
+        try:
+            async with translate_errors():
+                await self._marks((call, dict(result)))
+        except Unavailable:
+            await self._note(call.key, result)
+            raise
         self._unrecorded.pop(call.key, None)
+
+    async def _note(self, key: str, result: Mapping[str, Any]) -> None:
+        if self._notes is not None:
+            try:
+                await self._notes.note(key, result)
+            except Exception as error:
+                log.warning("sent_note_failed", key=key, error=str(error))
 
     async def _mark(self, pool: Pool, items: list[tuple[ActionCall, dict[str, Any]]]) -> list[None]:
         rows = [{"key": c.key, "run_id": c.run_id, "result": result} for c, result in items]
