@@ -30,14 +30,14 @@ import redis.asyncio as aioredis
 
 from workflow_core import events
 from workflow_core.adapters import streams
-from workflow_core.coalesce import Coalescer
 from workflow_core.events import Event
 from workflow_core.ids import new_id
 from workflow_core.log import get_logger
-from workflow_core.pacing import Backoff, sleep_unless
 from workflow_core.persistence import outbox, runs
 from workflow_core.persistence.listen import Channel, Listener
 from workflow_core.persistence.pool import Pool, translate_errors
+from workflow_core.runtime.coalesce import Coalescer
+from workflow_core.runtime.pacing import Backoff, sleep_unless
 from workflow_core.settings import Settings
 
 log = get_logger(__name__)

@@ -19,13 +19,13 @@ from uuid import UUID
 
 import asyncpg
 
-from workflow_core.coalesce import Coalescer
 from workflow_core.errors import Unavailable
 from workflow_core.events import Event
 from workflow_core.log import get_logger
 from workflow_core.persistence import submissions
 from workflow_core.persistence.pool import Pool, PoolConnection, is_unavailable
 from workflow_core.persistence.submissions import Accepted, NewSubmission
+from workflow_core.runtime.coalesce import Coalescer
 
 log = get_logger(__name__)
 

@@ -30,7 +30,6 @@ from workflow_core.adapters.streams import Entry, StreamKeys
 from workflow_core.definitions.models import RetryPolicy
 from workflow_core.ids import parse_uuid
 from workflow_core.log import configure_logging, get_logger
-from workflow_core.pacing import settle
 from workflow_core.persistence import outbox, runs, timers
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.listen import Listener
@@ -39,6 +38,7 @@ from workflow_core.persistence.pool import Pool, create_pool, translate_errors
 from workflow_core.persistence.records import DbRecords
 from workflow_core.relay import OutboxRelay
 from workflow_core.runtime import freeze_startup_objects
+from workflow_core.runtime.pacing import settle
 from workflow_core.settings import Settings, load_settings
 
 log = get_logger("services.worker")

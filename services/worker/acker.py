@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import REDIS_ERRORS, StreamKeys
 from workflow_core.log import get_logger
-from workflow_core.pacing import Backoff
+from workflow_core.runtime.pacing import Backoff
 
 log = get_logger(__name__)
 

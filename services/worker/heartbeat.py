@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 
 from workflow_core.log import get_logger
-from workflow_core.pacing import sleep_unless
 from workflow_core.persistence import workers
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.pool import Pool, translate_errors
+from workflow_core.runtime.pacing import sleep_unless
 
 log = get_logger(__name__)
 

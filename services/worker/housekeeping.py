@@ -13,7 +13,7 @@ from services.worker.config import WorkerConfig
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import REDIS_ERRORS, StreamKeys
 from workflow_core.log import get_logger
-from workflow_core.pacing import sleep_unless
+from workflow_core.runtime.pacing import sleep_unless
 
 log = get_logger(__name__)
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from workflow_core.coalesce import Coalescer
 from workflow_core.persistence import checkpoints, effects, human_tasks, runs
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pool import Pool, translate_errors
 from workflow_core.persistence.runs import RunRecord
+from workflow_core.runtime.coalesce import Coalescer
 
 STATEMENTS_IN_FLIGHT = 1  # per kind (event starts, checkpoints): the rest wait and share the next
 

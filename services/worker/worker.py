@@ -36,7 +36,7 @@ from workflow_core.adapters import streams
 from workflow_core.adapters.streams import REDIS_ERRORS, Entry, StreamKeys
 from workflow_core.errors import Unavailable
 from workflow_core.log import get_logger
-from workflow_core.pacing import Backoff, settle, sleep_unless
+from workflow_core.runtime.pacing import Backoff, settle, sleep_unless
 
 log = get_logger(__name__)
 

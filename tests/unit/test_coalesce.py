@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from workflow_core.coalesce import Coalescer
+from workflow_core.runtime.coalesce import Coalescer
 
 
 class Recorder:

@@ -41,12 +41,12 @@ from uuid import UUID
 from sqlalchemy import select
 
 from workflow_core.actions.base import ActionCall
-from workflow_core.coalesce import Coalescer
 from workflow_core.errors import EffectBusy, Unavailable
 from workflow_core.log import get_logger
 from workflow_core.persistence import sql
 from workflow_core.persistence.pool import Executor, Pool, json_text, translate_errors
 from workflow_core.persistence.tables import effects
+from workflow_core.runtime.coalesce import Coalescer
 
 log = get_logger(__name__)
 

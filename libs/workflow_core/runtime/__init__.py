@@ -1,4 +1,5 @@
-"""Process-wide tuning for the long-running services (the API and the worker)."""
+"""How Flowline's processes run: tuning at start (here), the pacing of background loops
+(pacing.py), and round trips shared by concurrent callers (coalesce.py)."""
 
 from __future__ import annotations
 
