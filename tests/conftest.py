@@ -247,12 +247,11 @@ def stack(settings: Settings, log_dir: Path, redis: aioredis.Redis) -> Iterator[
     stack.close()
 
 
-@pytest.fixture(scope="module")
-async def shared_api(
-    servers: Servers, template_database: str, tmp_path_factory: pytest.TempPathFactory
+@contextlib.asynccontextmanager
+async def module_stack(
+    servers: Servers, template_database: str, log_dir: Path, **settings_values: Any
 ) -> AsyncIterator[Stack]:
-    """One API process for a whole module, on its own database and stream, for tests that
-    only read and write through HTTP and do not care what else is in the database."""
+    """A stack of processes on a database and stream of its own (for a whole module)."""
     name = await _clone(servers, template_database)
     stream = f"flowline-test:{RUN_TOKEN}:{uuid.uuid4().hex[:8]}"
     settings = load_settings(
@@ -263,14 +262,29 @@ async def shared_api(
         redis_password=servers.redis_password,
         redis_stream_name=stream,
         log_level="WARNING",
+        **settings_values,
     )
-    stack = Stack(settings, tmp_path_factory.mktemp("logs"))
-    stack.start_api()
-    yield stack
-    stack.close()
-    client = aioredis.Redis(
-        host=servers.redis_host, port=servers.redis_port, password=servers.redis_password or None
-    )
-    await delete_stream_keys(client, stream)
-    await client.aclose()
-    await _drop(servers, name)
+    stack = Stack(settings, log_dir)
+    try:
+        yield stack
+    finally:
+        stack.close()
+        client = aioredis.Redis(
+            host=servers.redis_host,
+            port=servers.redis_port,
+            password=servers.redis_password or None,
+        )
+        await delete_stream_keys(client, stream)
+        await client.aclose()
+        await _drop(servers, name)
+
+
+@pytest.fixture(scope="module")
+async def shared_api(
+    servers: Servers, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    """One API process for a whole module, on its own database and stream, for tests that
+    only read and write through HTTP and do not care what else is in the database."""
+    async with module_stack(servers, template_database, tmp_path_factory.mktemp("logs")) as stack:
+        stack.start_api()
+        yield stack

@@ -3,7 +3,9 @@ message, so `raise NotFound()` reads well and prints well.
 
     FlowlineError
     ├── DefinitionInvalid        a workflow definition failed validation (carries the problems)
-    ├── NotFound                 an id that does not exist
+    ├── NotFound                 an id that does not exist (or another organisation's)
+    ├── Forbidden                the caller's key may not do this
+    ├── Unprocessable            a request well-formed but incomplete or contradictory
     ├── Conflict                 the object is not in a state that allows the request
     ├── Unavailable              a dependency (PostgreSQL, Redis) does not answer
     └── ActionFailed             an action could not do its work
@@ -31,6 +33,18 @@ class FlowlineError(Exception):
 
 class NotFound(FlowlineError):
     """Not found."""
+
+
+class Forbidden(FlowlineError):
+    """The key does not allow this."""
+
+
+class Unprocessable(FlowlineError):
+    """The request cannot be carried out as given."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path, self.reason = path, message
 
 
 class Conflict(FlowlineError):

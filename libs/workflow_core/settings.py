@@ -64,7 +64,11 @@ class Settings(BaseSettings):
     api_port: Port = 8000
     api_max_body_bytes: PositiveInt = 1024 * 1024
     api_db_timeout_seconds: PositiveFloat = 1.0
+    # The operator's key (every organisation). Unset: the API is open, and only on loopback
+    # unless API_ALLOW_OPEN says otherwise. API_TOKEN is its old name, still read.
+    api_admin_key: str = ""
     api_token: str = ""
+    api_allow_open: bool = False
 
     # Worker
     worker_concurrency: PositiveInt = 32
@@ -124,15 +128,31 @@ class Settings(BaseSettings):
             raise ValueError("must be an email address such as flowline@example.com")
         return value
 
+    @field_validator("api_admin_key")
+    @classmethod
+    def _admin_key(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[\x21-\x7e]{24,}", value):
+            raise ValueError(
+                "must be at least 24 printable ASCII characters without spaces (make one with "
+                "`python -c \"import secrets; print('fl_admin_' + secrets.token_urlsafe(32))\"`), "
+                "or empty for an open API on loopback"
+            )
+        return value
+
     @field_validator("api_token")
     @classmethod
     def _token(cls, value: str) -> str:
         if value and not re.fullmatch(r"[\x21-\x7e]{16,}", value):
             raise ValueError(
                 "must be at least 16 printable ASCII characters without spaces "
-                "(e.g. the output of `openssl rand -hex 32`), or empty for no token"
+                "(API_TOKEN is the old name of API_ADMIN_KEY: set that instead)"
             )
         return value
+
+    @property
+    def admin_key(self) -> str:
+        """The operator's key, by its name or its old one (API_TOKEN)."""
+        return self.api_admin_key or self.api_token
 
     @model_validator(mode="after")
     def _heartbeat_outlives_a_beat(self) -> Settings:
@@ -179,7 +199,7 @@ def describe_error(error: ValidationError) -> str:
         return f"invalid settings: {first['msg'].removeprefix('Value error, ')}"
     name = str(first["loc"][0]).upper()
     value = first.get("input")
-    if "PASSWORD" in name or "TOKEN" in name:
+    if "PASSWORD" in name or "TOKEN" in name or "KEY" in name:
         shown = "'***'"
     elif isinstance(value, str) and "://" in value:
         shown = repr(re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", value))  # hide passwords

@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import sys
 from types import FrameType
 
 import uvicorn
 
+from services.api import cli
 from services.api.app import create_app
 from services.api.http_protocol import OneWritePerResponse
 from workflow_core.log import configure_logging
 from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.runtime import freeze_startup_objects
-from workflow_core.settings import load_settings
+from workflow_core.settings import Settings, SettingsError, load_settings
+
+
+def refuse_to_be_open(settings: Settings) -> None:
+    """Without an operator's key the API is open to whoever reaches it: only on loopback,
+    unless API_ALLOW_OPEN says the operator means it."""
+    if settings.admin_key or settings.api_allow_open or _loopback(settings.api_host):
+        return
+    raise SettingsError(
+        f"flowline: invalid settings: API_HOST={settings.api_host} is reachable from other "
+        "machines and no API_ADMIN_KEY is set, so anyone there would own this API; set "
+        "API_ADMIN_KEY (or API_ALLOW_OPEN=true to mean it)"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Server(uvicorn.Server):
@@ -28,8 +51,12 @@ class _Server(uvicorn.Server):
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["keys"]:
+        cli.main(sys.argv[2:])
+        return
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    refuse_to_be_open(settings)
     # Before uvicorn: a database that cannot be used stops the process with one line (inside
     # uvicorn's start-up it would be a page of traceback).
     asyncio.run(migrate_at_start(settings))

@@ -11,10 +11,12 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from services.api import errors, intake
-from services.api.auth import BearerToken
+from services.api.auth import OPEN_PATHS, Authenticate
 from services.api.body_limit import BodyLimit
 from services.api.deps import Database
+from services.api.keys import KeyRing
 from services.api.routes import (
+    api_keys,
     dead_letters,
     health,
     runs,
@@ -59,17 +61,27 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
             statement_timeout=settings.db_statement_timeout_seconds,
         )
         app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
+        app.state.key_ring = KeyRing(pool, redis, keys, admin_key=settings.admin_key)
+        if app.state.key_ring.open:
+            log.warning(
+                "api_open",
+                hint="no API_ADMIN_KEY: every request acts as the operator; set one before "
+                "anyone else can reach this port",
+            )
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
         prune_task = asyncio.create_task(
             intake.forget_expired_keys(pool, stop), name="idempotency-key-prune"
+        )
+        hearing = asyncio.create_task(
+            app.state.key_ring.hear_revocations(stop), name="key-revocations"
         )
         log.info("api_started", host=settings.api_host, port=settings.api_port)
         try:
             yield
         finally:
             stop.set()
-            await asyncio.gather(relay_task, prune_task, return_exceptions=True)
+            await asyncio.gather(relay_task, prune_task, hearing, return_exceptions=True)
             await publisher.close()
             await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
             await listener.__aexit__(None, None, None)
@@ -87,10 +99,10 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
-    if settings.api_token:  # added last, so it runs first: a refused request is never read
-        app.add_middleware(BearerToken, token=settings.api_token)
+    # Added last, so it runs first: a refused request is never read.
+    app.add_middleware(Authenticate)
     errors.install(app)
-    for module in (submissions, workflows, runs, tickets, tasks, dead_letters, health):
+    for module in (submissions, workflows, runs, tickets, tasks, dead_letters, api_keys, health):
         _document_common_answers(module.router)
         app.include_router(module.router)
     return app
@@ -107,3 +119,8 @@ def _document_common_answers(router: APIRouter) -> None:
                 413, {"description": "the body is larger than API_MAX_BODY_BYTES"}
             )
         route.responses.setdefault(503, {"description": "PostgreSQL or Redis does not answer"})
+        if route.path not in OPEN_PATHS:
+            route.responses.setdefault(401, {"description": "no API key, or an unknown one"})
+            route.responses.setdefault(
+                403, {"description": "the key may not do this (scope, organisation)"}
+            )

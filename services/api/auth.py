@@ -1,48 +1,74 @@
-"""An optional shared token for the API (API_TOKEN). When it is set, every request except the
-health checks and the API's description must carry `Authorization: Bearer <token>`; others get
-a JSON 401. Flowline has no users of its own: this keeps whoever else can reach the port from
-reading forms or changing workflows. A pure ASGI middleware, so a refused request costs no
-routing and its body is never read.
-"""
+"""Every request but the open ones says who it is (`Authorization: Bearer <key>`, CONTRACT
+§7): the key ring (keys.py) turns the key into a `Principal`, kept on the request's state for
+the routes; an unknown or missing key is a JSON 401 here. A pure ASGI middleware, so a refused
+request costs no routing and its body is never read."""
 
 from __future__ import annotations
-
-import hmac
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc"})
+from services.api.keys import KeyRing, bearer
+from workflow_core.errors import Unavailable
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+# The API docs' own files, and the form endpoint (its key is in its path: CONTRACT §8).
+OPEN_PREFIXES = ("/docs/", "/redoc/", "/static/", "/f/")
 _REFUSAL = orjson.dumps(
-    {"detail": "missing or wrong API token: send the header `Authorization: Bearer <API_TOKEN>`"}
+    {"detail": "missing or unknown API key: send the header `Authorization: Bearer <key>`"}
 )
+_UNAVAILABLE = orjson.dumps({"detail": "database unavailable: the API key cannot be checked"})
 
 
-class BearerToken:
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app, self._token = app, token.encode()
+def is_open(scope: Scope) -> bool:
+    path: str = scope["path"]
+    return (
+        path in OPEN_PATHS
+        or path.startswith(OPEN_PREFIXES)
+        or (scope["method"] == "OPTIONS" and _is_preflight(scope))
+    )
 
-    def allows(self, authorization: bytes) -> bool:
-        scheme, _, token = authorization.strip().partition(b" ")
-        # Compared in constant time, so the answer's timing does not spell out the token.
-        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token)
+
+def _is_preflight(scope: Scope) -> bool:
+    return any(name == b"access-control-request-method" for name, _ in scope["headers"])
+
+
+class Authenticate:
+    """Needs the app's `state.key_ring` (made by the lifespan, with the pools)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or is_open(scope):
             await self.app(scope, receive, send)
             return
-        if self.allows(dict(scope["headers"]).get(b"authorization", b"")):
-            await self.app(scope, receive, send)
+        ring: KeyRing = scope["app"].state.key_ring
+        token = bearer(dict(scope["headers"]).get(b"authorization"))
+        try:
+            principal = await ring.principal(token)
+        except Unavailable:
+            await _answer(send, 503, _UNAVAILABLE, [(b"retry-after", b"1")])
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_REFUSAL)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _REFUSAL})
+        if principal is None:
+            await _answer(send, 401, _REFUSAL, [(b"www-authenticate", b"Bearer")])
+            return
+        state = scope.setdefault("state", {})
+        state["principal"] = principal
+        state["key_id"] = str(principal.key_id) if principal.key_id else "operator"
+        await self.app(scope, receive, send)
+
+
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from workflow_core.errors import Conflict, DefinitionInvalid, NotFound, Unavailable
+from workflow_core.errors import (
+    Conflict,
+    DefinitionInvalid,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    Unprocessable,
+)
 from workflow_core.log import get_logger
 from workflow_core.validation import format_path
 
@@ -47,6 +54,12 @@ async def _validation(_: Request, error: Exception) -> JSONResponse:
 async def _definition(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, DefinitionInvalid)
     return JSONResponse({"detail": error.problems}, status_code=422)
+
+
+async def _unprocessable(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, Unprocessable)
+    problem = {"loc": ["body", error.path], "path": error.path, "msg": error.reason}
+    return JSONResponse({"detail": [{**problem, "type": "value_error"}]}, status_code=422)
 
 
 def _status(code: int) -> Any:
@@ -113,6 +126,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(DefinitionInvalid, _definition)
     app.add_exception_handler(NotFound, _status(404))
+    app.add_exception_handler(Forbidden, _status(403))
+    app.add_exception_handler(Unprocessable, _unprocessable)
     app.add_exception_handler(Conflict, _status(409))
     app.add_exception_handler(Unavailable, _unavailable)
     app.add_exception_handler(HTTPException, _http)

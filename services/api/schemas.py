@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
@@ -76,7 +76,11 @@ class SubmitRequest(BaseModel):
 
     template_id: Text
     data: Document
-    org_id: Text
+    org_id: Text | None = Field(
+        default=None,
+        description="the organisation; with an organisation's key it may be left out (the "
+        "key's is used), and another one is refused (403)",
+    )
 
 
 class SubmitAccepted(BaseModel):
@@ -114,9 +118,16 @@ class WorkflowOut(BaseModel):
     id: UUID
     name: str
     org_id: str | None
+    all_organisations: bool = Field(
+        description="true when it has no org_id: it matches every organisation's forms"
+    )
     active: bool
     version: int
-    definition: dict[str, Any]
+    definition: dict[str, Any] = Field(description="as stored, without its secrets")
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="the JSON paths of the secrets set in the definition (never shown)",
+    )
     created_at: datetime
     updated_at: datetime
     warnings: list[Problem] = Field(default_factory=list)
@@ -286,3 +297,48 @@ class TaskCompletion(BaseModel):
     outcome: ShortText | None = None
     data: Document | None = None
     completed_by: ShortText | None = None
+
+
+# -- API keys -----------------------------------------------------------------------------
+
+Scope = Literal["submit", "tasks", "admin"]
+Origin = Annotated[str, Field(max_length=500, pattern=r"^(\*|https?://[^/\s]+)$")]
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "org_id": "org_123",
+                    "scopes": ["submit"],
+                    "name": "contact form",
+                    "allowed_origins": ["https://www.example.com"],
+                },
+            ]
+        }
+    )
+
+    org_id: Text
+    scopes: list[Scope] = Field(min_length=1, max_length=3)
+    name: OptionalText = None
+    allowed_origins: list[Origin] = Field(
+        default_factory=list,
+        max_length=50,
+        description="web origins a `submit` key may be used from (none: any)",
+    )
+
+
+class ApiKeyOut(BaseModel):
+    id: UUID
+    org_id: str
+    name: str | None
+    scopes: list[str]
+    allowed_origins: list[str]
+    prefix: str = Field(description="the key's first characters, to tell keys apart")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyMade(ApiKeyOut):
+    key: str = Field(description="the key itself: shown in this answer only")

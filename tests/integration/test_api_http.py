@@ -321,9 +321,13 @@ async def test_validate_answers_errors_warnings_and_a_dry_run(client: httpx.Asyn
     assert answer["dry_run"]["steps"][0]["actions"][0]["would"]["subject"] == "Hi {fist_name}"
 
 
-async def test_with_an_api_token_every_request_but_the_probes_needs_it(stack: Stack) -> None:
+@pytest.mark.parametrize("setting", ["API_ADMIN_KEY", "API_TOKEN"])
+async def test_with_an_operators_key_every_request_but_the_probes_needs_a_key(
+    stack: Stack, setting: str
+) -> None:
+    """API_TOKEN is the old name of API_ADMIN_KEY, still read."""
     token = f"token-{uuid.uuid4().hex}"
-    stack.start_api(api_token=token)
+    stack.start_api(**{setting: token})
     granted = {"Authorization": f"bearer {token}"}  # the scheme's case does not matter
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
         refused = await client.post("/submit", json=EXAMPLE_FORM)
@@ -335,7 +339,7 @@ async def test_with_an_api_token_every_request_but_the_probes_needs_it(stack: St
         listed = await client.get("/workflows", headers=granted)
 
     assert refused.status_code == 401, refused.text
-    assert "Authorization: Bearer <API_TOKEN>" in refused.json()["detail"]
+    assert "Authorization: Bearer <key>" in refused.json()["detail"]
     assert refused.headers["www-authenticate"] == "Bearer"
     assert (wrong.status_code, oversized.status_code) == (401, 401)
     assert probes == [200, 200] and description.status_code == 200

@@ -6,6 +6,7 @@ Keys, for a stream named S (REDIS_STREAM_NAME):
     S:errors       hash: entry id -> the last error a worker hit on it (for the dead letter)
     S:replays      hash: dead-letter id -> how many times it was replayed
     S:sent:<key>   an email's 250 noted while PostgreSQL could not record it (7 days)
+    S:api-keys     pub/sub channel: ids of API keys just revoked (every API process listens)
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class StreamKeys:
     @property
     def replays(self) -> str:
         return f"{self.stream}:replays"
+
+    @property
+    def key_revocations(self) -> str:
+        return f"{self.stream}:api-keys"
 
     def sent(self, effect_key: str) -> str:
         return f"{self.stream}:sent:{effect_key}"

@@ -181,6 +181,7 @@ async def for_submission(db: Executor, submission_id: UUID) -> list[RunRecord]:
 async def list_runs(
     db: Executor,
     *,
+    org_id: str | None = None,
     workflow_id: UUID | None = None,
     status: str | None = None,
     submission_id: UUID | None = None,
@@ -188,6 +189,8 @@ async def list_runs(
     offset: int = 0,
 ) -> list[RunRecord]:
     query = select(*_SELECTED)
+    if org_id is not None:
+        query = query.where(runs.c.org_id == org_id)
     if workflow_id is not None:
         query = query.where(runs.c.workflow_id == workflow_id)
     if status is not None:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -19,7 +20,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -265,4 +266,20 @@ workers = Table(
     Column("consumer", Text, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# An organisation's API keys: a keyed hash of each key (its text is shown once, when it is made).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", Text, nullable=False),
+    Column("name", Text, nullable=True),
+    Column("scopes", ARRAY(Text), nullable=False),
+    Column("allowed_origins", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("prefix", Text, nullable=False),
+    Column("digest", LargeBinary, nullable=False, unique=True),
+    _created(),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_api_keys_org_created", "org_id", "created_at"),
 )

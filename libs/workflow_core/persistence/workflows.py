@@ -102,15 +102,21 @@ async def list_workflows(
     db: Executor,
     *,
     org_id: str | None = None,
-    include_inactive: bool = False,
+    with_every_organisation: bool = False,
+    active: bool | None = True,
     limit: int = 100,
     offset: int = 0,
 ) -> list[WorkflowRecord]:
+    """Workflows of `org_id` (all when None), with those of every organisation when
+    `with_every_organisation`; `active` picks the active or the deactivated ones (None: both)."""
     query = _current()
-    if not include_inactive:
-        query = query.where(workflows.c.active.is_(True))
+    if active is not None:
+        query = query.where(workflows.c.active.is_(active))
     if org_id is not None:
-        query = query.where(workflows.c.org_id == org_id)
+        mine = workflows.c.org_id == org_id
+        query = query.where(
+            mine | workflows.c.org_id.is_(None) if with_every_organisation else mine
+        )
     query = (
         query.order_by(workflows.c.created_at.desc(), workflows.c.id).limit(limit).offset(offset)
     )
@@ -145,6 +151,16 @@ async def deactivate(db: Executor, workflow_id: UUID) -> bool:
         update(workflows)
         .where(workflows.c.id == workflow_id)
         .values(active=False, updated_at=func.now()),
+    )
+    return touched > 0
+
+
+async def activate(db: Executor, workflow_id: UUID) -> bool:
+    touched = await sql.execute(
+        db,
+        update(workflows)
+        .where(workflows.c.id == workflow_id)
+        .values(active=True, updated_at=func.now()),
     )
     return touched > 0
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator
 
+from services.api.access import Caller, operator_only
 from services.api.deps import AppSettings, Db, Keys, Redis
 from workflow_core import events
 from workflow_core.adapters import streams
@@ -47,18 +48,24 @@ Before = Annotated[
 async def list_dead_letters(
     redis: Redis,
     keys: Keys,
+    principal: Caller,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Before = None,
 ) -> list[dict[str, Any]]:
     """Newest first, with the error, the delivery count and how often each was replayed;
-    page on with `before=<the last id>`."""
+    page on with `before=<the last id>`. The operator's key only: a dead letter may be any
+    organisation's event."""
+    operator_only(principal, "read dead letters")
     if before == FIRST_ID:
         return []  # nothing comes before the first id (and Redis refuses the range `(0-0`)
     return await streams.dead_letters(redis, keys, count=limit, before=before)
 
 
 @router.get("/{entry_id}", responses={404: {"description": "no such dead letter"}})
-async def get_dead_letter(entry_id: EntryId, redis: Redis, keys: Keys) -> dict[str, Any]:
+async def get_dead_letter(
+    entry_id: EntryId, redis: Redis, keys: Keys, principal: Caller
+) -> dict[str, Any]:
+    operator_only(principal, "read dead letters")
     letter = await streams.read_dead_letter(redis, keys, entry_id)
     if letter is None:
         raise NotFound(f"no dead letter with id {entry_id}")
@@ -75,10 +82,16 @@ async def get_dead_letter(entry_id: EntryId, redis: Redis, keys: Keys) -> dict[s
     },
 )
 async def replay_dead_letter(
-    entry_id: EntryId, db: Db, redis: Redis, keys: Keys, settings: AppSettings
+    entry_id: EntryId,
+    db: Db,
+    redis: Redis,
+    keys: Keys,
+    settings: AppSettings,
+    principal: Caller,
 ) -> dict[str, Any]:
     """Queue the event again (through the outbox) and give the runs it failed another go.
     Each replay is counted; after DEAD_LETTER_REPLAY_LIMIT replays of one entry, 409."""
+    operator_only(principal, "replay dead letters")
     letter = await streams.read_dead_letter(redis, keys, entry_id)
     if letter is None:
         raise NotFound(f"no dead letter with id {entry_id}")

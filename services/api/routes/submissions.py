@@ -9,10 +9,18 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from services.api.access import (
+    Caller,
+    acting_for,
+    caller,
+    from_allowed_origin,
+    must_see,
+    needs,
+)
 from services.api.deps import Database, Db, IdempotencyKey
 from services.api.presenters import run_summary
 from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
-from workflow_core.errors import NotFound
+from workflow_core.errors import NotFound, Unprocessable
 from workflow_core.persistence import runs, submissions
 from workflow_core.persistence.submissions import Accepted, NewSubmission
 
@@ -42,9 +50,15 @@ async def submit(
     (or Redis being away) cannot lose it."""
     # The hottest route reads the database from the app state rather than through a
     # dependency: FastAPI's dependency resolution is a fifth of this request's cost.
+    principal = caller(request)
+    needs(principal, "submit")
+    from_allowed_origin(principal, request.headers.get("origin"))
+    org_id = acting_for(principal, body.org_id)
+    if org_id is None:
+        raise Unprocessable("org_id", "the operator's key must name the organisation")
     db: Database = request.app.state.database
     accepted = await db.store_submission(
-        NewSubmission(body.template_id, body.org_id, body.data, datetime.now(UTC), idempotency_key)
+        NewSubmission(body.template_id, org_id, body.data, datetime.now(UTC), idempotency_key)
     )
     return accepted_response(accepted)
 
@@ -69,11 +83,14 @@ def accepted_response(accepted: Accepted) -> Response:
     response_model=SubmissionOut,
     responses={404: {"description": "no such submission"}},
 )
-async def get_submission(submission_id: UUID, db: Db) -> dict[str, Any]:
+async def get_submission(submission_id: UUID, db: Db, principal: Caller) -> dict[str, Any]:
     """The submission, whether its event was published, and the runs it started."""
+    needs(principal, "admin")
+    missing = f"no submission with id {submission_id}"
     async with db.reading() as conn:
         found = await submissions.get(conn, submission_id)
         if found is None:
-            raise NotFound(f"no submission with id {submission_id}")
+            raise NotFound(missing)
+        must_see(principal, found["org_id"], missing)
         started = await runs.for_submission(conn, submission_id)
     return {**found, "submission_id": found["id"], "runs": [run_summary(run) for run in started]}

@@ -8,7 +8,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Response
 
+from services.api import secrets
+from services.api.access import Caller, acting_for, needs, operator_only
 from services.api.deps import AppSettings, Db, Filter, Limit, Offset
+from services.api.keys import Principal
 from services.api.schemas import (
     MAX_INT4,
     DryRunRequest,
@@ -25,6 +28,7 @@ from workflow_core.dryrun import dry_run
 from workflow_core.errors import DefinitionInvalid, NotFound
 from workflow_core.ids import DRY_RUN_ID
 from workflow_core.persistence import workflows
+from workflow_core.persistence.pool import Connection
 from workflow_core.persistence.workflows import WorkflowRecord
 from workflow_core.validation import ValidationResult, validate_definition
 
@@ -41,18 +45,38 @@ def checked(definition: dict[str, Any]) -> ValidationResult:
 
 
 def view(record: WorkflowRecord, result: ValidationResult | None = None) -> dict[str, Any]:
+    """The workflow as answers show it: its secrets are write-only (CONTRACT §7), so the
+    definition comes without them and `secrets` says where one is set."""
     warnings = [p.as_dict(("body", "definition")) for p in result.warnings] if result else []
+    shown, hidden = secrets.without_secrets(record.definition)
     return {
         "id": record.id,
         "name": record.name,
         "org_id": record.org_id,
+        "all_organisations": record.org_id is None,
         "active": record.active,
         "version": record.version,
-        "definition": record.definition,
+        "definition": shown,
+        "secrets": hidden,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "warnings": warnings,
     }
+
+
+async def _visible(conn: Connection, principal: Principal, workflow_id: UUID) -> WorkflowRecord:
+    """The workflow, if the caller may see it (its organisation's, or one of every
+    organisation); else a 404 as for an id that does not exist."""
+    missing = f"no workflow with id {workflow_id}"
+    record = await workflows.get(conn, workflow_id)
+    if record is None or (record.org_id is not None and not principal.sees(record.org_id)):
+        raise NotFound(missing)
+    return record
+
+
+def _may_change(principal: Principal, record: WorkflowRecord) -> None:
+    if record.org_id is None:
+        operator_only(principal, "change a workflow of every organisation")
 
 
 @router.post(
@@ -61,19 +85,29 @@ def view(record: WorkflowRecord, result: ValidationResult | None = None) -> dict
     response_model=WorkflowOut,
     responses={422: {"description": "the definition is invalid; each problem names its JSON path"}},
 )
-async def create_workflow(body: WorkflowCreate, db: Db) -> dict[str, Any]:
+async def create_workflow(body: WorkflowCreate, db: Db, principal: Caller) -> dict[str, Any]:
+    """A workflow of the key's organisation; one of every organisation (no `org_id`) only with
+    the operator's key."""
+    needs(principal, "admin")
+    org_id = acting_for(principal, body.org_id)
     result = checked(body.definition)
     async with db.transaction() as conn:
         record = await workflows.create(
-            conn, name=body.name, org_id=body.org_id, definition=body.definition
+            conn, name=body.name, org_id=org_id, definition=body.definition
         )
     return view(record, result)
 
 
 @router.post("/validate")
-async def validate_workflow(body: ValidateRequest, settings: AppSettings) -> dict[str, Any]:
+async def validate_workflow(
+    body: ValidateRequest, settings: AppSettings, principal: Caller
+) -> dict[str, Any]:
     """Check a definition without saving it: its errors and warnings (each naming its JSON
     path) and, with a sample `form`, a dry run of what it would do. Always 200."""
+    needs(principal, "admin")
+    acting_for(principal, body.org_id)
+    if body.form is not None:
+        acting_for(principal, body.form.org_id)
     result = validate_definition(body.definition)
     answer: dict[str, Any] = {
         "valid": result.ok,
@@ -89,12 +123,15 @@ async def validate_workflow(body: ValidateRequest, settings: AppSettings) -> dic
 
 @router.post("/{workflow_id}/test", responses=NOT_FOUND)
 async def test_workflow(
-    workflow_id: UUID, body: DryRunRequest, db: Db, settings: AppSettings
+    workflow_id: UUID, body: DryRunRequest, db: Db, settings: AppSettings, principal: Caller
 ) -> dict[str, Any]:
     """A dry run of a saved workflow for a sample form: whether the trigger matches (and why
     not), the path taken, and every email, webhook request, ticket and task it would create,
     rendered. Nothing is sent or stored."""
+    needs(principal, "admin")
+    acting_for(principal, body.form.org_id)
     async with db.reading() as conn:
+        await _visible(conn, principal, workflow_id)
         record = (
             await workflows.get_version(conn, workflow_id, body.version)
             if body.version
@@ -128,7 +165,7 @@ def walk(
 ) -> dict[str, Any]:
     return dry_run(
         definition,
-        form=form.model_dump(),
+        form={**form.model_dump(), "org_id": form.org_id or org_id or ""},
         workflow_org_id=org_id,
         workflow_id=workflow_id,
         task_outcomes={step: o.model_dump() for step, o in outcomes.items()},
@@ -139,52 +176,88 @@ def walk(
 
 @router.get("", response_model=list[WorkflowOut])
 async def list_workflows(
-    db: Db, limit: Limit = 100, offset: Offset = 0, org_id: Filter = None
+    db: Db,
+    principal: Caller,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    org_id: Filter = None,
+    active: bool = True,
 ) -> list[dict[str, Any]]:
-    """Active workflows, newest first."""
+    """Workflows, newest first: the active ones (`?active=false`: the deactivated ones). An
+    organisation's list includes the workflows of every organisation (`all_organisations`)."""
+    needs(principal, "admin")
+    org_id = acting_for(principal, org_id)
     async with db.reading() as conn:
-        records = await workflows.list_workflows(conn, org_id=org_id, limit=limit, offset=offset)
+        records = await workflows.list_workflows(
+            conn,
+            org_id=org_id,
+            with_every_organisation=org_id is not None,
+            active=active,
+            limit=limit,
+            offset=offset,
+        )
     return [view(record) for record in records]
 
 
 @router.get("/{workflow_id}", response_model=WorkflowOut, responses=NOT_FOUND)
-async def get_workflow(workflow_id: UUID, db: Db) -> dict[str, Any]:
+async def get_workflow(workflow_id: UUID, db: Db, principal: Caller) -> dict[str, Any]:
+    needs(principal, "admin")
     async with db.reading() as conn:
-        record = await workflows.get(conn, workflow_id)
-    if record is None:
-        raise NotFound(f"no workflow with id {workflow_id}")
-    return view(record)
+        return view(await _visible(conn, principal, workflow_id))
 
 
 @router.put("/{workflow_id}", response_model=WorkflowOut, responses=NOT_FOUND)
-async def update_workflow(workflow_id: UUID, body: WorkflowUpdate, db: Db) -> dict[str, Any]:
-    """Store a new version; runs already started finish on the version they began with."""
-    result = checked(body.definition)
+async def update_workflow(
+    workflow_id: UUID, body: WorkflowUpdate, db: Db, principal: Caller
+) -> dict[str, Any]:
+    """Store a new version; runs already started finish on the version they began with. A
+    webhook `secret` left out keeps the one its action had (`"secret": null` removes it)."""
+    needs(principal, "admin")
     async with db.transaction() as conn:
-        current = await workflows.get(conn, workflow_id)
-        if current is None:
-            raise NotFound(f"no workflow with id {workflow_id}")
+        current = await _visible(conn, principal, workflow_id)
+        _may_change(principal, current)
+        definition = secrets.carried_over(body.definition, current.definition)
+        result = checked(definition)
         record = await workflows.add_version(
-            conn, workflow_id, name=body.name or current.name, definition=body.definition
+            conn, workflow_id, name=body.name or current.name, definition=definition
         )
     assert record is not None
     return view(record, result)
 
 
+@router.post("/{workflow_id}/activate", response_model=WorkflowOut, responses=NOT_FOUND)
+async def activate_workflow(workflow_id: UUID, db: Db, principal: Caller) -> dict[str, Any]:
+    """Bring a deactivated workflow back (at its current version): new forms start it again."""
+    needs(principal, "admin")
+    async with db.transaction() as conn:
+        current = await _visible(conn, principal, workflow_id)
+        _may_change(principal, current)
+        await workflows.activate(conn, workflow_id)
+        record = await workflows.get(conn, workflow_id)
+    assert record is not None
+    return view(record)
+
+
 @router.get("/{workflow_id}/versions", response_model=list[WorkflowVersionOut], responses=NOT_FOUND)
-async def list_workflow_versions(workflow_id: UUID, db: Db) -> list[dict[str, Any]]:
+async def list_workflow_versions(
+    workflow_id: UUID, db: Db, principal: Caller
+) -> list[dict[str, Any]]:
     """Every version of the workflow, oldest first (each one in full at `/versions/{n}`)."""
+    needs(principal, "admin")
     async with db.reading() as conn:
-        if await workflows.get(conn, workflow_id) is None:
-            raise NotFound(f"no workflow with id {workflow_id}")
+        await _visible(conn, principal, workflow_id)
         return await workflows.list_versions(conn, workflow_id)
 
 
 @router.get("/{workflow_id}/versions/{version}", response_model=WorkflowOut, responses=NOT_FOUND)
-async def get_workflow_version(workflow_id: UUID, version: int, db: Db) -> dict[str, Any]:
+async def get_workflow_version(
+    workflow_id: UUID, version: int, db: Db, principal: Caller
+) -> dict[str, Any]:
+    needs(principal, "admin")
     record = None
-    if 1 <= version <= MAX_INT4:  # beyond that no version can exist (nor be looked up)
-        async with db.reading() as conn:
+    async with db.reading() as conn:
+        await _visible(conn, principal, workflow_id)
+        if 1 <= version <= MAX_INT4:  # beyond that no version can exist (nor be looked up)
             record = await workflows.get_version(conn, workflow_id, version)
     if record is None:
         raise NotFound(f"workflow {workflow_id} has no version {version}")
@@ -192,9 +265,11 @@ async def get_workflow_version(workflow_id: UUID, version: int, db: Db) -> dict[
 
 
 @router.delete("/{workflow_id}", status_code=204, responses=NOT_FOUND)
-async def delete_workflow(workflow_id: UUID, db: Db) -> Response:
-    """Deactivate: no new runs start; runs and history are kept."""
+async def delete_workflow(workflow_id: UUID, db: Db, principal: Caller) -> Response:
+    """Deactivate: no new runs start; runs and history are kept (`/activate` brings it back)."""
+    needs(principal, "admin")
     async with db.transaction() as conn:
-        if not await workflows.deactivate(conn, workflow_id):
-            raise NotFound(f"no workflow with id {workflow_id}")
+        current = await _visible(conn, principal, workflow_id)
+        _may_change(principal, current)
+        await workflows.deactivate(conn, workflow_id)
     return Response(status_code=204)
