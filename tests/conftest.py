@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tests.support.http_receiver import RECEIVER_HOST
 from tests.support.net import free_port
 from tests.support.processes import Service, start, wait_http
 from tests.support.services import Servers, find_servers
@@ -130,6 +131,8 @@ def make_settings(
             "action_retry_initial_seconds": 0.2,
             "action_retry_max_seconds": 1.0,
             "worker_shutdown_grace_seconds": 5.0,
+            # The tests' webhook receivers listen there (tests/support/http_receiver.py).
+            "webhook_allowed_hosts": RECEIVER_HOST,
         }
         values.update(overrides)
         return load_settings(_env_file=None, **values)
@@ -263,6 +266,7 @@ async def shared_api(
         redis_password=servers.redis_password,
         redis_stream_name=stream,
         log_level="WARNING",
+        webhook_allowed_hosts=RECEIVER_HOST,
     )
     stack = Stack(settings, tmp_path_factory.mktemp("logs"))
     stack.start_api()
