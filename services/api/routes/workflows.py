@@ -26,15 +26,18 @@ from workflow_core.errors import DefinitionInvalid, NotFound
 from workflow_core.ids import DRY_RUN_ID
 from workflow_core.persistence import workflows
 from workflow_core.persistence.workflows import WorkflowRecord
+from workflow_core.settings import Settings
 from workflow_core.validation import ValidationResult, validate_definition
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such workflow"}}
 
 
-def checked(definition: dict[str, Any]) -> ValidationResult:
-    """The validation result, or a 422 naming every problem by its JSON path."""
-    result = validate_definition(definition)
+def checked(definition: dict[str, Any], settings: Settings) -> ValidationResult:
+    """The validation result, or a 422 naming every problem by its JSON path. Webhook URLs
+    written as internal addresses are checked against this deployment's
+    WEBHOOK_ALLOWED_HOSTS: the workers read the same setting and would refuse every call."""
+    result = validate_definition(definition, allowed_hosts=settings.allowed_webhook_hosts)
     if not result.ok:
         raise DefinitionInvalid([p.as_dict(("body", "definition")) for p in result.errors])
     return result
@@ -61,8 +64,8 @@ def view(record: WorkflowRecord, result: ValidationResult | None = None) -> dict
     response_model=WorkflowOut,
     responses={422: {"description": "the definition is invalid; each problem names its JSON path"}},
 )
-async def create_workflow(body: WorkflowCreate, db: Db) -> dict[str, Any]:
-    result = checked(body.definition)
+async def create_workflow(body: WorkflowCreate, db: Db, settings: AppSettings) -> dict[str, Any]:
+    result = checked(body.definition, settings)
     async with db.transaction() as conn:
         record = await workflows.create(
             conn, name=body.name, org_id=body.org_id, definition=body.definition
@@ -74,7 +77,7 @@ async def create_workflow(body: WorkflowCreate, db: Db) -> dict[str, Any]:
 async def validate_workflow(body: ValidateRequest, settings: AppSettings) -> dict[str, Any]:
     """Check a definition without saving it: its errors and warnings (each naming its JSON
     path) and, with a sample `form`, a dry run of what it would do. Always 200."""
-    result = validate_definition(body.definition)
+    result = validate_definition(body.definition, allowed_hosts=settings.allowed_webhook_hosts)
     answer: dict[str, Any] = {
         "valid": result.ok,
         "errors": [p.as_dict(("body", "definition")) for p in result.errors],
@@ -105,7 +108,7 @@ async def test_workflow(
             f"no workflow with id {workflow_id}"
             + (f" and version {body.version}" if body.version else "")
         )
-    definition = checked(record.definition).definition
+    definition = checked(record.definition, settings).definition
     assert definition is not None
     report = walk(
         definition,
@@ -157,9 +160,11 @@ async def get_workflow(workflow_id: UUID, db: Db) -> dict[str, Any]:
 
 
 @router.put("/{workflow_id}", response_model=WorkflowOut, responses=NOT_FOUND)
-async def update_workflow(workflow_id: UUID, body: WorkflowUpdate, db: Db) -> dict[str, Any]:
+async def update_workflow(
+    workflow_id: UUID, body: WorkflowUpdate, db: Db, settings: AppSettings
+) -> dict[str, Any]:
     """Store a new version; runs already started finish on the version they began with."""
-    result = checked(body.definition)
+    result = checked(body.definition, settings)
     async with db.transaction() as conn:
         current = await workflows.get(conn, workflow_id)
         if current is None:
