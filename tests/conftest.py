@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.support.http_receiver import RECEIVER_HOST
 from tests.support.net import free_port
 from tests.support.processes import Service, start, wait_http
+from tests.support.resolver import FakeResolver, fake_resolver, guard_loopback
 from tests.support.services import Servers, find_servers
 from tests.support.smtp import SmtpServer, start_smtp
 from workflow_core.adapters.streams import StreamKeys
@@ -104,6 +105,19 @@ def smtp() -> Iterator[SmtpServer]:
     server = start_smtp()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def resolver(monkeypatch: pytest.MonkeyPatch) -> FakeResolver:
+    """Lookups of the names a test gives answers for go to it (on the running event loop)."""
+    return fake_resolver(monkeypatch)
+
+
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """HTTP connections may go to loopback only (a test that makes a name resolve to a private
+    address must never send anything there); returns the addresses connected to."""
+    return guard_loopback(monkeypatch)
 
 
 SettingsFactory = Callable[..., Settings]

@@ -81,6 +81,8 @@ class HttpReceiver:
         self.port = 0
         self.sent_bytes = 0
         """What the misbehaving answers sent (before the client went away)."""
+        self.connections = 0
+        """Connections accepted (with TLS: handshakes completed), requests or not."""
 
     def answer(self, answer: Answer, times: int = 1) -> None:
         """Answer the next `times` requests so (after them, 200)."""
@@ -100,6 +102,7 @@ class HttpReceiver:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
                 await self._one_request(reader, writer)
