@@ -7,6 +7,10 @@ run records the call as done, a redelivered event does not call again.
 
 What is retried is decided in the HTTP adapter (connection errors, timeouts, 5xx, 429 with its
 Retry-After); other 4xx fail the run, and so does a redirect, which is never followed.
+
+Where a call may go is decided in the adapter too (workflow_core/destinations.py): loopback,
+private and other internal addresses are refused unless WEBHOOK_ALLOWED_HOSTS lists them.
+Validation given that setting (the API) already refuses a URL written as such an address.
 """
 
 from __future__ import annotations
