@@ -1,10 +1,14 @@
 """`make run`: the whole stack on this machine, without Docker. Starts a local catcher for
 emails and webhooks (dev.mailcatcher), the API and one worker as child processes against
 the PostgreSQL and Redis in your settings (.env or environment), prints where everything is,
-and stops them all on Ctrl-C."""
+and stops them all on Ctrl-C.
+
+The catcher listens on loopback, where webhooks may not go by default: unless you set
+WEBHOOK_ALLOWED_HOSTS yourself, the API and the worker get the catcher's host in it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from workflow_core.settings import load_settings
+from workflow_core.destinations import AllowedHosts
+from workflow_core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+CATCHER_ADDRESS = "127.0.0.1"
 
 
 def main() -> None:
@@ -37,15 +43,17 @@ def main() -> None:
         "api": [sys.executable, "-m", "services.api"],
         "worker": [sys.executable, "-m", "services.worker"],
     }
+    allowed = settings.webhook_allowed_hosts or catcher_hosts(settings)
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
+        "WEBHOOK_ALLOWED_HOSTS": allowed,
     }
     processes = {
         name: subprocess.Popen(command, cwd=ROOT, env=env) for name, command in children.items()
     }
-    catcher_http = f"http://127.0.0.1:{os.environ.get('CATCHER_HTTP_PORT', '8025')}/"
+    catcher_http = f"http://{CATCHER_ADDRESS}:{os.environ.get('CATCHER_HTTP_PORT', '8025')}/"
     print(
         f"""
 Flowline is starting:
@@ -53,6 +61,7 @@ Flowline is starting:
   catcher      smtp://{settings.smtp_host}:{settings.smtp_port} for emails, and
                {catcher_http} for webhooks (GET it to list what was caught);
                both printed here and saved in {mail_dir}/
+  webhooks     may call these internal hosts: {allowed} (WEBHOOK_ALLOWED_HOSTS)
   PostgreSQL   {settings.database_url}
   Redis        {settings.redis_host}:{settings.redis_port} stream {settings.redis_stream_name!r}
 Press Ctrl-C to stop.
@@ -79,6 +88,16 @@ Press Ctrl-C to stop.
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def catcher_hosts(settings: Settings) -> str:
+    """The catcher's HTTP side as webhooks name it: the host it listens on (SMTP_HOST) and
+    127.0.0.1, the address printed for it."""
+    hosts = [CATCHER_ADDRESS]
+    with contextlib.suppress(ValueError):  # a host the setting cannot name: 127.0.0.1 only
+        AllowedHosts.parse(settings.smtp_host)
+        hosts.insert(0, settings.smtp_host)
+    return ",".join(dict.fromkeys(hosts))
 
 
 if __name__ == "__main__":

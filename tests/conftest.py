@@ -21,8 +21,10 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tests.support.http_receiver import RECEIVER_HOST
 from tests.support.net import free_port
 from tests.support.processes import Service, start, wait_http
+from tests.support.resolver import FakeResolver, fake_resolver, guard_loopback
 from tests.support.services import Servers, find_servers
 from tests.support.smtp import SmtpServer, start_smtp
 from workflow_core.adapters.streams import StreamKeys
@@ -105,6 +107,19 @@ def smtp() -> Iterator[SmtpServer]:
     server.stop()
 
 
+@pytest.fixture
+async def resolver(monkeypatch: pytest.MonkeyPatch) -> FakeResolver:
+    """Lookups of the names a test gives answers for go to it (on the running event loop)."""
+    return fake_resolver(monkeypatch)
+
+
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """HTTP connections may go to loopback only (a test that makes a name resolve to a private
+    address must never send anything there); returns the addresses connected to."""
+    return guard_loopback(monkeypatch)
+
+
 SettingsFactory = Callable[..., Settings]
 
 
@@ -130,6 +145,8 @@ def make_settings(
             "action_retry_initial_seconds": 0.2,
             "action_retry_max_seconds": 1.0,
             "worker_shutdown_grace_seconds": 5.0,
+            # The tests' webhook receivers listen there (tests/support/http_receiver.py).
+            "webhook_allowed_hosts": RECEIVER_HOST,
         }
         values.update(overrides)
         return load_settings(_env_file=None, **values)
@@ -262,7 +279,7 @@ async def module_stack(
         redis_password=servers.redis_password,
         redis_stream_name=stream,
         log_level="WARNING",
-        **settings_values,
+        **{"webhook_allowed_hosts": RECEIVER_HOST, **settings_values},
     )
     stack = Stack(settings, log_dir)
     try:

@@ -11,11 +11,14 @@ import os
 import re
 import socket
 from email.utils import parseaddr
+from functools import cached_property
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflow_core.destinations import AllowedHosts
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -97,6 +100,9 @@ class Settings(BaseSettings):
     action_retry_initial_seconds: Annotated[float, Field(gt=0, le=86_400)] = 1.0
     action_retry_max_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     webhook_timeout_seconds: PositiveFloat = 10.0
+    # Hosts webhooks may call although their addresses are internal (loopback, private ...):
+    # comma-separated names, addresses or CIDR networks. See workflow_core/destinations.py.
+    webhook_allowed_hosts: str = ""
 
     # Outbox relay (runs in every API and worker process)
     outbox_batch_size: PositiveInt = 500
@@ -154,6 +160,12 @@ class Settings(BaseSettings):
         """The operator's key, by its name or its old one (API_TOKEN)."""
         return self.api_admin_key or self.api_token
 
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: str) -> str:
+        AllowedHosts.parse(value)
+        return value
+
     @model_validator(mode="after")
     def _heartbeat_outlives_a_beat(self) -> Settings:
         if self.worker_dead_after_seconds < 3 * self.worker_heartbeat_seconds:
@@ -168,6 +180,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @cached_property
+    def allowed_webhook_hosts(self) -> AllowedHosts:
+        """WEBHOOK_ALLOWED_HOSTS, parsed (it was checked when the settings were built)."""
+        return AllowedHosts.parse(self.webhook_allowed_hosts)
 
     @property
     def postgres_dsn(self) -> str:

@@ -1,6 +1,11 @@
 """Validation of a workflow definition with errors that name JSON paths such as
 `steps[1].transitions[0].to`. Errors make a definition unusable (the API answers 422);
-warnings (a template placeholder that can never resolve) are returned beside a saved one."""
+warnings (a template placeholder that can never resolve) are returned beside a saved one.
+
+Given the deployment's WEBHOOK_ALLOWED_HOSTS (the API passes it), a webhook URL whose host is
+written as an address that no webhook may call is an error too: the workers would refuse
+every call of it. Without it (the worker's catalog reading stored definitions) that rule is
+left to the HTTP adapter, which refuses the call and fails the run with the reason."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from pydantic import ValidationError
 
 from workflow_core import actions
 from workflow_core.definitions.models import STEP_CONFIGS, StepSpec, WaitConfig, WorkflowDefinition
+from workflow_core.destinations import ALLOWED_HOSTS, AllowedHosts
 from workflow_core.engine.conditions import COMBINATORS, OPERATORS
 from workflow_core.engine.context import CONTEXT_ROOTS
 from workflow_core.engine.durations import parse_duration
@@ -53,8 +59,9 @@ def format_path(loc: Sequence[str | int]) -> str:
     return text or "definition"
 
 
-def validate_definition(raw: Any) -> ValidationResult:
-    """Parse and check `raw`; the definition is returned only when there are no errors."""
+def validate_definition(raw: Any, *, allowed_hosts: AllowedHosts | None = None) -> ValidationResult:
+    """Parse and check `raw`; the definition is returned only when there are no errors.
+    `allowed_hosts`: check webhook destinations written as addresses against it."""
     try:
         definition = WorkflowDefinition.model_validate(raw)
     except ValidationError as error:
@@ -62,7 +69,7 @@ def validate_definition(raw: Any) -> ValidationResult:
     errors = [
         *_check_steps(definition),
         *_check_conditions(definition),
-        *_check_actions(definition),
+        *_check_actions(definition, allowed_hosts),
     ]
     warnings = [*_unknown_trigger_type(definition), *_unresolvable_placeholders(definition)]
     return ValidationResult(None if errors else definition, errors, warnings)
@@ -229,7 +236,10 @@ def _check_comparison(condition: Mapping[str, Any], loc: Loc) -> Iterator[Proble
         )
 
 
-def _check_actions(definition: WorkflowDefinition) -> Iterator[Problem]:
+def _check_actions(
+    definition: WorkflowDefinition, allowed_hosts: AllowedHosts | None
+) -> Iterator[Problem]:
+    context = None if allowed_hosts is None else {ALLOWED_HOSTS: allowed_hosts}
     for index, step in enumerate(definition.steps):
         for a_index, action in enumerate(step.actions):
             loc: Loc = ("steps", index, "actions", a_index)
@@ -243,7 +253,7 @@ def _check_actions(definition: WorkflowDefinition) -> Iterator[Problem]:
                 )
                 continue
             try:
-                action_type.config.model_validate(action.config)
+                action_type.config.model_validate(action.config, context=context)
             except ValidationError as error:
                 yield from _pydantic_problems(error, (*loc, "config"))
 

@@ -91,7 +91,7 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
     resources.push_async_callback(reader_redis.aclose)
     mailer = SmtpMailer.from_settings(settings)
     resources.push_async_callback(mailer.close)
-    http = HttpxClient()
+    http = HttpxClient(allowed=settings.allowed_webhook_hosts)
     resources.push_async_callback(http.close)
     # A restarted worker is a new owner: what its previous life held is taken over once that
     # life's heartbeat is old.

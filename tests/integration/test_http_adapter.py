@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.http_receiver import Answer, HttpReceiver, http_receiver
+from tests.support.http_receiver import RECEIVER_HOST, Answer, HttpReceiver, http_receiver
 from workflow_core.actions.base import HttpResponse
 from workflow_core.adapters.http import EXCERPT_BYTES, HEAD_LIMIT_BYTES, HttpxClient
+from workflow_core.destinations import AllowedHosts
 from workflow_core.errors import RetryableActionError
 
 
@@ -24,7 +25,7 @@ async def receiver() -> AsyncIterator[HttpReceiver]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[HttpxClient]:
-    created = HttpxClient()
+    created = HttpxClient(allowed=AllowedHosts.parse(RECEIVER_HOST))
     yield created
     await created.close()
 

@@ -284,3 +284,67 @@ async def test_a_redelivered_event_does_not_call_the_webhook_again(
     assert len(receiver.received) == 1
     assert (await the_run(engine)).status == "completed"
     assert len(await action_rows(engine)) == 1
+
+
+# destinations (CONTRACT §9): refused before anything is sent, the run failing with the reason
+
+
+@pytest.mark.usefixtures("loopback_only")
+async def test_a_webhook_to_loopback_fails_the_run_when_the_setting_does_not_list_it(
+    engine: AsyncEngine, make_settings: SettingsFactory, receiver: HttpReceiver
+) -> None:
+    settings = make_settings(webhook_allowed_hosts="")
+    await start_one(engine, settings, webhook_definition(receiver))
+
+    async with running_worker(settings):
+        run = await finished_run(engine)
+        rows = await action_rows(engine)
+
+    assert run.status == "failed"
+    assert "refused: 127.0.0.1 is a loopback address" in run.error
+    assert "WEBHOOK_ALLOWED_HOSTS" in run.error
+    assert [(row.attempt, row.status) for row in rows] == [(1, "failed")]  # not retried
+    assert receiver.connections == 0
+
+
+@pytest.mark.usefixtures("loopback_only")
+@pytest.mark.parametrize(
+    ("host", "says"),
+    [
+        ("10.1.2.3", "10.1.2.3 is a private address (RFC 1918)"),
+        ("2852039166", "2852039166 is 169.254.169.254, a link-local address"),
+        ("100.64.0.1", "100.64.0.1 is a carrier-grade NAT address"),
+    ],
+)
+async def test_an_internal_address_from_the_form_is_refused_at_run_time(
+    engine: AsyncEngine, settings: Settings, receiver: HttpReceiver, host: str, says: str
+) -> None:
+    """Validation cannot see an address that comes from the form; the call is refused."""
+    definition = webhook_definition(receiver, url="http://{data.host}:9/hooks")
+    await start_one(engine, settings, definition, {**FORM, "host": host})
+
+    async with running_worker(settings):
+        run = await finished_run(engine)
+
+    assert run.status == "failed"
+    assert f"refused: {says}" in run.error
+    assert receiver.connections == 0
+
+
+async def test_a_redirect_is_not_followed_and_fails_the_run(
+    engine: AsyncEngine, settings: Settings, receiver: HttpReceiver, loopback_only: list[str]
+) -> None:
+    """The redirect points at another address the settings allow; it is not followed all the
+    same (a redirect could lead anywhere, and the receiver never saw the call)."""
+    async with http_receiver() as elsewhere:
+        receiver.answer(Answer(302, b"", {"location": f"{elsewhere.url}/inside"}))
+        await start_one(engine, settings, webhook_definition(receiver))
+
+        async with running_worker(settings):
+            run = await finished_run(engine)
+
+        assert elsewhere.connections == 0
+    assert run.status == "failed"
+    assert "answered 302 (redirects are not followed" in run.error
+    assert f"Location: {elsewhere.url}/inside" in run.error
+    assert len(receiver.received) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ import orjson
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 _HEAD_LIMIT = 64 * 1024
+RECEIVER_HOST = "127.0.0.1"
+"""Where receivers listen: loopback, which a webhook may call only when WEBHOOK_ALLOWED_HOSTS
+lists it (the tests' settings do)."""
 
 
 @dataclass(frozen=True)
@@ -66,23 +70,31 @@ _TRICKLE_LINES = 120
 
 
 class HttpReceiver:
-    def __init__(self, secret: str | None = None) -> None:
+    def __init__(self, secret: str | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.secret = secret
+        self.tls = tls
+        """With a server context: HTTPS (`url` starts with https://)."""
         self.received: list[Received] = []
         self._plan: list[Answer] = []
         self._server: asyncio.Server | None = None
         self.url = ""
+        self.port = 0
         self.sent_bytes = 0
         """What the misbehaving answers sent (before the client went away)."""
+        self.connections = 0
+        """Connections accepted (with TLS: handshakes completed), requests or not."""
 
     def answer(self, answer: Answer, times: int = 1) -> None:
         """Answer the next `times` requests so (after them, 200)."""
         self._plan.extend([answer] * times)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=_HEAD_LIMIT)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._server = await asyncio.start_server(
+            self._serve, RECEIVER_HOST, 0, limit=_HEAD_LIMIT, ssl=self.tls
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://{RECEIVER_HOST}:{self.port}"
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -90,6 +102,7 @@ class HttpReceiver:
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
                 await self._one_request(reader, writer)
@@ -179,8 +192,10 @@ def _response(answer: Answer) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def http_receiver(secret: str | None = None) -> AsyncIterator[HttpReceiver]:
-    receiver = HttpReceiver(secret)
+async def http_receiver(
+    secret: str | None = None, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[HttpReceiver]:
+    receiver = HttpReceiver(secret, tls)
     await receiver.start()
     try:
         yield receiver

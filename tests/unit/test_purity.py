@@ -1,7 +1,8 @@
 """The pure core's shape, read from the source, never by importing it:
 - engine/ and definitions/ do no I/O, not even through what they import (transitively);
 - inside the core imports only run down: definitions < engine < actions < (validation,
-  dryrun), the small shared modules (errors, ids, events, email_format, statuses) below them all;
+  dryrun), the small shared modules (errors, ids, events, email_format, statuses,
+  destinations) below them all;
 - no import cycle between these packages."""
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def test_the_import_check_itself(source: str, found: set[str]) -> None:
 
 # -- layers ---------------------------------------------------------------------------------
 
-SHARED = frozenset({"errors", "ids", "events", "email_format", "statuses"})
+SHARED = frozenset({"errors", "ids", "events", "email_format", "statuses", "destinations"})
 LAYERS = {"definitions": 0, "engine": 1, "actions": 2, "validation": 3, "dryrun": 3}
 
 

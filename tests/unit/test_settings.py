@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import os
 import socket
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from workflow_core.destinations import AllowedHosts
 from workflow_core.settings import Settings, SettingsError, load_settings
 
 
@@ -67,6 +69,8 @@ def test_the_contracts_defaults(name: str, expected: Any) -> None:
         ({"redis_stream_name": ""}, "REDIS_STREAM_NAME"),
         ({"api_token": "short"}, "API_TOKEN"),
         ({"api_token": "sixteen chars or more but spaces"}, "API_TOKEN"),
+        ({"webhook_allowed_hosts": "10.0.0.1/8"}, "WEBHOOK_ALLOWED_HOSTS"),
+        ({"webhook_allowed_hosts": "hooks.internal,http://x"}, "WEBHOOK_ALLOWED_HOSTS"),
     ],
 )
 def test_a_bad_value_stops_with_one_line_naming_the_setting(
@@ -142,3 +146,22 @@ def test_a_rejected_api_token_is_not_shown() -> None:
 def test_a_from_email_that_is_not_an_address_is_named(from_email: str) -> None:
     with pytest.raises(SettingsError, match="FROM_EMAIL"):
         load_settings(from_email=from_email)
+
+
+def test_webhook_allowed_hosts_is_empty_by_default_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().allowed_webhook_hosts == AllowedHosts()
+    monkeypatch.setenv("WEBHOOK_ALLOWED_HOSTS", "hooks.internal, 10.1.0.0/16")
+    allowed = load_settings().allowed_webhook_hosts
+    assert allowed.allows_name("hooks.internal")
+    assert allowed.allows_address(ip_address("10.1.2.3"))
+
+
+def test_a_bad_webhook_allowed_hosts_entry_is_named_in_the_one_line() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(webhook_allowed_hosts="127.0.0.1, 10.0.0.0/33 ,localhost")
+    message = str(caught.value)
+    assert message.startswith("flowline: invalid setting WEBHOOK_ALLOWED_HOSTS=")
+    assert "'10.0.0.0/33' is not a host name, an IP address or a CIDR network" in message
+    assert len(message.splitlines()) == 1

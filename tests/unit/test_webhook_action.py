@@ -19,6 +19,7 @@ from tests.unit.factories import example_context, example_definition
 from workflow_core import actions
 from workflow_core.actions.base import ActionCall, ActionDeps, HttpResponse
 from workflow_core.actions.webhook import WebhookConfig, execute, preview
+from workflow_core.destinations import AllowedHosts
 from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.ids import derived_id
 from workflow_core.validation import validate_definition
@@ -174,6 +175,64 @@ def test_a_bad_config_is_refused_at_its_json_path(
     found = problems(webhook_config)
     assert list(found) == [f"steps[0].actions[0].config.{path}"]
     assert says in found[f"steps[0].actions[0].config.{path}"]
+
+
+LOOPBACK_ALLOWED = AllowedHosts.parse("127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+        ("http://2852039166/latest", "2852039166 is 169.254.169.254, a link-local address"),
+        ("http://0xa9fea9fe/", "0xa9fea9fe is 169.254.169.254"),
+        ("http://0251.0376.0251.0376/", "0251.0376.0251.0376 is 169.254.169.254"),
+        ("http://[::ffff:169.254.169.254]/", "an IPv4-mapped IPv6 address"),
+        ("https://10.0.0.5:8443/in", "10.0.0.5 is a private address (RFC 1918)"),
+        ("http://192.168.1.1/", "a private address (RFC 1918)"),
+        ("http://100.64.0.1/", "carrier-grade NAT"),
+        ("http://[fd00::1]/", "a unique local address"),
+        ("http://[fe80::1]/", "a link-local address"),
+        ("http://0.0.0.0:5432/", "the unspecified address"),
+        ("http://127.0.0.2:6379/", "127.0.0.2 is a loopback address"),
+        ("http://0x7f.0.0.2:8000/workflows", "0x7f.0.0.2 is 127.0.0.2, a loopback address"),
+        ("http://[::1]:8000/", "::1 is a loopback address"),
+        ("http://224.0.0.1/", "a multicast address"),
+    ],
+)
+def test_a_url_written_as_an_internal_address_is_refused_unless_allowed(
+    url: str, says: str
+) -> None:
+    result = validate_definition(definition_with({"url": url}), allowed_hosts=LOOPBACK_ALLOWED)
+    [problem] = result.errors
+    assert problem.path == "steps[0].actions[0].config.url"
+    assert says in problem.msg
+    assert "WEBHOOK_ALLOWED_HOSTS" in problem.msg
+    assert not result.ok
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8025/hooks",  # listed
+        "http://[::ffff:127.0.0.1]:8025/",  # stands for a listed address
+        "http://127.1:8025/",
+        "https://hooks.example.com/in",  # a name: checked when it is resolved, at run time
+        "http://localhost:8000/",
+        "http://{data.host}/in",  # known only at run time
+        "http://10.0.0.{data.n}/in",
+        "https://8.8.8.8/in",  # global
+    ],
+)
+def test_a_listed_address_a_name_or_a_template_passes_validation(url: str) -> None:
+    result = validate_definition(definition_with({"url": url}), allowed_hosts=LOOPBACK_ALLOWED)
+    assert result.errors == []
+
+
+def test_without_the_deployments_allowed_hosts_addresses_are_left_to_run_time() -> None:
+    """The worker's catalog reads stored definitions without them: a workflow stored before
+    the setting changed still runs, and its call is refused with the reason."""
+    assert problems({"url": "http://169.254.169.254/"}) == {}
 
 
 def test_the_method_is_case_insensitive_and_post_by_default() -> None:

@@ -7,6 +7,10 @@ run records the call as done, a redelivered event does not call again.
 
 What is retried is decided in the HTTP adapter (connection errors, timeouts, 5xx, 429 with its
 Retry-After); other 4xx fail the run, and so does a redirect, which is never followed.
+
+Where a call may go is decided in the adapter too (workflow_core/destinations.py): loopback,
+private and other internal addresses are refused unless WEBHOOK_ALLOWED_HOSTS lists them.
+Validation given that setting (the API) already refuses a URL written as such an address.
 """
 
 from __future__ import annotations
@@ -20,11 +24,20 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    field_validator,
+)
 from standardwebhooks.webhooks import Webhook
 
 from workflow_core.actions.base import ActionCall, ActionDeps, HttpResponse
 from workflow_core.actions.registry import ActionType, register
+from workflow_core.destinations import ALLOWED_HOSTS, SETTING, AllowedHosts, literal_refusal
 from workflow_core.engine.paths import MISSING, resolve
 from workflow_core.engine.templates import placeholders, render_header, render_value, to_text
 from workflow_core.errors import PermanentActionError
@@ -79,13 +92,22 @@ class WebhookConfig(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
+    def _http_url(cls, url: str, info: ValidationInfo) -> str:
         if not url.lower().startswith(("http://", "https://")):
             raise ValueError("the URL must start with http:// or https://")
         if _URL_FORBIDDEN.search(url):
             raise ValueError("the URL may not contain spaces or control characters")
-        if not urlsplit(url).netloc:
+        parts = urlsplit(url)
+        if not parts.netloc:
             raise ValueError("the URL has no host")
+        allowed = (info.context or {}).get(ALLOWED_HOSTS)
+        if isinstance(allowed, AllowedHosts) and parts.hostname:
+            reason = literal_refusal(parts.hostname, allowed)
+            if reason is not None:
+                raise ValueError(
+                    f"webhooks may not call this host: {reason}; only {SETTING} (a setting "
+                    "of the deployment) can allow an internal address"
+                )
         return url
 
     @field_validator("headers")

@@ -1,6 +1,17 @@
 """Outgoing HTTP (webhooks) with httpx. Errors are sorted here: connection problems, timeouts,
 5xx and 429 are retryable; other 4xx are permanent. Nothing from httpx travels further.
 
+Where a call may go is decided here too (workflow_core/destinations.py has the rules): the
+URL's host is resolved once, every address it resolves to is checked, and the call is refused
+(permanently, nothing sent) when one of them is loopback, private or otherwise internal and
+WEBHOOK_ALLOWED_HOSTS does not list it. The connection then goes to an address that was
+checked: the pool's network backend connects a host only to the address the current call
+pinned for it, so nothing looks the name up a second time (no DNS rebinding between the check
+and the connection). The URL keeps its host, so the Host header, TLS's server name and the
+certificate's check are all for the name, and pooled connections are never shared between
+names. Redirects are never followed, and no proxy from the environment is used (a proxy would
+look the name up itself).
+
 What a receiver can cost us is bounded: the whole call (connecting, sending, the answer's
 head, the start of its body) by its `timeout`, however slowly the receiver trickles bytes
 (httpx's own timeouts count per read); the answer's head by HEAD_LIMIT_BYTES (h11, under
@@ -11,14 +22,19 @@ httpcore, refuses a head still incomplete past it); its body by EXCERPT_BYTES, r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import socket
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from ipaddress import ip_address
 
 import httpcore
 import httpx
 
 from workflow_core.actions.base import HttpResponse
+from workflow_core.destinations import SETTING, Address, AllowedHosts, refusal
 from workflow_core.errors import PermanentActionError, RetryableActionError
 
 EXCERPT_BYTES = 2048
@@ -67,14 +83,92 @@ def _shown(url: str) -> str:
     return str(parts.copy_with(userinfo=b"", query=None, fragment=None))
 
 
-class HttpxClient:
-    """An `HttpClient` over one pooled httpx.AsyncClient."""
+# (host, address): the one address the current call checked for `host`, and connects to.
+_PINNED: ContextVar[tuple[str, str] | None] = ContextVar("flowline_pinned", default=None)
 
-    def __init__(self, *, max_connections: int = 64, user_agent: str = "Flowline/0.1") -> None:
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Opens a connection to `host` only at the address the current call checked for it."""
+
+    def __init__(self) -> None:
+        self._network = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        pinned = _PINNED.get()
+        if pinned is None or pinned[0] != host:
+            raise httpcore.ConnectError(f"no address was checked for {host}")
+        return await self._network.connect_tcp(
+            pinned[1],
+            port,
+            timeout=timeout,
+            local_address=local_address,
+            socket_options=socket_options,
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("webhooks do not use Unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._network.sleep(seconds)
+
+
+class _PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over a connection pool whose connections go to checked addresses."""
+
+    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, limits=limits, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PinnedBackend(),
+        )
+
+
+async def resolve(host: str) -> list[str]:
+    """Every address `host` resolves to, in the resolver's order of preference; an address
+    written as one is taken as it is."""
+    try:
+        return [str(ip_address(host))]
+    except ValueError:
+        pass
+    found = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
+
+
+class HttpxClient:
+    """An `HttpClient` over one pooled httpx.AsyncClient, calling only the destinations
+    `allowed` lets through (workflow_core/destinations.py)."""
+
+    def __init__(
+        self,
+        *,
+        allowed: AllowedHosts | None = None,
+        max_connections: int = 64,
+        user_agent: str = "Flowline/0.1",
+    ) -> None:
+        self._allowed = allowed or AllowedHosts()
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=16)
+        # Certificates as httpx finds them (SSL_CERT_FILE / SSL_CERT_DIR, else certifi's).
+        ssl_context = httpx.create_ssl_context(trust_env=True)
         self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=16),
+            transport=_PinnedTransport(limits, ssl_context),
             headers={"user-agent": user_agent, "accept-encoding": "identity"},
             follow_redirects=False,
+            trust_env=False,
         )
 
     async def request(
@@ -88,13 +182,12 @@ class HttpxClient:
     ) -> HttpResponse:
         where = f"{method} {_shown(url)}"
         try:
-            async with (
-                asyncio.timeout(timeout),
-                self._client.stream(
-                    method, url, headers=dict(headers), content=content, timeout=timeout
-                ) as response,
-            ):
-                excerpt = await _excerpt(response)
+            async with asyncio.timeout(timeout):
+                host = _host(url)
+                addresses = await self._checked_addresses(where, host)
+                response, excerpt = await self._exchange(
+                    addresses, host, method, url, dict(headers), content, timeout
+                )
         except TimeoutError:
             raise RetryableActionError(
                 f"{where} timed out: no complete answer within {timeout:g} s"
@@ -123,15 +216,75 @@ class HttpxClient:
             raise RetryableActionError(f"{where} failed: RemoteProtocolError: {error}") from None
         except httpx.TransportError as error:
             raise RetryableActionError(f"{where} failed: {type(error).__name__}: {error}") from None
-        result = HttpResponse(response.status_code, dict(response.headers), excerpt)
-        if response.status_code == 429 or response.status_code >= 500:
-            raise RetryableActionError(
-                f"{where} answered {response.status_code}: {excerpt[:200]}",
-                retry_after=_retry_after(response),
+        return _judged(where, response, excerpt)
+
+    async def _checked_addresses(self, where: str, host: str) -> list[str]:
+        """The addresses `host` resolves to, each one checked; resolved once per call."""
+        try:
+            found = await resolve(host)
+        except (OSError, UnicodeError) as error:
+            raise RetryableActionError(f"{where} failed: cannot resolve {host}: {error}") from None
+        if not found:
+            raise RetryableActionError(f"{where} failed: {host} resolves to no address")
+        reason = refusal(host, _addresses(found), self._allowed)
+        if reason is not None:
+            raise PermanentActionError(
+                f"{where} refused: {reason}. Webhooks do not call loopback, private or other "
+                f"internal addresses unless {SETTING} lists the host"
             )
-        if response.status_code >= 400:
-            raise PermanentActionError(f"{where} answered {response.status_code}: {excerpt[:200]}")
-        return result
+        return found
+
+    async def _exchange(
+        self,
+        addresses: Sequence[str],
+        host: str,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        content: bytes | None,
+        timeout: float,
+    ) -> tuple[httpx.Response, str]:
+        """The answer from the first checked address that takes the connection."""
+        for index, address in enumerate(addresses):
+            pinned = _PINNED.set((host, address))
+            try:
+                async with self._client.stream(
+                    method, url, headers=headers, content=content, timeout=timeout
+                ) as response:
+                    return response, await _excerpt(response)
+            except httpx.ConnectError:
+                if index == len(addresses) - 1:
+                    raise  # nothing was sent to the others either: the next one may answer
+            finally:
+                _PINNED.reset(pinned)
+        raise AssertionError("unreachable: the last address's error is raised")
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _host(url: str) -> str:
+    """The URL's host as the connection pool sees it (IDNA-encoded, no brackets)."""
+    parsed = httpx.URL(url)
+    if parsed.scheme not in {"http", "https"}:
+        raise httpx.UnsupportedProtocol(f"the scheme {parsed.scheme!r} is not http or https")
+    if not parsed.raw_host:
+        raise httpx.InvalidURL("the URL has no host")
+    return parsed.raw_host.decode("ascii")
+
+
+def _addresses(found: Iterable[str]) -> list[Address]:
+    return [ip_address(text) for text in found]
+
+
+def _judged(where: str, response: httpx.Response, excerpt: str) -> HttpResponse:
+    """The answer, or the error it stands for (5xx and 429 retryable, other 4xx permanent)."""
+    result = HttpResponse(response.status_code, dict(response.headers), excerpt)
+    if response.status_code == 429 or response.status_code >= 500:
+        raise RetryableActionError(
+            f"{where} answered {response.status_code}: {excerpt[:200]}",
+            retry_after=_retry_after(response),
+        )
+    if response.status_code >= 400:
+        raise PermanentActionError(f"{where} answered {response.status_code}: {excerpt[:200]}")
+    return result

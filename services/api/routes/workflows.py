@@ -30,15 +30,18 @@ from workflow_core.ids import DRY_RUN_ID
 from workflow_core.persistence import workflows
 from workflow_core.persistence.pool import Connection
 from workflow_core.persistence.workflows import WorkflowRecord
+from workflow_core.settings import Settings
 from workflow_core.validation import ValidationResult, validate_definition
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such workflow"}}
 
 
-def checked(definition: dict[str, Any]) -> ValidationResult:
-    """The validation result, or a 422 naming every problem by its JSON path."""
-    result = validate_definition(definition)
+def checked(definition: dict[str, Any], settings: Settings) -> ValidationResult:
+    """The validation result, or a 422 naming every problem by its JSON path. Webhook URLs
+    written as internal addresses are checked against this deployment's
+    WEBHOOK_ALLOWED_HOSTS: the workers read the same setting and would refuse every call."""
+    result = validate_definition(definition, allowed_hosts=settings.allowed_webhook_hosts)
     if not result.ok:
         raise DefinitionInvalid([p.as_dict(("body", "definition")) for p in result.errors])
     return result
@@ -85,12 +88,14 @@ def _may_change(principal: Principal, record: WorkflowRecord) -> None:
     response_model=WorkflowOut,
     responses={422: {"description": "the definition is invalid; each problem names its JSON path"}},
 )
-async def create_workflow(body: WorkflowCreate, db: Db, principal: Caller) -> dict[str, Any]:
+async def create_workflow(
+    body: WorkflowCreate, db: Db, settings: AppSettings, principal: Caller
+) -> dict[str, Any]:
     """A workflow of the key's organisation; one of every organisation (no `org_id`) only with
     the operator's key."""
     needs(principal, "admin")
     org_id = acting_for(principal, body.org_id)
-    result = checked(body.definition)
+    result = checked(body.definition, settings)
     async with db.transaction() as conn:
         record = await workflows.create(
             conn, name=body.name, org_id=org_id, definition=body.definition
@@ -108,7 +113,7 @@ async def validate_workflow(
     acting_for(principal, body.org_id)
     if body.form is not None:
         acting_for(principal, body.form.org_id)
-    result = validate_definition(body.definition)
+    result = validate_definition(body.definition, allowed_hosts=settings.allowed_webhook_hosts)
     answer: dict[str, Any] = {
         "valid": result.ok,
         "errors": [p.as_dict(("body", "definition")) for p in result.errors],
@@ -142,7 +147,7 @@ async def test_workflow(
             f"no workflow with id {workflow_id}"
             + (f" and version {body.version}" if body.version else "")
         )
-    definition = checked(record.definition).definition
+    definition = checked(record.definition, settings).definition
     assert definition is not None
     report = walk(
         definition,
@@ -208,7 +213,7 @@ async def get_workflow(workflow_id: UUID, db: Db, principal: Caller) -> dict[str
 
 @router.put("/{workflow_id}", response_model=WorkflowOut, responses=NOT_FOUND)
 async def update_workflow(
-    workflow_id: UUID, body: WorkflowUpdate, db: Db, principal: Caller
+    workflow_id: UUID, body: WorkflowUpdate, db: Db, settings: AppSettings, principal: Caller
 ) -> dict[str, Any]:
     """Store a new version; runs already started finish on the version they began with. A
     webhook `secret` left out keeps the one its action had (`"secret": null` removes it)."""
@@ -217,7 +222,7 @@ async def update_workflow(
         current = await _visible(conn, principal, workflow_id)
         _may_change(principal, current)
         definition = secrets.carried_over(body.definition, current.definition)
-        result = checked(definition)
+        result = checked(definition, settings)
         record = await workflows.add_version(
             conn, workflow_id, name=body.name or current.name, definition=definition
         )
