@@ -14,6 +14,7 @@ from workflow_core.log import configure_logging
 from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.runtime import freeze_startup_objects
 from workflow_core.settings import load_settings
+from workflow_core.version import command_line
 
 
 class _Server(uvicorn.Server):
@@ -28,6 +29,7 @@ class _Server(uvicorn.Server):
 
 
 def main() -> None:
+    command_line("python -m services.api", "Serve Flowline's HTTP API.").parse_args()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     # Before uvicorn: a database that cannot be used stops the process with one line (inside

@@ -40,6 +40,7 @@ from workflow_core.relay import OutboxRelay
 from workflow_core.runtime import freeze_startup_objects
 from workflow_core.runtime.pacing import settle
 from workflow_core.settings import Settings, load_settings
+from workflow_core.version import command_line
 
 log = get_logger("services.worker")
 
@@ -198,6 +199,9 @@ async def fail_runs_of(pool: Pool, entry: Entry, reason: str) -> None:
 
 
 def main() -> None:
+    command_line(
+        "python -m services.worker", "Consume the events stream and run Flowline's workflows."
+    ).parse_args()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     with contextlib.suppress(ImportError):
