@@ -15,7 +15,7 @@ from services.worker.catalog import CHANNEL as CATALOG_CHANNEL
 from services.worker.catalog import Catalog
 from services.worker.config import WorkerConfig
 from services.worker.handler import EventHandler
-from services.worker.heartbeat import Heartbeat
+from services.worker.heartbeat import Heartbeat, LivenessFile
 from services.worker.runner import RunDriver, utcnow
 from services.worker.scheduler import TimerScheduler
 from services.worker.store import RunStore
@@ -119,13 +119,16 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
 async def _consume(
     settings: Settings, parts: _Parts, stop: asyncio.Event, *, burst: bool
 ) -> Worker:
+    liveness = LivenessFile(settings.worker_health_file)
     heartbeat = Heartbeat(
         parts.pool,
         parts.ledger,
         consumer=settings.consumer_name,
         interval=settings.worker_heartbeat_seconds,
+        liveness=liveness,
     )
     await heartbeat.beat()  # alive before anything is reserved in its name
+    liveness.touch()
     retry = RetryPolicy(
         max_attempts=settings.action_max_attempts,
         initial_delay=settings.action_retry_initial_seconds,
@@ -175,6 +178,7 @@ async def _consume(
     finally:
         background_stop.set()
         await settle(background, cancel=False)
+        liveness.remove()
         await relay.drain(timeout=2.0)
         await heartbeat.retire()
     return worker
