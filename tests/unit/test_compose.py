@@ -27,15 +27,12 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from tests.support.image import command_problems
+from tests.support.deployment import KNOWN_SETTINGS, command_problems
 from workflow_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {name.upper() for name in Settings.model_fields}
-# Settings other engineers are adding now (CONTRACT.md sections 7, 9, 10): the deployment files
-# may name them already. Each moves to settings.py; then it leaves this set.
-COMING_SETTINGS = {"API_ADMIN_KEY", "WEBHOOK_ALLOWED_HOSTS", "WORKER_METRICS_PORT"} - SETTINGS
-KNOWN = SETTINGS | COMING_SETTINGS
+KNOWN = KNOWN_SETTINGS
 APP_SERVICES = {"api": "services.api", "worker": "services.worker"}
 INFRASTRUCTURE = ("postgres", "redis", "catcher")
 IMAGE = "flowline:local"

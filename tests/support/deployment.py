@@ -1,6 +1,7 @@
-"""What the image built from the Dockerfile can run, read from the files (no Docker here): the
-packages its wheel installs (pyproject.toml) and the folders its final stage copies into
-WORKDIR. Shared by the Compose and Kubernetes checks."""
+"""Shared by the Compose and Kubernetes checks (tests/unit/test_compose.py, test_kubernetes.py):
+the settings a deployment file may name, and what the image built from the Dockerfile can run,
+read from the files (no Docker here): the packages its wheel installs (pyproject.toml) and the
+folders its final stage copies into WORKDIR."""
 
 from __future__ import annotations
 
@@ -11,7 +12,19 @@ import tomllib
 from functools import cache
 from pathlib import Path
 
+from workflow_core.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = frozenset(name.upper() for name in Settings.model_fields)
+# Settings other engineers are adding now (CONTRACT.md sections 7, 9, 10): the deployment files
+# may name them already. Each moves to settings.py; then it drops out of this set by itself.
+COMING_SETTINGS = (
+    frozenset(
+        {"API_ADMIN_KEY", "WEBHOOK_ALLOWED_HOSTS", "WORKER_METRICS_PORT", "WORKER_METRICS_HOST"}
+    )
+    - SETTINGS
+)
+KNOWN_SETTINGS = SETTINGS | COMING_SETTINGS
 
 
 def _final_stage() -> list[tuple[str, str]]:
