@@ -159,7 +159,8 @@ def main() -> None:
     args = parse_arguments()
     args.dir.mkdir(parents=True, exist_ok=True)
     catch = Catch(args.dir)
-    shown = "localhost" if args.host in ("127.0.0.1", "::1", "0.0.0.0", "::") else args.host
+    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    shown = f"[{shown}]" if ":" in shown else shown
     where = (
         f"SMTP on {args.host}:{args.port}; webhooks to http://{shown}:{args.http_port}/<any path>;"
         f" copies in {args.dir}/."

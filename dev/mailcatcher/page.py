@@ -45,7 +45,9 @@ def _nothing(text: str) -> str:
 def _fields(pairs: list[tuple[str, str]]) -> str:
     return (
         "<dl>"
-        + "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in pairs)
+        + "".join(
+            f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in pairs if value
+        )
         + "</dl>"
     )
 
