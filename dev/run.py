@@ -64,6 +64,14 @@ def new_admin_key() -> str:
     return ADMIN_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def port_variable(name: str, default: int) -> int:
+    """A port from the environment, or stop with one line naming the variable."""
+    value = os.environ.get(name) or str(default)
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        sys.exit(f"make run: invalid {name}={value!r}: must be a port number (1-65535)")
+    return int(value)
+
+
 def _configured(name: str) -> str:
     """A variable from the environment, else from .env, as Flowline's settings read them."""
     if name in os.environ:
@@ -150,7 +158,7 @@ def plan(settings: Settings) -> Plan:
         if catcher_address(settings.smtp_host, None) is not None
         else f"SMTP_HOST={settings.smtp_host} is not this machine"
     )
-    http_port = int(os.environ.get("CATCHER_HTTP_PORT") or 8025)
+    http_port = port_variable("CATCHER_HTTP_PORT", 8025)
     catcher_http = f"http://{_url_host(catcher or '127.0.0.1')}:{http_port}/"
     api = f"http://{_url_host(settings.api_host)}:{settings.api_port}"
     children = [

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from dev.run import catcher_address, new_admin_key, with_allowed_host
+from dev.run import catcher_address, new_admin_key, port_variable, with_allowed_host
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,13 @@ def test_a_development_admin_key_is_random_and_long_enough() -> None:
 )
 def test_the_catcher_is_added_to_the_allowed_webhook_hosts(existing: str, expected: str) -> None:
     assert with_allowed_host(existing, "127.0.0.1") == expected
+
+
+def test_a_bad_catcher_port_stops_make_run_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATCHER_HTTP_PORT", "80x")
+    with pytest.raises(SystemExit, match="invalid CATCHER_HTTP_PORT='80x'"):
+        port_variable("CATCHER_HTTP_PORT", 8025)
+    monkeypatch.setenv("CATCHER_HTTP_PORT", "9025")
+    assert port_variable("CATCHER_HTTP_PORT", 8025) == 9025
+    monkeypatch.delenv("CATCHER_HTTP_PORT")
+    assert port_variable("CATCHER_HTTP_PORT", 8025) == 8025
