@@ -64,11 +64,12 @@ def new_admin_key() -> str:
     return ADMIN_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def port_variable(name: str, default: int) -> int:
-    """A port from the environment, or stop with one line naming the variable."""
+def port_variable(name: str, default: int, upper: int = 65535) -> int:
+    """A whole number from 1 to `upper` (a port, by default) from the environment, or stop
+    with one line naming the variable."""
     value = os.environ.get(name) or str(default)
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
-        sys.exit(f"make run: invalid {name}={value!r}: must be a port number (1-65535)")
+    if not value.isdigit() or not 1 <= int(value) <= upper:
+        sys.exit(f"make run: invalid {name}={value!r}: must be a whole number from 1 to {upper}")
     return int(value)
 
 
@@ -277,7 +278,7 @@ def main() -> None:
     settings = load_settings()
     the_plan = plan(settings)
     stopping = Stopping()
-    timeout = float(os.environ.get("RUN_START_TIMEOUT") or 60)
+    timeout = port_variable("RUN_START_TIMEOUT", 60, upper=3600)
     problem = start_all(the_plan, stopping, timeout)
     if problem is not None:
         stop_all(the_plan.children)

@@ -54,7 +54,7 @@ def test_the_catcher_is_added_to_the_allowed_webhook_hosts(existing: str, expect
 
 def test_a_bad_catcher_port_stops_make_run_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CATCHER_HTTP_PORT", "80x")
-    with pytest.raises(SystemExit, match="invalid CATCHER_HTTP_PORT='80x'"):
+    with pytest.raises(SystemExit, match="invalid CATCHER_HTTP_PORT='80x': must be a whole"):
         port_variable("CATCHER_HTTP_PORT", 8025)
     monkeypatch.setenv("CATCHER_HTTP_PORT", "9025")
     assert port_variable("CATCHER_HTTP_PORT", 8025) == 9025
