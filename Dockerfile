@@ -3,10 +3,15 @@
 # One image for both Flowline services.
 #
 #   docker build -t flowline .
-#   docker run -p 8000:8000 -e DATABASE_URL=... -e REDIS_HOST=... flowline   # the API
-#   docker run -e DATABASE_URL=... -e REDIS_HOST=... flowline python -m services.worker
+#   docker run -p 127.0.0.1:8000:8000 --env-file .env flowline                 # the API
+#   docker run --env-file .env flowline python -m services.worker                 # a worker
+#   docker run flowline python -m workflow_core.persistence.migrate               # migrations
+#   docker run flowline python -m services.worker.healthcheck                     # its check
+#   docker run -p 127.0.0.1:8025:8025 flowline python -m dev.mailcatcher --host 0.0.0.0
+#   docker run flowline python -m services.api --version
 #
 # Settings come from the environment (see .env.example); docker-compose.yml runs the full stack.
+# The version is the one in pyproject.toml (read from the installed package's metadata).
 
 # --- build: resolve the locked dependencies and install the project into /app/.venv
 FROM python:3.11-slim AS builder
@@ -49,6 +54,9 @@ RUN groupadd --system --gid 10001 flowline \
 
 WORKDIR /app
 COPY --from=builder /app/.venv /app/.venv
+# The catcher for emails and webhooks (`python -m dev.mailcatcher`, the Compose stack's
+# "catcher"): plain modules run from /app; what they import is in the environment already.
+COPY dev ./dev
 
 # API_HOST: inside a container the API must listen on every interface to be reachable.
 ENV PATH="/app/.venv/bin:${PATH}" \

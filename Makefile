@@ -18,7 +18,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
 install: .venv/.installed
 
-run: install  ## API + worker + a local SMTP catcher, against PostgreSQL/Redis on localhost
+run: install  ## API + worker + a catcher for emails and webhooks (CATCHER=0: none); fails if they do not start
 	$(PY) -m dev.run
 
 test: install  ## the whole suite against real PostgreSQL, Redis and SMTP

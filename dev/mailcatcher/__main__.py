@@ -1,7 +1,11 @@
-"""`python -m dev.mailcatcher`: a local catcher for development. It is an SMTP server
-(aiosmtpd) that prints a line for every email and keeps each one as an .eml file, and an HTTP
-server that accepts any webhook (any method, any path), prints it and keeps it too. GET / on
-the HTTP port lists what was caught, newest first, as JSON.
+"""`python -m dev.mailcatcher`: a local catcher for development and the Compose stack.
+
+An SMTP server (aiosmtpd) that takes every email, and an HTTP server that takes every webhook
+call: any method (GET and HEAD included) on any path, except GET and HEAD of `/` (the page)
+and of `/api/...` (JSON). Each email is kept as an `.eml` file and each call, with its headers
+and its raw body (base64, so a signature can be checked), in `webhooks.jsonl` in `--dir`.
+`GET /` is a page listing both, newest first; `GET /api/messages` and `GET /api/webhooks`
+are the same as JSON.
 
     python -m dev.mailcatcher [--host 127.0.0.1] [--port 1025] [--http-port 8025] [--dir .mail]
 """
@@ -13,35 +17,21 @@ import asyncio
 import contextlib
 import json
 import signal
+import sys
 import threading
-import time
-from email import message_from_bytes, policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiosmtpd.controller import Controller
 
 from dev.mailcatcher import advertise_pipelining
+from dev.mailcatcher.catch import Catch
+from dev.mailcatcher.page import render
 
-
-class Catch:
-    """What was caught, kept on disk and in memory (the latest 500 of each)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.emails: list[dict[str, Any]] = []
-        self.webhooks: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def keep(self, kind: list[dict[str, Any]], item: dict[str, Any]) -> None:
-        with self._lock:
-            kind.append(item)
-            del kind[:-500]
-
-    def listing(self) -> dict[str, Any]:
-        with self._lock:
-            return {"emails": self.emails[::-1], "webhooks": self.webhooks[::-1]}
+MAX_BODY_BYTES = 16 * 1024 * 1024
+_UI_PATHS = ("/", "/api/messages", "/api/webhooks")
 
 
 class SmtpHandler:
@@ -55,80 +45,141 @@ class SmtpHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.original_content or envelope.content
-        path = self.catch.directory / f"{time.time_ns()}.eml"
-        path.write_bytes(content)
-        message = message_from_bytes(content, policy=policy.default)
-        to = ", ".join(envelope.rcpt_tos)
-        self.catch.keep(
-            self.catch.emails,
-            {"at": time.time(), "to": to, "subject": str(message["Subject"]), "file": str(path)},
-        )
-        print(f"mail to {to}: {message['Subject']!s} ({path})", flush=True)
+        item = self.catch.email(str(envelope.mail_from or ""), list(envelope.rcpt_tos), content)
+        print(f"mail to {', '.join(item['to'])}: {item['subject']} ({item['file']})", flush=True)
         return "250 Message accepted for delivery"
 
 
-def http_handler(catch: Catch) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, status: int, body: Any) -> None:
-            data = json.dumps(body, indent=2, default=str).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
+class _TooLarge(Exception):
+    pass
+
+
+def read_body(headers: Any, stream: Any) -> bytes:
+    """The request's body as sent: by content-length, or chunked."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return _read_chunked(stream)
+    length = int(headers.get("content-length") or 0)
+    if length < 0:
+        raise ValueError("negative content-length")
+    if length > MAX_BODY_BYTES:
+        raise _TooLarge
+    return bytes(stream.read(length))
+
+
+def _read_chunked(stream: Any) -> bytes:
+    body = bytearray()
+    while size := int(stream.readline(1024).split(b";")[0].strip() or b"0", 16):
+        if len(body) + size > MAX_BODY_BYTES:
+            raise _TooLarge
+        body += stream.read(size)
+        stream.readline(8)  # the chunk's CRLF
+    while stream.readline(8192).strip():  # trailers, up to the empty line
+        pass
+    return bytes(body)
+
+
+class CatcherHandler(BaseHTTPRequestHandler):
+    """Every method on every path is a webhook call, but GET and HEAD of the page's paths."""
+
+    server_version = "FlowlineCatcher/1"
+    catch: Catch
+    where: str
+
+    def __getattr__(self, name: str) -> Any:
+        # http.server looks up do_<METHOD>: every method is handled, any name it has.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
+
+    def _dispatch(self) -> None:
+        path = urlsplit(self.path).path
+        if self.command in ("GET", "HEAD") and path in _UI_PATHS:
+            self._show(path)
+        else:
+            self._catch()
+
+    def _show(self, path: str) -> None:
+        if path == "/":
+            page = render(self.catch.emails(), self.catch.webhooks(), self.where)
+            self._answer(200, page.encode(), "text/html; charset=utf-8")
+        elif path == "/api/messages":
+            self._json(200, {"emails": self.catch.emails()})
+        else:
+            self._json(200, {"webhooks": self.catch.webhooks()})
+
+    def _catch(self) -> None:
+        try:
+            body = read_body(self.headers, self.rfile)
+        except _TooLarge:
+            self._json(413, {"error": f"bodies over {MAX_BODY_BYTES} bytes are refused"})
+            return
+        except ValueError as error:
+            self._json(400, {"error": f"unreadable body: {error}"})
+            return
+        item = self.catch.webhook(self.command, self.path, list(self.headers.items()), body)
+        print(
+            f"webhook {item['method']} {item['path']} ({item['size']} bytes, "
+            f"id {self.headers.get('webhook-id', '-')})",
+            flush=True,
+        )
+        self._json(200, {"ok": True, "id": item["id"]})
+
+    def _json(self, status: int, value: Any) -> None:
+        self._answer(status, json.dumps(value, indent=2).encode(), "application/json")
+
+    def _answer(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(data)))
+        self.send_header("cache-control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD":
             self.wfile.write(data)
 
-        def do_GET(self) -> None:
-            self._answer(200, catch.listing())
+    def log_message(self, *_: Any) -> None:  # one line per webhook is printed above
+        pass
 
-        def _webhook(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-            try:
-                body: Any = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw.decode(errors="replace")
-            call = {
-                "at": time.time(),
-                "method": self.command,
-                "path": self.path,
-                "headers": dict(self.headers.items()),
-                "body": body,
-            }
-            catch.keep(catch.webhooks, call)
-            with (catch.directory / "webhooks.jsonl").open("a") as log:
-                log.write(json.dumps(call, default=str) + "\n")
-            print(
-                f"webhook {self.command} {self.path} ({len(raw)} bytes, "
-                f"id {self.headers.get('webhook-id', '-')})",
-                flush=True,
-            )
-            self._answer(200, {"ok": True})
 
-        do_POST = do_PUT = do_PATCH = do_DELETE = _webhook
+def http_handler(catch: Catch, where: str) -> type[CatcherHandler]:
+    return type("Handler", (CatcherHandler,), {"catch": catch, "where": where})
 
-        def log_message(self, *_: Any) -> None:  # one line per webhook is printed above
-            pass
 
-    return Handler
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m dev.mailcatcher", description="Flowline's catcher for emails and webhooks"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address of both servers")
+    parser.add_argument("--port", type=int, default=1025, help="SMTP port")
+    parser.add_argument("--http-port", type=int, default=8025, help="webhooks and the page")
+    parser.add_argument("--dir", type=Path, default=Path(".mail"), help="copies of everything")
+    return parser.parse_args(argv)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Flowline's development catcher")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=1025, help="SMTP port")
-    parser.add_argument("--http-port", type=int, default=8025, help="webhooks and the listing")
-    parser.add_argument("--dir", type=Path, default=Path(".mail"))
-    args = parser.parse_args()
+    args = parse_arguments()
     args.dir.mkdir(parents=True, exist_ok=True)
     catch = Catch(args.dir)
-    controller = Controller(
-        SmtpHandler(catch), hostname=args.host, port=args.port, decode_data=False
+    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    shown = f"[{shown}]" if ":" in shown else shown
+    where = (
+        f"SMTP on {args.host}:{args.port}; webhooks to http://{shown}:{args.http_port}/<any path>;"
+        f" copies in {args.dir}/."
     )
-    controller.start()
-    web = ThreadingHTTPServer((args.host, args.http_port), http_handler(catch))
+    try:
+        web = ThreadingHTTPServer((args.host, args.http_port), http_handler(catch, where))
+        controller = Controller(
+            SmtpHandler(catch), hostname=args.host, port=args.port, decode_data=False
+        )
+        controller.start()
+    except (OSError, RuntimeError) as error:
+        sys.exit(
+            f"catcher: cannot listen on {args.host} (SMTP {args.port}, HTTP "
+            f"{args.http_port}): {type(error).__name__}: {error}"
+        )
     threading.Thread(target=web.serve_forever, daemon=True).start()
     print(
-        f"catcher: smtp://{args.host}:{args.port}, webhooks and the listing at "
-        f"http://{args.host}:{args.http_port}/, copies in {args.dir}/",
+        f"catcher: smtp://{args.host}:{args.port}, webhooks and the page at "
+        f"http://{shown}:{args.http_port}/, copies in {args.dir}/",
         flush=True,
     )
 

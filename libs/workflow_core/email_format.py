@@ -10,8 +10,9 @@ from __future__ import annotations
 import binascii
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.header import Header
-from email.utils import formatdate
+from email.utils import format_datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,8 @@ def compose(
         head.append(_header("Reply-To", reply_to))
     head += [
         _header("Subject", subject),
-        _header("Date", formatdate(localtime=False)),
+        # An aware UTC time gives "+0000" (RFC 5322: "-0000" means the zone is unknown).
+        _header("Date", format_datetime(datetime.now(UTC))),
         _header("Message-ID", message_id),
     ]
     head += [_header(name, value) for name, value in (extra_headers or {}).items()]

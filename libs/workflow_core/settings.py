@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # Liveness of a worker (the owner of its email reservations): a heartbeat in PostgreSQL.
     worker_heartbeat_seconds: PositiveFloat = 5.0
     worker_dead_after_seconds: PositiveFloat = 30.0
+    # A file the worker touches at each heartbeat while it runs, for a container's health check
+    # (python -m services.worker.healthcheck); empty: none.
+    worker_health_file: str = ""
     run_step_budget: PositiveInt = 100
 
     # Stream housekeeping (every worker, every HOUSEKEEPING_INTERVAL_SECONDS)

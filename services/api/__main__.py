@@ -16,6 +16,7 @@ from workflow_core.log import configure_logging
 from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.runtime import freeze_startup_objects
 from workflow_core.settings import Settings, SettingsError, load_settings
+from workflow_core.version import command_line
 
 
 def refuse_to_be_open(settings: Settings) -> None:
@@ -54,6 +55,7 @@ def main() -> None:
     if sys.argv[1:2] == ["keys"]:
         cli.main(sys.argv[2:])
         return
+    command_line("python -m services.api", "Serve Flowline's HTTP API.").parse_args()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     refuse_to_be_open(settings)

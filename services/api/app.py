@@ -33,6 +33,7 @@ from workflow_core.persistence.migrate import migrate
 from workflow_core.persistence.pool import create_pool
 from workflow_core.relay import FastPublisher, OutboxRelay
 from workflow_core.settings import Settings
+from workflow_core.version import version
 
 log = get_logger(__name__)
 
@@ -91,7 +92,7 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
 
     app = FastAPI(
         title="Flowline",
-        version="0.1.0",
+        version=version(),
         summary="Form submissions in; emails, webhooks, tickets and tasks out.",
         lifespan=lifespan,
         # FastAPI's built-in OpenTelemetry spans and metrics cost CPU on every request and

@@ -15,7 +15,7 @@ from services.worker.catalog import CHANNEL as CATALOG_CHANNEL
 from services.worker.catalog import Catalog
 from services.worker.config import WorkerConfig
 from services.worker.handler import EventHandler
-from services.worker.heartbeat import Heartbeat
+from services.worker.heartbeat import Heartbeat, LivenessFile
 from services.worker.runner import RunDriver, utcnow
 from services.worker.scheduler import TimerScheduler
 from services.worker.store import RunStore
@@ -40,6 +40,7 @@ from workflow_core.relay import OutboxRelay
 from workflow_core.runtime import freeze_startup_objects
 from workflow_core.runtime.pacing import settle
 from workflow_core.settings import Settings, load_settings
+from workflow_core.version import command_line
 
 log = get_logger("services.worker")
 
@@ -118,13 +119,16 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
 async def _consume(
     settings: Settings, parts: _Parts, stop: asyncio.Event, *, burst: bool
 ) -> Worker:
+    liveness = LivenessFile(settings.worker_health_file)
     heartbeat = Heartbeat(
         parts.pool,
         parts.ledger,
         consumer=settings.consumer_name,
         interval=settings.worker_heartbeat_seconds,
+        liveness=liveness,
     )
     await heartbeat.beat()  # alive before anything is reserved in its name
+    liveness.touch()
     retry = RetryPolicy(
         max_attempts=settings.action_max_attempts,
         initial_delay=settings.action_retry_initial_seconds,
@@ -174,6 +178,7 @@ async def _consume(
     finally:
         background_stop.set()
         await settle(background, cancel=False)
+        liveness.remove()
         await relay.drain(timeout=2.0)
         await heartbeat.retire()
     return worker
@@ -198,6 +203,9 @@ async def fail_runs_of(pool: Pool, entry: Entry, reason: str) -> None:
 
 
 def main() -> None:
+    command_line(
+        "python -m services.worker", "Consume the events stream and run Flowline's workflows."
+    ).parse_args()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     with contextlib.suppress(ImportError):

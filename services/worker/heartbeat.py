@@ -4,6 +4,8 @@ its email reservations and the driver of its runs is alive (persistence/workers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from pathlib import Path
 
 from workflow_core.log import get_logger
 from workflow_core.persistence import workers
@@ -14,12 +16,41 @@ from workflow_core.runtime.pacing import sleep_unless
 log = get_logger(__name__)
 
 
+class LivenessFile:
+    """A file touched at every turn of the heartbeat loop (WORKER_HEALTH_FILE): for a container
+    runtime, proof that this process's event loop turns. It says nothing of PostgreSQL: a
+    database outage is no reason to restart a worker."""
+
+    def __init__(self, path: str) -> None:
+        self._path = Path(path) if path else None
+
+    def touch(self) -> None:
+        if self._path is None:
+            return
+        try:
+            self._path.touch()  # an existing file gets a new modification time
+        except OSError as error:  # said at each turn; the worker itself goes on
+            log.warning("health_file_not_touched", path=str(self._path), error=str(error))
+
+    def remove(self) -> None:
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                self._path.unlink()
+
+
 class Heartbeat:
     def __init__(
-        self, pool: Pool, ledger: DbEffectLedger, *, consumer: str, interval: float
+        self,
+        pool: Pool,
+        ledger: DbEffectLedger,
+        *,
+        consumer: str,
+        interval: float,
+        liveness: LivenessFile | None = None,
     ) -> None:
         self._pool, self._ledger = pool, ledger
         self._consumer, self._interval = consumer, interval
+        self._liveness = liveness or LivenessFile("")
 
     async def beat(self) -> None:
         """Say this worker is alive (at start this must succeed before anything is taken)."""
@@ -32,6 +63,7 @@ class Heartbeat:
         while not stop.is_set():
             if await sleep_unless(stop, self._interval):
                 return
+            self._liveness.touch()
             try:
                 async with asyncio.timeout(self._interval):
                     await self.beat()

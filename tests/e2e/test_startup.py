@@ -11,15 +11,16 @@ import sys
 import pytest
 
 from tests.support.processes import ROOT
+from workflow_core.version import version
 
 ENTRY_POINTS = ["services.api", "services.worker", "workflow_core.persistence.migrate"]
 
 
-def _start(module: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _start(module: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run an entry point to its end; each case here stops it before any server is touched."""
     full_env = {**os.environ, **env}
     return subprocess.run(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=full_env,
         capture_output=True,
@@ -53,3 +54,11 @@ def test_a_database_that_does_not_answer_stops_the_process_with_one_line(module:
     assert len(lines) == 1, ended.stderr
     assert "DATABASE_URL=postgresql://flowline:***@127.0.0.1:1/x" in lines[0]
     assert "s3cret" not in ended.stderr and "Traceback" not in ended.stderr
+
+
+@pytest.mark.parametrize("module", ["services.api", "services.worker"])
+def test_version_is_printed_without_touching_any_server(module: str) -> None:
+    ended = _start(module, "--version", DATABASE_URL="postgresql://x@127.0.0.1:1/x")
+
+    assert ended.returncode == 0, ended.stderr
+    assert ended.stdout.strip() == f"flowline {version()}"

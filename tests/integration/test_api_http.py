@@ -18,6 +18,7 @@ from tests.support.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW, example_workf
 from workflow_core import events
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.ids import new_id
+from workflow_core.version import version
 
 
 @pytest.fixture
@@ -260,7 +261,7 @@ async def test_workflow_needs_a_name_and_an_object_definition(client: httpx.Asyn
 
 
 async def test_health_ready_and_openapi(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/healthz")).json() == {"status": "ok", "version": version()}
     assert [(await client.head(path)).status_code for path in ("/healthz", "/readyz")] == [200, 200]
     ready = await client.get("/readyz")
     assert ready.status_code == 200

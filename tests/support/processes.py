@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +48,19 @@ class Service:
         return self.process.poll() is None
 
 
-def start(module: str, env: dict[str, str], log_dir: Path, name: str | None = None) -> Service:
+def start(
+    module: str,
+    env: dict[str, str],
+    log_dir: Path,
+    name: str | None = None,
+    args: Sequence[str] = (),
+) -> Service:
     name = name or module.rsplit(".", 1)[-1]
     log_path = log_dir / f"{name}-{time.time_ns()}.log"
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", module, *args],
             cwd=ROOT,
             env=full_env,
             stdout=log_file,

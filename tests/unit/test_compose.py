@@ -1,13 +1,18 @@
 """The deployment files agree with the code: docker-compose.yml, Dockerfile, .dockerignore and
 .env.example are checked against the settings and entry points they name.
 
-Pure: the files are parsed, nothing is built, started or fetched. A typo in a setting name, a
-service that is waited for but has no healthcheck, a worker that cannot be scaled or an image
-that would not run the API fails here instead of at `docker compose up`.
+Pure: the files are parsed, nothing is built, started or fetched (there is no Docker engine
+here). docker-compose.yml is validated against the Compose Specification's JSON schema,
+vendored in deploy/schemas/ (from check-jsonschema 0.39.0 on PyPI; deploy/schemas/README.md
+cites it), then checked against what Flowline reads and runs. A typo in a setting name, a
+service that is waited for but has no healthcheck, a port open beyond this machine, an API or a
+worker that cannot be scaled or an image that would not run a command fails here instead of at
+`docker compose up`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -20,13 +25,33 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
 
+from tests.support.deployment import KNOWN_SETTINGS, command_problems
 from workflow_core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {name.upper() for name in Settings.model_fields}
+KNOWN = KNOWN_SETTINGS
 APP_SERVICES = {"api": "services.api", "worker": "services.worker"}
-INFRASTRUCTURE = ("postgres", "redis", "mailpit")
+INFRASTRUCTURE = ("postgres", "redis", "catcher")
+IMAGE = "flowline:local"
+# What only this stack can set: its own services' addresses, the ports inside the containers,
+# the health file, and the grace period that stop_grace_period must outlast. Everything else
+# is the user's, from .env.
+STACK_BOUND = {
+    "DATABASE_URL",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "API_HOST",
+    "API_PORT",
+    "WORKER_HEALTH_FILE",
+    "WORKER_SHUTDOWN_GRACE_SECONDS",
+}
+# Values for the variables compose requires (${NAME:?message}) when a test interpolates.
+REQUIRED_SAMPLES = {"API_ADMIN_KEY": "fl_admin_" + "x" * 43}
 
 # --- docker-compose.yml
 
@@ -52,12 +77,24 @@ def environment(name: str) -> dict[str, str]:
     return {str(key): "" if value is None else str(value) for key, value in env.items()}
 
 
-_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::?[-?](?P<default>[^}]*))?\}")
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 
 
 def interpolated(value: str) -> str:
-    """The value compose uses when none of the referenced variables is set."""
-    return _VARIABLE.sub(lambda match: match["default"] or "", value)
+    """The value compose uses when none of the referenced variables is set (a required one
+    takes its sample)."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match["op"] and match["op"].endswith("?"):
+            return REQUIRED_SAMPLES[match["name"]]
+        return match["arg"] or ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def variables_in(value: str) -> dict[str, str]:
+    """name -> operator (`:-`, `:?`, ... or empty) of each ${...} in a value."""
+    return {match["name"]: match["op"] or "" for match in _VARIABLE.finditer(value)}
 
 
 def as_list(command: str | list[str]) -> list[str]:
@@ -85,8 +122,107 @@ def seconds(duration: str) -> float:
     return sum(float(amount) * _UNITS[unit] for amount, unit in _DURATION.findall(duration))
 
 
-def test_the_stack_has_its_five_services() -> None:
-    assert set(compose()["services"]) >= {*INFRASTRUCTURE, "api", "worker"}
+SCHEMA = ROOT / "deploy" / "schemas" / "compose-spec.json"
+
+
+def test_the_vendored_schema_is_the_one_cited() -> None:
+    cited = (ROOT / "deploy" / "schemas" / "README.md").read_text()
+    assert hashlib.sha256(SCHEMA.read_bytes()).hexdigest() in cited
+    assert "check-jsonschema 0.39.0" in cited and "check-jsonschema 0.39.0" in (__doc__ or "")
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    Draft202012Validator.check_schema(schema)
+    problems = [
+        f"{'/'.join(map(str, error.absolute_path)) or '(top)'}: {error.message}"
+        for error in Draft202012Validator(schema).iter_errors(compose())
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_schema_check_catches_a_mistake() -> None:
+    """The validation above can fail: a misspelt key and a wrong type are reported."""
+    schema = json.loads(SCHEMA.read_text())
+    broken = json.loads(json.dumps(compose()))
+    broken["services"]["worker"]["helthcheck"] = broken["services"]["worker"].pop("healthcheck")
+    broken["services"]["api"]["ports"] = "8000:8000"
+    messages = [error.message for error in Draft202012Validator(schema).iter_errors(broken)]
+    assert any("helthcheck" in message for message in messages), messages
+    assert any("is not of type 'array'" in message for message in messages), messages
+
+
+def test_the_stack_has_its_services() -> None:
+    assert set(compose()["services"]) >= {*INFRASTRUCTURE, "api", "worker", "proxy"}
+
+
+def flowline_services() -> list[str]:
+    return [name for name, s in compose()["services"].items() if s.get("image") == IMAGE]
+
+
+def test_every_published_port_listens_on_loopback_only() -> None:
+    for name, definition in compose()["services"].items():
+        for port in definition.get("ports") or []:
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_the_app_reads_an_optional_env_file(name: str) -> None:
+    assert service(name).get("env_file") == [{"path": ".env", "required": False}]
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_every_setting_is_reachable_from_env(name: str) -> None:
+    """A variable under `environment:` wins over .env: only the stack's own addresses and
+    container-side values are fixed there; any other is taken from .env or the shell."""
+    for variable, value in environment(name).items():
+        from_user = variables_in(value).get(variable) is not None
+        assert from_user or variable in STACK_BOUND, (
+            f"{name} fixes {variable}={value!r}: a user could not set it in .env"
+        )
+
+
+def test_the_api_needs_the_operators_key_from_env() -> None:
+    value = environment("api")["API_ADMIN_KEY"]
+    assert variables_in(value) == {"API_ADMIN_KEY": ":?"}, "compose must refuse to start without"
+    assert len(REQUIRED_SAMPLES["API_ADMIN_KEY"]) >= 24
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_webhooks_may_reach_the_catcher(name: str) -> None:
+    allowed = interpolated(environment(name)["WEBHOOK_ALLOWED_HOSTS"]).split(",")
+    assert "catcher" in allowed
+    assert "WEBHOOK_ALLOWED_HOSTS" in variables_in(environment(name)["WEBHOOK_ALLOWED_HOSTS"])
+
+
+def test_the_catcher_takes_the_apps_email_and_webhooks_and_shows_them_on_loopback() -> None:
+    catcher = service("catcher")
+    command = as_list(catcher["command"])
+    assert command[:3] == ["python", "-m", "dev.mailcatcher"]
+    options = dict(zip(command[3::2], command[4::2], strict=True))
+    assert options["--host"] == "0.0.0.0"  # inside its container; published on loopback only
+    for name in APP_SERVICES:
+        assert environment(name)["SMTP_HOST"] == "catcher"
+        assert environment(name)["SMTP_PORT"] == options["--port"]
+    assert published_ports("catcher") == {int(options["--http-port"]): options["--http-port"]}
+    assert catcher["image"] == IMAGE
+    probe = " ".join(as_list(catcher["healthcheck"]["test"]))
+    assert f"127.0.0.1:{options['--http-port']}/api/messages" in probe
+
+
+def test_the_readme_sends_docker_webhooks_to_the_catcher() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "http://catcher:8025/" in readme
+    assert "webhook.site" not in readme
+
+
+def test_redis_keeps_an_append_only_file_flushed_before_it_answers() -> None:
+    command = as_list(service("redis")["command"])
+    assert command[0] == "redis-server"
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "always"
+    assert any(str(v).endswith(":/data") for v in service("redis")["volumes"])
 
 
 @pytest.mark.parametrize(("name", "module"), APP_SERVICES.items())
@@ -108,7 +244,7 @@ def test_api_and_worker_run_the_image_built_from_the_dockerfile() -> None:
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_every_variable_set_for_the_app_is_a_setting(name: str) -> None:
-    unknown = sorted(set(environment(name)) - SETTINGS)
+    unknown = sorted(set(environment(name)) - KNOWN)
     assert not unknown, f"{name} sets variables Flowline does not read: {unknown}"
 
 
@@ -132,8 +268,7 @@ def test_the_app_connects_to_the_compose_services(name: str) -> None:
     assert database.path.strip("/") == postgres.get("POSTGRES_DB", database.path.strip("/"))
     assert env["REDIS_HOST"] == "redis"
     assert env.get("REDIS_PORT", "6379") == "6379"
-    assert env["SMTP_HOST"] == "mailpit"
-    assert env.get("SMTP_PORT", "1025") == "1025"  # Mailpit's SMTP port
+    assert env["SMTP_HOST"] == "catcher"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -163,10 +298,29 @@ def test_the_api_listens_in_the_container_and_is_probed_on_readyz() -> None:
     env = environment("api")
     port = int(interpolated(env.get("API_PORT", "8000")))
     assert env.get("API_HOST") == "0.0.0.0"
-    assert port in published_ports("api")
+    assert [str(p) for p in service("api").get("expose", [])] == [str(port)]
     probe = " ".join(as_list(service("api")["healthcheck"]["test"]))
     assert f":{port}/readyz" in probe
     assert "curl" not in probe and "wget" not in probe, "the slim image has neither"
+
+
+def test_the_api_can_be_scaled_behind_the_proxy() -> None:
+    api = service("api")
+    assert "container_name" not in api and "hostname" not in api
+    assert not api.get("ports"), "replicas cannot share a host port: the proxy publishes it"
+    port = interpolated(environment("api")["API_PORT"])
+    proxy = service("proxy")
+    assert published_ports("proxy") == {8000: "8000"}
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+    (mount,) = proxy["volumes"]
+    source, target, mode = str(mount).split(":")
+    assert target == "/etc/nginx/conf.d/default.conf" and mode == "ro"
+    conf = (ROOT / source).read_text()
+    # Docker's DNS answers with every replica; a variable makes nginx ask it again.
+    assert re.search(r"^resolver 127\.0\.0\.11 valid=\d+s", conf, re.M)
+    assert re.search(rf"set \$api http://api:{port};\s+proxy_pass \$api;", conf)
+    assert re.search(r"^\s*listen 8000;", conf, re.M)
+    assert "client_max_body_size 0;" in conf, "the API answers 413 itself, with a message"
 
 
 def test_the_worker_can_be_scaled() -> None:
@@ -180,8 +334,18 @@ def test_the_worker_can_be_scaled() -> None:
     assert interpolated(concurrency) == "32"
 
 
-def test_the_mail_catcher_web_ui_is_published() -> None:
-    assert published_ports("mailpit").get(8025), "Mailpit's web UI (8025) is not published"
+def test_the_worker_has_a_healthcheck_on_its_health_file() -> None:
+    worker = service("worker")
+    assert environment("worker")["WORKER_HEALTH_FILE"].startswith("/tmp/")
+    assert as_list(worker["healthcheck"]["test"]) == [
+        "CMD",
+        "python",
+        "-m",
+        "services.worker.healthcheck",
+    ]
+    dead_after = Settings.model_fields["worker_dead_after_seconds"].default
+    check = worker["healthcheck"]
+    assert seconds(check["interval"]) * check["retries"] >= dead_after / 2
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -343,6 +507,38 @@ def test_the_build_context_leaves_out_secrets_and_local_state(path: str) -> None
 
 
 # --- entry points and .env.example
+
+
+def image_commands() -> list[tuple[str, list[str]]]:
+    """(where, command) for every command a container of the image runs or probes with."""
+    found = [("Dockerfile CMD", json.loads(a)) for k, a in final_stage() if k == "CMD"]
+    for name in flowline_services():
+        definition = service(name)
+        found.append((f"{name} command", as_list(definition["command"])))
+        if "healthcheck" in definition:
+            found.append((f"{name} healthcheck", as_list(definition["healthcheck"]["test"])))
+    return found
+
+
+def test_every_command_the_image_runs_exists_in_the_image() -> None:
+    commands = image_commands()
+    assert {"api command", "worker command", "catcher command", "worker healthcheck"} <= {
+        where for where, _ in commands
+    }
+    problems = [f"{where}: {p}" for where, command in commands for p in command_problems(command)]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize(
+    ("command", "problem"),
+    [
+        (["python", "-m", "bench"], "bench is not in the image"),
+        (["python", "-m", "services.nothing"], "services.nothing does not exist"),
+        (["python", "-c", "import ("], "does not compile"),
+    ],
+)
+def test_the_image_check_catches_what_it_could_not_run(command: list[str], problem: str) -> None:
+    assert problem in " ".join(command_problems(command))
 
 
 @pytest.mark.parametrize("module", APP_SERVICES.values())

@@ -3,7 +3,9 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID
 
@@ -171,6 +173,19 @@ def test_the_message_has_its_headers() -> None:
     assert sent["Date"] is not None
     assert sent["X-Flowline-Run-Id"] == str(RUN_ID)
     assert sent["X-Flowline-Submission-Id"] == str(SUBMISSION_ID)
+
+
+def test_the_date_is_utc_with_a_known_zone() -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    raw = build_message(call(), outgoing(), FROM).data
+    after = datetime.now(UTC)
+
+    date = re.search(rb"^Date: (.+)\r$", raw, re.MULTILINE)
+    assert date is not None
+    assert date[1].endswith(b" +0000"), date[1]  # "-0000" says the zone is unknown (RFC 5322)
+    sent_at = parsedate_to_datetime(date[1].decode())
+    assert sent_at.utcoffset() == timedelta(0)
+    assert before <= sent_at <= after
 
 
 def test_the_message_id_derives_from_the_idempotency_key() -> None:

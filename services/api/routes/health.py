@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.api.deps import Db, Redis
+from workflow_core.version import version
 
 router = APIRouter(tags=["health"])
 
@@ -16,8 +17,8 @@ router = APIRouter(tags=["health"])
 # HEAD too: some load balancers and uptime checkers probe with it.
 @router.api_route("/healthz", methods=["GET", "HEAD"])
 async def healthz() -> dict[str, str]:
-    """The process is up."""
-    return {"status": "ok"}
+    """The process is up, and which Flowline it runs."""
+    return {"status": "ok", "version": version()}
 
 
 async def _check(name: str, probe: Any) -> tuple[str, str | None]:
