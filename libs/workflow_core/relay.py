@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -35,7 +36,7 @@ from workflow_core.ids import new_id
 from workflow_core.log import get_logger
 from workflow_core.persistence import outbox, runs
 from workflow_core.persistence.listen import Channel, Listener
-from workflow_core.persistence.pool import Pool, translate_errors
+from workflow_core.persistence.pool import Connection, Pool, translate_errors
 from workflow_core.runtime.coalesce import Coalescer
 from workflow_core.runtime.pacing import Backoff, sleep_unless
 from workflow_core.settings import Settings
@@ -100,13 +101,18 @@ class OutboxRelay:
             rows = await outbox.claim_unpublished(conn, self._batch_size, grace)
             if not rows:
                 return 0
-            batch = [Event(event_id, kind, payload) for _, event_id, kind, payload in rows]
-            entry_ids = await streams.publish(self._redis, self._keys, batch)
-            await outbox.mark_published(
-                conn, [(row[0], entry) for row, entry in zip(rows, entry_ids, strict=True)]
-            )
+            await self._publish(conn, rows)
         self.published += len(rows)
         return len(rows)
+
+    async def _publish(self, conn: Connection, rows: list[tuple[int, Any, str, Any]]) -> None:
+        """XADD the claimed outbox rows and mark them published, inside the claim's
+        transaction (a failed XADD leaves them unpublished)."""
+        batch = [Event(event_id, kind, payload) for _, event_id, kind, payload in rows]
+        entry_ids = await streams.publish(self._redis, self._keys, batch)
+        await outbox.mark_published(
+            conn, [(row[0], entry) for row, entry in zip(rows, entry_ids, strict=True)]
+        )
 
     async def reconcile(self, *, everything: bool = False) -> int:
         """The sweep: publish again the events published more than EVENT_RECONCILE_SECONDS ago
@@ -131,11 +137,7 @@ class OutboxRelay:
             rows = await outbox.claim_untaken(conn, self._batch_size, age)
             if not rows:
                 return 0
-            batch = [Event(event_id, kind, payload) for _, event_id, kind, payload in rows]
-            entry_ids = await streams.publish(self._redis, self._keys, batch)
-            await outbox.mark_published(
-                conn, [(row[0], entry) for row, entry in zip(rows, entry_ids, strict=True)]
-            )
+            await self._publish(conn, rows)
         self.republished += len(rows)
         log.warning(
             "events_republished",
