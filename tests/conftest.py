@@ -130,6 +130,8 @@ def make_settings(
             "action_retry_initial_seconds": 0.2,
             "action_retry_max_seconds": 1.0,
             "worker_shutdown_grace_seconds": 5.0,
+            # Tests run side by side: a worker serves metrics only where a test gives a port.
+            "worker_metrics_port": 0,
         }
         values.update(overrides)
         return load_settings(_env_file=None, **values)
