@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from services.api import errors, intake
+from services.api import errors, intake, observe, openapi
 from services.api.auth import BearerToken
 from services.api.body_limit import BodyLimit
 from services.api.deps import Database
@@ -30,6 +30,7 @@ from workflow_core.persistence.listen import Listener
 from workflow_core.persistence.migrate import migrate
 from workflow_core.persistence.pool import create_pool
 from workflow_core.relay import FastPublisher, OutboxRelay
+from workflow_core.sampler import Sampler
 from workflow_core.settings import Settings
 
 log = get_logger(__name__)
@@ -64,12 +65,16 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         prune_task = asyncio.create_task(
             intake.forget_expired_keys(pool, stop), name="idempotency-key-prune"
         )
+        sampler_task = asyncio.create_task(
+            Sampler(pool, redis, keys).run(stop, settings.metrics_sample_seconds),
+            name="metrics-sampler",
+        )
         log.info("api_started", host=settings.api_host, port=settings.api_port)
         try:
             yield
         finally:
             stop.set()
-            await asyncio.gather(relay_task, prune_task, return_exceptions=True)
+            await asyncio.gather(relay_task, prune_task, sampler_task, return_exceptions=True)
             await publisher.close()
             await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
             await listener.__aexit__(None, None, None)
@@ -85,6 +90,8 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         # FastAPI's built-in OpenTelemetry spans and metrics cost CPU on every request and
         # export nowhere unless a provider is configured; off.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        docs_url=None,  # openapi.install serves the pages without a CDN
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     if settings.api_token:  # added last, so it runs first: a refused request is never read
@@ -93,6 +100,10 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     for module in (submissions, workflows, runs, tickets, tasks, dead_letters, health):
         _document_common_answers(module.router)
         app.include_router(module.router)
+    # Outermost: it times and counts every answer, the other middleware's refusals included.
+    app.add_middleware(observe.Observe, routes=app.router.routes)
+    app.include_router(observe.router)
+    openapi.install(app)
     return app
 
 

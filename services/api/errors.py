@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from workflow_core.errors import Conflict, DefinitionInvalid, NotFound, Unavailable
 from workflow_core.log import get_logger
@@ -65,7 +66,7 @@ async def _unavailable(request: Request, error: Exception) -> JSONResponse:
 _UNPARSABLE = "There was an error parsing the body"
 
 
-async def _http(_: Request, error: Exception) -> JSONResponse:
+async def _http(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     if error.status_code == 400 and error.detail == _UNPARSABLE:
         problem = {
@@ -76,11 +77,21 @@ async def _http(_: Request, error: Exception) -> JSONResponse:
             "or holds a number too long",
         }
         return JSONResponse({"detail": [problem]}, status_code=422)
-    return JSONResponse(
-        {"detail": error.detail},
-        status_code=error.status_code,
-        headers=getattr(error, "headers", None),
-    )
+    headers = getattr(error, "headers", None)
+    if error.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (the router's 405 names only the methods
+    of the first route that matched the path)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def _data_error(error: BaseException) -> asyncpg.DataError | None:
