@@ -101,7 +101,7 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         _document_common_answers(module.router)
         app.include_router(module.router)
     # Outermost: it times and counts every answer, the other middleware's refusals included.
-    app.add_middleware(observe.Observe, routes=app.router.routes)
+    app.add_middleware(observe.Observe, templates=lambda: app.openapi()["paths"])
     app.include_router(observe.router)
     openapi.install(app)
     return app

@@ -83,15 +83,22 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
 def allowed_methods(request: Request) -> str:
     """Every method some route serves at this path (the router's 405 names only the methods
-    of the first route that matched the path)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    of the first route that matched the path): each is asked of the router."""
+    scope = request.scope
+    probe = {key: scope[key] for key in ("type", "path", "root_path", "headers") if key in scope}
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**probe, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    )
 
 
 def _data_error(error: BaseException) -> asyncpg.DataError | None:

@@ -10,12 +10,14 @@ when none matched; an unknown method is `OTHER`. The access line names the API k
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import Counter, Histogram
-from starlette.routing import BaseRoute, Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import clear_contextvars
 
@@ -49,8 +51,10 @@ async def get_metrics() -> Response:
 
 
 class Observe:
-    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
-        self.app, self._routes = app, routes
+    def __init__(self, app: ASGIApp, templates: Callable[[], Iterable[str]]) -> None:
+        """`templates`: the app's route templates (asked once, when first needed)."""
+        self.app, self._templates = app, templates
+        self._patterns: list[tuple[re.Pattern[str], str]] | None = None
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,8 +106,10 @@ class Observe:
     def _template(self, scope: Scope) -> str:
         """The route template the request matched, or the one it would have matched when it was
         answered before routing (a 401, a 413)."""
-        route = scope.get("route")
-        if route is None:
-            route = next((r for r in self._routes if r.matches(scope)[0] is not Match.NONE), None)
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
-        return str(template) if template else UNMATCHED
+        template = getattr(scope.get("route"), "path_format", None)
+        if template:
+            return str(template)
+        if self._patterns is None:
+            self._patterns = [(compile_path(t)[0], t) for t in self._templates()]
+        path = scope["path"]
+        return next((t for pattern, t in self._patterns if pattern.match(path)), UNMATCHED)
