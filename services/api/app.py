@@ -100,6 +100,8 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     for module in (submissions, workflows, runs, tickets, tasks, dead_letters, health):
         _document_common_answers(module.router)
         app.include_router(module.router)
+    # Outside authentication: /metrics and the docs' assets are open (CONTRACT section 7).
+    app.add_middleware(observe.Unguarded)
     # Outermost: it times and counts every answer, the other middleware's refusals included.
     app.add_middleware(observe.Observe, templates=lambda: app.openapi()["paths"])
     app.include_router(observe.router)

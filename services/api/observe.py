@@ -17,10 +17,14 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import Counter, Histogram
-from starlette.routing import compile_path
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.routing import Mount, Route, Router, compile_path
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import clear_contextvars
 
+from services.api.openapi import ASSETS, STATIC_DIR
 from workflow_core import metrics
 from workflow_core.log import get_logger
 
@@ -48,6 +52,31 @@ async def get_metrics() -> Response:
     and the sampled outbox, stream and runs gauges."""
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
+
+
+class Unguarded:
+    """Serves what CONTRACT section 7 keeps open whatever authentication is in place: /metrics
+    (for Prometheus) and the docs pages' static scripts and styles (a browser cannot send a key
+    for a <script>). Added outside the authentication middleware; everything else passes on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        routes = [
+            Route("/metrics", _metrics_page, methods=["GET"]),
+            Mount(ASSETS, StaticFiles(directory=STATIC_DIR), name="docs-assets"),
+        ]
+        self._open = ExceptionMiddleware(Router(routes))  # a missing file: a plain 404
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/metrics" or path.startswith(ASSETS + "/")):
+            await self._open(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _metrics_page(_: Request) -> Response:
+    return await get_metrics()
 
 
 class Observe:

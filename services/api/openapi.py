@@ -20,7 +20,6 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from starlette.requests import Request
-from starlette.staticfiles import StaticFiles
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS = "/docs/assets"
@@ -57,9 +56,9 @@ async def redoc(request: Request) -> HTMLResponse:
 
 
 def install(app: FastAPI) -> None:
-    """Serve the pages and their assets, and the mended document. The app must be made with
-    `docs_url=None, redoc_url=None` (these pages replace FastAPI's, which load from a CDN)."""
-    app.mount(ASSETS, StaticFiles(directory=STATIC_DIR), name="docs-assets")
+    """Serve the pages and the mended document (`observe.Unguarded` serves their assets). The
+    app must be made with `docs_url=None, redoc_url=None` (these pages replace FastAPI's, which
+    load from a CDN)."""
     app.include_router(router)
 
     def openapi() -> dict[str, Any]:

@@ -199,3 +199,17 @@ async def test_requests_are_counted_by_route_template_never_by_path(
     assert 'route="unmatched",status="404"' in page
     assert 'method="OTHER",route="/healthz",status="405"' in page
     assert "0b7e3d55" not in page and "/no/such" not in page
+
+
+async def test_metrics_and_the_docs_assets_need_no_key_when_the_api_needs_one() -> None:
+    guarded = create_app(load_settings(_env_file=None, api_token="t" * 32), migrated=True)
+    transport = httpx.ASGITransport(app=guarded)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        assert (await client.get("/workflows")).status_code == 401
+        assert (await client.get("/metrics")).status_code == 200
+        for page in ("/docs", "/redoc"):
+            parser = _Assets()
+            parser.feed((await client.get(page)).text)
+            for url in parser.urls:
+                assert (await client.get(url)).status_code == 200, url
+        assert (await client.get("/docs/assets/nothing.js")).status_code == 404
