@@ -12,7 +12,6 @@ multiprocess mode (its files and locks) is needed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -167,25 +166,3 @@ def _suffixed(name: str, kind: str) -> Iterable[str]:
     if kind == "histogram":
         return tuple(f"{name}_{suffix}" for suffix in ("bucket", "count", "sum", "created"))
     return ()
-
-
-class Every:
-    """At most one `ready()` per `seconds`; how many were held back since the last one is told
-    then (for a warning that must not flood the log)."""
-
-    __slots__ = ("_next", "_seconds", "held_back")
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds, self._next, self.held_back = seconds, 0.0, 0
-
-    def ready(self) -> bool:
-        now = time.monotonic()
-        if now < self._next:
-            self.held_back += 1
-            return False
-        self._next = now + self._seconds
-        return True
-
-    def take_held_back(self) -> int:
-        held, self.held_back = self.held_back, 0
-        return held

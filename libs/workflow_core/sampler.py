@@ -16,7 +16,7 @@ from workflow_core.adapters.streams import StreamKeys
 from workflow_core.log import get_logger
 from workflow_core.persistence import outbox, runs
 from workflow_core.persistence.pool import Pool, translate_errors
-from workflow_core.runtime.pacing import sleep_unless
+from workflow_core.runtime.pacing import Every, sleep_unless
 
 log = get_logger(__name__)
 
@@ -27,8 +27,8 @@ SAMPLE_TIMEOUT_SECONDS = 5.0
 class Sampler:
     def __init__(self, pool: Pool, redis: aioredis.Redis, keys: StreamKeys) -> None:
         self._pool, self._redis, self._keys = pool, redis, keys
-        self._database_failed = metrics.Every(60.0)
-        self._redis_failed = metrics.Every(60.0)
+        self._database_failed = Every(60.0)
+        self._redis_failed = Every(60.0)
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
         while True:

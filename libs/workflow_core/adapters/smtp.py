@@ -44,6 +44,7 @@ from workflow_core import metrics
 from workflow_core.email_format import OutgoingEmail
 from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.log import get_logger
+from workflow_core.runtime.pacing import Every
 from workflow_core.settings import Settings
 
 log = get_logger(__name__)
@@ -254,7 +255,7 @@ class SmtpMailer:
         self._timeout, self._data_timeout = timeout, data_timeout
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[_Connection] = []
-        self._unreachable = metrics.Every(UNREACHABLE_WARNING_SECONDS)
+        self._unreachable = Every(UNREACHABLE_WARNING_SECONDS)
         self._down = False
 
     @classmethod
