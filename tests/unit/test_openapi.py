@@ -18,9 +18,11 @@ import pytest
 from fastapi import FastAPI
 from openapi_spec_validator import validate
 from pydantic import BaseModel
+from structlog.testing import capture_logs
 
 from services.api import schemas
 from services.api.app import create_app
+from services.api.observe import Observe
 from services.api.openapi import hoist_defs
 from workflow_core import metrics
 from workflow_core.settings import load_settings
@@ -213,3 +215,31 @@ async def test_metrics_and_the_docs_assets_need_no_key_when_the_api_needs_one() 
             for url in parser.urls:
                 assert (await client.get(url)).status_code == 200, url
         assert (await client.get("/docs/assets/nothing.js")).status_code == 404
+
+
+async def test_the_access_line_names_the_key_id_never_the_key() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scope.setdefault("state", {})["key_id"] = "key-7"  # as authentication sets it
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    observed = Observe(app, templates=lambda: ["/tasks/{task_id}"])
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/tasks/123",
+        "headers": [(b"authorization", b"Bearer secret-key-text")],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(_: Any) -> None:
+        pass
+
+    with capture_logs() as logs:
+        await observed(scope, receive, send)
+    [line] = logs
+    assert line["event"] == "http_request" and line["key_id"] == "key-7"
+    assert line["route"] == "/tasks/{task_id}" and line["status"] == 204
+    assert "secret-key-text" not in repr(line)
