@@ -158,6 +158,7 @@ class Stack:
             "API_PORT": str(self.api_port),
             "WORKER_CONCURRENCY": str(concurrency),
             "WORKER_CONSUMER_NAME": "",  # hostname-pid: one consumer per process
+            "WORKER_METRICS_PORT": "0",  # several workers may share the host
             "LOG_LEVEL": "WARNING",
             "LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",

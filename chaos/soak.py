@@ -68,6 +68,7 @@ SETTINGS = {
     "FROM_EMAIL": "flowline@chaos.test",
     "LOG_LEVEL": "INFO",
     "LOG_FORMAT": "json",
+    "WORKER_METRICS_PORT": "0",  # several workers on one host: no port of their own
     "PYTHONUNBUFFERED": "1",
 }
 # Empty, whatever the environment or a .env file says: an open API on loopback, no logins.

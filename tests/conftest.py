@@ -147,6 +147,8 @@ def make_settings(
             "worker_shutdown_grace_seconds": 5.0,
             # The tests' webhook receivers listen there (tests/support/http_receiver.py).
             "webhook_allowed_hosts": RECEIVER_HOST,
+            # Tests run side by side: a worker serves metrics only where a test gives a port.
+            "worker_metrics_port": 0,
         }
         values.update(overrides)
         return load_settings(_env_file=None, **values)

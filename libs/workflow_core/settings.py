@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     # An event published and taken by no worker within this long is published again.
     event_reconcile_seconds: PositiveFloat = 60.0
 
+    # Metrics (Prometheus): the API serves /metrics on its own port; each worker on this one.
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464  # 0: no server
+    worker_metrics_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    # How often each process reads the shared gauges (outbox, stream, runs by status).
+    metrics_sample_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -12,7 +12,7 @@ import uvicorn
 from services.api import cli
 from services.api.app import create_app
 from services.api.http_protocol import OneWritePerResponse
-from workflow_core.log import configure_logging
+from workflow_core.log import configure_logging, logging_config
 from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.runtime import freeze_startup_objects
 from workflow_core.settings import Settings, SettingsError, load_settings
@@ -67,8 +67,11 @@ def main() -> None:
         host=settings.api_host,
         port=settings.api_port,
         http=OneWritePerResponse,
+        # uvicorn's lines through Flowline's formatter (JSON under LOG_FORMAT=json); the access
+        # line of each request is Flowline's own (observe.py), with the route template.
+        log_config=logging_config(settings.log_level, settings.log_format),
         log_level=settings.log_level.lower(),
-        access_log=settings.log_level == "DEBUG",
+        access_log=False,
         timeout_graceful_shutdown=int(settings.worker_shutdown_grace_seconds),
     )
     server = _Server(config)

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from services.api import errors, intake
+from services.api import errors, intake, observe, openapi
 from services.api.auth import OPEN_PATHS, Authenticate
 from services.api.body_limit import BodyLimit
 from services.api.deps import Database
@@ -32,6 +32,7 @@ from workflow_core.persistence.listen import Listener
 from workflow_core.persistence.migrate import migrate
 from workflow_core.persistence.pool import create_pool
 from workflow_core.relay import FastPublisher, OutboxRelay
+from workflow_core.sampler import Sampler
 from workflow_core.settings import Settings
 from workflow_core.version import version
 
@@ -77,12 +78,18 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         hearing = asyncio.create_task(
             app.state.key_ring.hear_revocations(stop), name="key-revocations"
         )
+        sampler_task = asyncio.create_task(
+            Sampler(pool, redis, keys).run(stop, settings.metrics_sample_seconds),
+            name="metrics-sampler",
+        )
         log.info("api_started", host=settings.api_host, port=settings.api_port)
         try:
             yield
         finally:
             stop.set()
-            await asyncio.gather(relay_task, prune_task, hearing, return_exceptions=True)
+            await asyncio.gather(
+                relay_task, prune_task, hearing, sampler_task, return_exceptions=True
+            )
             await publisher.close()
             await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
             await listener.__aexit__(None, None, None)
@@ -98,6 +105,8 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         # FastAPI's built-in OpenTelemetry spans and metrics cost CPU on every request and
         # export nowhere unless a provider is configured; off.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        docs_url=None,  # openapi.install serves the pages without a CDN
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     # Added last, so it runs first: a refused request is never read.
@@ -106,6 +115,12 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     for module in (submissions, workflows, runs, tickets, tasks, dead_letters, api_keys, health):
         _document_common_answers(module.router)
         app.include_router(module.router)
+    # Outside authentication: /metrics and the docs' assets are open (CONTRACT section 7).
+    app.add_middleware(observe.Unguarded)
+    # Outermost: it times and counts every answer, the other middleware's refusals included.
+    app.add_middleware(observe.Observe, templates=lambda: app.openapi()["paths"])
+    app.include_router(observe.router)
+    openapi.install(app)
     return app
 
 

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from workflow_core.errors import (
     Conflict,
@@ -70,7 +71,7 @@ def _status(code: int) -> Any:
 
 
 async def _unavailable(request: Request, error: Exception) -> JSONResponse:
-    log.warning("dependency_unavailable", path=request.url.path, error=str(error))
+    log.warning("dependency_unavailable", route=_route(request), error=str(error))
     return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
 
 
@@ -78,7 +79,7 @@ async def _unavailable(request: Request, error: Exception) -> JSONResponse:
 _UNPARSABLE = "There was an error parsing the body"
 
 
-async def _http(_: Request, error: Exception) -> JSONResponse:
+async def _http(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     if error.status_code == 400 and error.detail == _UNPARSABLE:
         problem = {
@@ -89,10 +90,27 @@ async def _http(_: Request, error: Exception) -> JSONResponse:
             "or holds a number too long",
         }
         return JSONResponse({"detail": [problem]}, status_code=422)
-    return JSONResponse(
-        {"detail": error.detail},
-        status_code=error.status_code,
-        headers=getattr(error, "headers", None),
+    headers = getattr(error, "headers", None)
+    if error.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (the router's 405 names only the methods
+    of the first route that matched the path): each is asked of the router."""
+    scope = request.scope
+    probe = {key: scope[key] for key in ("type", "path", "root_path", "headers") if key in scope}
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**probe, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
     )
 
 
@@ -115,7 +133,7 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         reason = str(refused).splitlines()[0]
         problem = {"loc": [], "path": "request", "type": "value_error", "msg": reason}
         return JSONResponse({"detail": [problem]}, status_code=422)
-    log.exception("request_failed", method=request.method, path=request.url.path)
+    log.exception("request_failed", method=request.method, route=_route(request))
     return JSONResponse(
         {"detail": "internal error: the request failed on the server side (see its log)"},
         status_code=500,
@@ -136,3 +154,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DBAPIError, _unexpected)
     app.add_exception_handler(asyncpg.DataError, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def _route(request: Request) -> str:
+    """The route template, never the raw path: a path may carry a key (`/f/{key}/...`)."""
+    return str(getattr(request.scope.get("route"), "path_format", "unmatched"))

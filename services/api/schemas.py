@@ -57,22 +57,47 @@ Text = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_
 OptionalText = Text | None
 
 
-class SubmitRequest(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
+EXAMPLE_FORM: dict[str, Any] = {
+    "template_id": "form_submitted",
+    "data": {"email": "user@example.com", "name": "John Doe", "message": "Hello world"},
+    "org_id": "org_123",
+}
+
+# The original design's example workflow: what the docs pages offer to send.
+EXAMPLE_DEFINITION: dict[str, Any] = {
+    "trigger": {
+        "type": "form_submitted",
+        "conditions": {"path": "template_id", "op": "==", "value": "form_submitted"},
+    },
+    "initial_step_id": "step1",
+    "steps": [
+        {
+            "id": "step1",
+            "name": "Send Email Notification",
+            "type": "auto_action",
+            "actions": [
                 {
-                    "template_id": "form_submitted",
-                    "data": {
-                        "email": "user@example.com",
-                        "name": "John Doe",
-                        "message": "Hello world",
+                    "type": "send_email",
+                    "config": {
+                        "to_path": "data.email",
+                        "subject": "Form Submission Confirmation - {template_id}",
+                        "body": "Hello,\n\nYour form submission has been received.\n\n"
+                        "Submission ID: {submission_id}\nTemplate: {template_id}\n\nThank you!",
                     },
-                    "org_id": "org_123",
                 }
-            ]
+            ],
+            "transitions": [],
         }
-    )
+    ],
+}
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+class SubmitRequest(BaseModel):
+    model_config = _examples(EXAMPLE_FORM)
 
     template_id: Text
     data: Document
@@ -97,12 +122,18 @@ DefinitionDocument = Annotated[
 
 
 class WorkflowCreate(BaseModel):
+    model_config = _examples(
+        {"name": "Send Email on Form Submission", "definition": EXAMPLE_DEFINITION}
+    )
+
     name: Text
     definition: DefinitionDocument
     org_id: OptionalText = None
 
 
 class WorkflowUpdate(BaseModel):
+    model_config = _examples({"name": "Confirm each submission", "definition": EXAMPLE_DEFINITION})
+
     name: OptionalText = None
     definition: DefinitionDocument
 
@@ -220,6 +251,8 @@ class TaskOutcome(BaseModel):
 
 
 class DryRunRequest(BaseModel):
+    model_config = _examples({"form": EXAMPLE_FORM})
+
     form: SubmitRequest
     task_outcomes: dict[str, TaskOutcome] = Field(
         default_factory=dict,
@@ -231,6 +264,8 @@ class DryRunRequest(BaseModel):
 
 
 class ValidateRequest(BaseModel):
+    model_config = _examples({"definition": EXAMPLE_DEFINITION, "form": EXAMPLE_FORM})
+
     definition: DefinitionDocument
     org_id: OptionalText = None
     form: SubmitRequest | None = Field(default=None, description="when given, a dry run too")

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from prometheus_client import start_http_server
 
 from services.worker.catalog import CHANNEL as CATALOG_CHANNEL
 from services.worker.catalog import Catalog
@@ -21,7 +22,7 @@ from services.worker.scheduler import TimerScheduler
 from services.worker.store import RunStore
 from services.worker.stretch import Stretches
 from services.worker.worker import Worker
-from workflow_core import events
+from workflow_core import events, metrics
 from workflow_core.actions.base import ActionDeps
 from workflow_core.adapters import streams
 from workflow_core.adapters.http import HttpxClient
@@ -39,6 +40,7 @@ from workflow_core.persistence.records import DbRecords
 from workflow_core.relay import OutboxRelay
 from workflow_core.runtime import freeze_startup_objects
 from workflow_core.runtime.pacing import settle
+from workflow_core.sampler import Sampler
 from workflow_core.settings import Settings, load_settings
 from workflow_core.version import command_line
 
@@ -49,8 +51,41 @@ async def serve(settings: Settings, stop: asyncio.Event, *, burst: bool = False)
     """Run a worker until `stop` is set (or, with `burst`, until the stream is drained)."""
     await migrate_at_start(settings)
     async with contextlib.AsyncExitStack() as resources:
+        serve_metrics(settings, resources)
         parts = await _open(settings, resources)
         return await _consume(settings, parts, stop, burst=burst)
+
+
+def serve_metrics(settings: Settings, resources: contextlib.AsyncExitStack) -> None:
+    """This worker's /metrics on WORKER_METRICS_HOST:WORKER_METRICS_PORT (a thread of
+    prometheus-client's), unless the port is 0. A port that cannot be had is a warning, not a
+    stop: the worker's work matters more than its figures."""
+    if not settings.worker_metrics_port:
+        return
+    try:
+        server, thread = start_http_server(
+            settings.worker_metrics_port, settings.worker_metrics_host, registry=metrics.REGISTRY
+        )
+    except OSError as error:
+        log.warning(
+            "worker_metrics_unavailable",
+            host=settings.worker_metrics_host,
+            port=settings.worker_metrics_port,
+            error=f"{type(error).__name__}: {error}",
+            hint="another process holds the port: give each worker its own WORKER_METRICS_PORT",
+        )
+        return
+    log.info(
+        "worker_metrics_serving",
+        url=f"http://{settings.worker_metrics_host}:{settings.worker_metrics_port}/metrics",
+    )
+
+    async def stop() -> None:
+        await asyncio.to_thread(server.shutdown)  # it polls every half second
+        server.server_close()
+        thread.join(timeout=2)
+
+    resources.push_async_callback(stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +207,12 @@ async def _consume(
         asyncio.create_task(relay.run(background_stop), name="relay"),
         asyncio.create_task(scheduler.run(background_stop), name="timers"),
         asyncio.create_task(heartbeat.run(background_stop), name="heartbeat"),
+        asyncio.create_task(
+            Sampler(parts.pool, parts.redis, parts.keys).run(
+                background_stop, settings.metrics_sample_seconds
+            ),
+            name="metrics-sampler",
+        ),
     ]
     try:
         await worker.run(stop, burst=burst)

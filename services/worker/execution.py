@@ -1,9 +1,12 @@
 """One attempt of one action: the one place where an action is dispatched to its type, where
 its error becomes a decision (the retry policy), and where the attempt enters the run's
-journal. The runner acts on the decision: go on, wait for a retry, or fail the step."""
+journal. The runner acts on the decision: go on, wait for a retry, or fail the step. Each
+attempt is counted here too (`flowline_action_attempts_total`, its duration, and for emails
+`flowline_emails_total` by outcome): counters in memory, no I/O."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,8 +14,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from workflow_core import actions
+from workflow_core import actions, metrics
 from workflow_core.actions.base import ActionCall, ActionDeps
+from workflow_core.actions.registry import ActionType
 from workflow_core.definitions.models import ActionSpec, RetryPolicy
 from workflow_core.engine.retry import GiveUp, next_attempt
 from workflow_core.errors import EffectBusy, PermanentActionError, RetryableActionError
@@ -20,6 +24,15 @@ from workflow_core.persistence.journal import Journal
 from workflow_core.statuses import AttemptStatus
 
 EFFECT_BUSY_POLL_SECONDS = 0.1
+EMAIL_ACTION = "send_email"
+
+# An attempt's status in the history -> what it counts as among emails (None: not counted).
+_EMAIL_OUTCOMES = {
+    AttemptStatus.SUCCEEDED: "sent",
+    AttemptStatus.RETRYING: "retried",
+    AttemptStatus.FAILED: "refused",
+    AttemptStatus.WAITING: None,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,7 @@ class Retry:
 @dataclass(frozen=True, slots=True)
 class Failed:
     reason: str
+    gave_up: bool = False  # a passing failure, tried as often as the policy allows
 
 
 Outcome = Succeeded | Retry | Failed
@@ -58,7 +72,50 @@ async def execute_action(
     where = f"{call.step_id}.actions[{call.index}] ({spec.type})"
     action_type = actions.get(spec.type)
     if action_type is None:
+        _count("unknown", AttemptStatus.FAILED, 0.0)
         return Failed(f"{where}: no executor for action type {spec.type!r}")
+    clock = time.perf_counter()
+    outcome = await _attempt(call, spec, action_type, deps, policy, journal, now, label)
+    status = _status_of(outcome, call)
+    _count(spec.type, status, time.perf_counter() - clock)
+    if spec.type == EMAIL_ACTION:
+        _count_email(outcome, status)
+    return outcome
+
+
+def _status_of(outcome: Outcome, call: ActionCall) -> AttemptStatus:
+    if isinstance(outcome, Succeeded):
+        return AttemptStatus.SUCCEEDED
+    if isinstance(outcome, Retry):
+        return AttemptStatus.WAITING if outcome.attempt == call.attempt else AttemptStatus.RETRYING
+    return AttemptStatus.FAILED
+
+
+def _count(action_type: str, status: AttemptStatus, seconds: float) -> None:
+    metrics.ACTION_ATTEMPTS.labels(action_type, status.value).inc()
+    metrics.ACTION_DURATION.labels(action_type, status.value).observe(seconds)
+
+
+def _count_email(outcome: Outcome, status: AttemptStatus) -> None:
+    if isinstance(outcome, Succeeded) and outcome.result.get("deduplicated"):
+        metrics.EMAILS.labels("deduplicated").inc()
+    elif isinstance(outcome, Failed) and outcome.gave_up:
+        metrics.EMAILS.labels("failed").inc()
+    elif (counted := _EMAIL_OUTCOMES[status]) is not None:
+        metrics.EMAILS.labels(counted).inc()
+
+
+async def _attempt(
+    call: ActionCall,
+    spec: ActionSpec,
+    action_type: ActionType,
+    deps: ActionDeps,
+    policy: RetryPolicy,
+    journal: Journal,
+    now: Callable[[], datetime],
+    label: str | None,
+) -> Outcome:
+    where = f"{call.step_id}.actions[{call.index}] ({spec.type})"
     name = label or spec.type
     started = now()
     try:
@@ -73,7 +130,7 @@ async def execute_action(
         if isinstance(plan, GiveUp):
             message = f"{error.message} ({plan.reason})"
             journal.attempt(call, name, AttemptStatus.FAILED, started, now(), error=message)
-            return Failed(f"{where} failed: {message}")
+            return Failed(f"{where} failed: {message}", gave_up=True)
         journal.attempt(
             call,
             name,

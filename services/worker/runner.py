@@ -24,7 +24,7 @@ from workflow_core.engine import machine
 from workflow_core.engine.context import initial_context
 from workflow_core.errors import Unavailable
 from workflow_core.ids import effect_key, run_id_for
-from workflow_core.log import get_logger
+from workflow_core.log import bound, get_logger
 from workflow_core.persistence import human_tasks, runs
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
@@ -214,7 +214,8 @@ class RunDriver:
         and is acknowledged). The database being away, or the run's failure not being
         recordable, is raised: the event is delivered again."""
         try:
-            await self._exclusively(run_id, work, again or work)
+            with bound(run_id=str(run_id)):
+                await self._exclusively(run_id, work, again or work)
         except (Unavailable, runs.StaleRun):
             raise
         except Exception as error:

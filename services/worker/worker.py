@@ -31,7 +31,7 @@ from services.worker.acker import Acker
 from services.worker.config import WorkerConfig, WorkerStats
 from services.worker.dead_letters import DeadLetterHook, DeadLetters
 from services.worker.housekeeping import keep_house
-from workflow_core import events
+from workflow_core import events, metrics
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import REDIS_ERRORS, Entry, StreamKeys
 from workflow_core.errors import Unavailable
@@ -40,6 +40,9 @@ from workflow_core.runtime.pacing import Backoff, settle, sleep_unless
 
 log = get_logger(__name__)
 
+_HANDLED = metrics.EVENTS_HANDLED.labels("handled")
+_FAILED = metrics.EVENTS_HANDLED.labels("failed")
+_DEAD_LETTERED = metrics.EVENTS_HANDLED.labels("dead_lettered")
 
 Handler = Callable[[Entry], Awaitable[None]]
 
@@ -359,6 +362,7 @@ class Worker:
             raise
         except Exception as error:
             self.stats.failed += 1
+            _FAILED.inc()
             reason = f"{type(error).__name__}: {error}"
             log.exception("event_failed", entry_id=entry.id, deliveries=entry.deliveries)
             if entry.deliveries >= self._config.delivery_limit:
@@ -370,11 +374,14 @@ class Worker:
                 self._release(entry)
             return
         self.stats.handled += 1
+        _HANDLED.inc()
         self._acker.add(entry.id)
         self._release(entry)
 
     async def _dead_letter(self, entry: Entry, reason: str | None) -> None:
+        before = self._dead.count
         await self._dead.move_safely(entry, reason)
+        _DEAD_LETTERED.inc(self._dead.count - before)
         self.stats.dead_lettered = self._dead.count
         self._release(entry)
 

@@ -45,8 +45,9 @@ async def test_a_repeated_key_gets_the_first_answer_and_nothing_is_stored_or_sen
 ) -> None:
     first = await submit(api.client, "order-42", name="first")
 
-    async def published() -> bool:
-        return await redis.xlen(keys.stream) == 1
+    async def published() -> bool:  # on the stream, and recorded so in the outbox
+        unpublished = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        return unpublished == 0 and await redis.xlen(keys.stream) == 1
 
     await eventually(published, what="the first submission's event on the stream")
     again = await submit(api.client, "order-42", name="second")

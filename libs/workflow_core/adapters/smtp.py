@@ -14,6 +14,10 @@ said 250, and a server whose client went away before that drops it. The reply to
 the content may take long (spam scanning): it is awaited up to `data_timeout`
 (SMTP_DATA_TIMEOUT_SECONDS, 10 minutes as RFC 5321 4.5.3.2.6 asks), every other reply up to
 `timeout`. A retry carries the same Message-ID.
+
+A connection that cannot be opened is counted (`flowline_smtp_connection_failures_total`),
+marks SMTP down (`flowline_dependency_up{dependency="smtp"}`), and is logged as a warning with
+its reason, at most once a minute (`smtp_unreachable`, with how many failures it stands for).
 """
 
 from __future__ import annotations
@@ -36,12 +40,16 @@ from aiosmtplib.protocol import (
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import SMTPStatus
 
+from workflow_core import metrics
 from workflow_core.email_format import OutgoingEmail
 from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.log import get_logger
+from workflow_core.runtime.pacing import Every
 from workflow_core.settings import Settings
 
 log = get_logger(__name__)
+
+UNREACHABLE_WARNING_SECONDS = 60.0
 
 _TRANSPORT_ERRORS = (
     aiosmtplib.SMTPServerDisconnected,
@@ -247,6 +255,8 @@ class SmtpMailer:
         self._timeout, self._data_timeout = timeout, data_timeout
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[_Connection] = []
+        self._unreachable = Every(UNREACHABLE_WARNING_SECONDS)
+        self._down = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpMailer:
@@ -369,8 +379,28 @@ class SmtpMailer:
             if client.is_ehlo_or_helo_needed:
                 await client.ehlo()  # learn the extensions (PIPELINING) before MAIL
         except Exception as error:
-            raise classify(error, "connect") from None
+            failure = classify(error, "connect")
+            self._connection_failed(failure)
+            raise failure from None
+        if self._down:
+            self._down = False
+            log.info("smtp_reachable_again", host=self._host, port=self._port)
+        metrics.dependency("smtp", True)
         return _Connection(client, self._timeout)
+
+    def _connection_failed(self, failure: Exception) -> None:
+        metrics.SMTP_CONNECTION_FAILURES.inc()
+        metrics.dependency("smtp", False)
+        self._down = True
+        if self._unreachable.ready():
+            log.warning(
+                "smtp_unreachable",
+                host=self._host,
+                port=self._port,
+                error=str(failure),
+                failures_not_logged=self._unreachable.take_held_back(),
+                next_warning_in=UNREACHABLE_WARNING_SECONDS,
+            )
 
     async def _reset(self, connection: _Connection) -> None:
         try:

@@ -122,6 +122,53 @@ async def group_exists(redis: aioredis.Redis, keys: StreamKeys) -> bool:
     return any(str(group["name"]) == keys.group for group in groups)
 
 
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    name: str
+    pending: int
+    lag: int | None  # None when Redis cannot tell (entries were deleted in the gap)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    length: int
+    dead_letters: int
+    groups: tuple[GroupState, ...]
+
+
+async def stream_state(redis: aioredis.Redis, keys: StreamKeys) -> StreamState:
+    """The stream's length, its dead letters, and each consumer group's backlog, in one round
+    trip (a missing stream has no groups)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(keys.stream)
+        pipe.xlen(keys.dead)
+        pipe.xinfo_groups(keys.stream)
+        length, dead, groups = await pipe.execute(raise_on_error=False)
+    for answer in (length, dead):
+        if isinstance(answer, Exception):
+            raise answer
+    if isinstance(groups, ResponseError):  # no such stream (yet)
+        groups = []
+    elif isinstance(groups, Exception):
+        raise groups
+    return StreamState(
+        int(length),
+        int(dead),
+        tuple(
+            GroupState(
+                _text(group["name"]),
+                int(group.get("pending") or 0),
+                None if group.get("lag") is None else int(group["lag"]),
+            )
+            for group in groups
+        ),
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 async def ensure_group(redis: aioredis.Redis, keys: StreamKeys) -> bool:
     """Create the consumer group (and the stream) if missing; True when created. Starts at the
     stream's beginning so that events published before any worker ran are delivered."""

@@ -132,3 +132,8 @@ async def mark_published_events(pg: Pool, published: Sequence[tuple[UUID, str]])
             [event_id for event_id, _ in published],
             [entry for _, entry in published],
         )
+
+
+async def count_unpublished(db: Executor) -> int:
+    """How many events wait to be published (a partial index holds exactly these)."""
+    return int(await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))

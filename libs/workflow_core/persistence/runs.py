@@ -294,3 +294,11 @@ async def orphans(
     if ids:
         await conn.execute(_TOUCH, ids)
     return ids
+
+
+async def count_by_status(db: Executor) -> dict[str, int]:
+    """How many runs there are of each status (0 for a status none has)."""
+    rows = await db.fetch("SELECT status, count(*) AS n FROM runs GROUP BY status")
+    counts = {status.value: 0 for status in RunStatus}
+    counts.update({row["status"]: int(row["n"]) for row in rows})
+    return counts

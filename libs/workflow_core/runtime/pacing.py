@@ -1,11 +1,12 @@
 """How Flowline's background loops wait: a backoff after failures (so an outage is no hot
-loop), a sleep that a stop request ends early (so shutdown is never held up by a nap), and a
-bounded wait for tasks to end."""
+loop), a sleep that a stop request ends early (so shutdown is never held up by a nap), a
+bounded wait for tasks to end, and a pace for warnings that must not flood the log."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 
 from workflow_core.log import get_logger
@@ -51,3 +52,25 @@ async def settle(tasks: list[asyncio.Task[None]], *, cancel: bool, timeout: floa
         _, stuck = await asyncio.wait(pending, timeout=1.0)
         for task in stuck:
             log.warning("task_would_not_stop", task=task.get_name())
+
+
+class Every:
+    """At most one `ready()` per `seconds`; how many were held back since the last one is told
+    then (for a warning that must not flood the log)."""
+
+    __slots__ = ("_next", "_seconds", "held_back")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds, self._next, self.held_back = seconds, 0.0, 0
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            self.held_back += 1
+            return False
+        self._next = now + self._seconds
+        return True
+
+    def take_held_back(self) -> int:
+        held, self.held_back = self.held_back, 0
+        return held

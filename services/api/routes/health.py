@@ -14,8 +14,10 @@ from workflow_core.version import version
 router = APIRouter(tags=["health"])
 
 
-# HEAD too: some load balancers and uptime checkers probe with it.
-@router.api_route("/healthz", methods=["GET", "HEAD"])
+# HEAD too: some load balancers and uptime checkers probe with it. One route per method, so
+# that each has an operation id of its own in the OpenAPI document.
+@router.get("/healthz")
+@router.head("/healthz")
 async def healthz() -> dict[str, str]:
     """The process is up, and which Flowline it runs."""
     return {"status": "ok", "version": version()}
@@ -30,11 +32,13 @@ async def _check(name: str, probe: Any) -> tuple[str, str | None]:
     return name, None
 
 
-@router.api_route(
-    "/readyz",
-    methods=["GET", "HEAD"],
-    responses={503: {"description": "a dependency does not answer"}},
-)
+_READY_ANSWERS: dict[int | str, dict[str, object]] = {
+    503: {"description": "a dependency does not answer"}
+}
+
+
+@router.get("/readyz", responses=_READY_ANSWERS)
+@router.head("/readyz", responses=_READY_ANSWERS)
 async def readyz(db: Db, redis: Redis) -> JSONResponse:
     """PostgreSQL and Redis answer (each within a second)."""
 

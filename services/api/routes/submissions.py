@@ -8,6 +8,7 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from structlog.contextvars import bind_contextvars
 
 from services.api.access import (
     Caller,
@@ -20,11 +21,13 @@ from services.api.access import (
 from services.api.deps import Database, Db, IdempotencyKey
 from services.api.presenters import run_summary
 from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
+from workflow_core import metrics
 from workflow_core.errors import NotFound, Unprocessable
 from workflow_core.persistence import runs, submissions
 from workflow_core.persistence.submissions import Accepted, NewSubmission
 
 router = APIRouter(tags=["submissions"])
+_ACCEPTED = metrics.SUBMISSIONS_ACCEPTED
 
 
 @router.post(
@@ -64,7 +67,11 @@ async def submit(
 
 
 def accepted_response(accepted: Accepted) -> Response:
-    """202 with the submission's ids; a repeated idempotency key's answer says so."""
+    """202 with the submission's ids; a repeated idempotency key's answer says so. The ids go
+    on the request's log lines (its access line too); a new submission is counted."""
+    bind_contextvars(submission_id=str(accepted.submission_id), event_id=str(accepted.event_id))
+    if not accepted.replayed:
+        _ACCEPTED.inc()
     content = orjson.dumps(
         {
             "submission_id": accepted.submission_id,
