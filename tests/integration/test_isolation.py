@@ -203,6 +203,8 @@ MATRIX: dict[tuple[str, str], tuple[Call, set[int]]] = {
     ("HEAD", "/healthz"): (lambda c, w, h: c.head("/healthz", headers=h), {200}),
     ("GET", "/readyz"): (lambda c, w, h: c.get("/readyz", headers=h), {200}),
     ("HEAD", "/readyz"): (lambda c, w, h: c.head("/readyz", headers=h), {200}),
+    # Open (CONTRACT §10): totals of the whole deployment, no series per organisation.
+    ("GET", "/metrics"): (lambda c, w, h: c.get("/metrics", headers=h), {200}),
 }  # fmt: skip
 
 

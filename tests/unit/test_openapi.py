@@ -11,7 +11,7 @@ import copy
 import re
 from collections.abc import AsyncIterator, Iterator
 from html.parser import HTMLParser
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -22,17 +22,32 @@ from structlog.testing import capture_logs
 
 from services.api import schemas
 from services.api.app import create_app
+from services.api.keys import KeyRing
 from services.api.observe import Observe
 from services.api.openapi import hoist_defs
 from workflow_core import metrics
-from workflow_core.settings import load_settings
+from workflow_core.adapters.streams import StreamKeys
+from workflow_core.settings import Settings, load_settings
 
 OPEN = {"/healthz", "/readyz", "/metrics"}
 
 
+def without_lifespan(settings: Settings) -> FastAPI:
+    """The app as these tests use it, with no lifespan (no database): the key ring answers
+    from the settings alone, as it does for an open API or for the operator's key."""
+    app = create_app(settings, migrated=True)
+    app.state.key_ring = KeyRing(
+        cast(Any, None),
+        cast(Any, None),
+        StreamKeys.from_settings(settings),
+        admin_key=settings.admin_key,
+    )
+    return app
+
+
 @pytest.fixture(scope="module")
 def app() -> FastAPI:
-    return create_app(load_settings(_env_file=None), migrated=True)
+    return without_lifespan(load_settings(_env_file=None))
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +219,7 @@ async def test_requests_are_counted_by_route_template_never_by_path(
 
 
 async def test_metrics_and_the_docs_assets_need_no_key_when_the_api_needs_one() -> None:
-    guarded = create_app(load_settings(_env_file=None, api_token="t" * 32), migrated=True)
+    guarded = without_lifespan(load_settings(_env_file=None, api_admin_key="t" * 32))
     transport = httpx.ASGITransport(app=guarded)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         assert (await client.get("/workflows")).status_code == 401
