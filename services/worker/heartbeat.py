@@ -81,6 +81,11 @@ class Heartbeat:
             if failures:
                 log.info("heartbeat_resumed", owner=self._ledger.owner, after_failures=failures)
                 failures = 0
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self._ledger.release_pending()
+            except Exception as error:  # the next beat tries again
+                log.warning("reservations_not_released", error=f"{type(error).__name__}: {error}")
 
     async def retire(self) -> None:
         """Stopping in order: what this owner still holds is taken over at once."""

@@ -3,8 +3,11 @@ ledger, tickets and tasks records."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
@@ -13,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.examples import EXAMPLE_WORKFLOW
 from tests.support.flows import create_workflow, submit
+from tests.support.waiting import eventually
 from workflow_core.actions.base import ActionCall
 from workflow_core.adapters import streams
 from workflow_core.adapters.streams import StreamKeys
@@ -310,3 +314,92 @@ async def test_a_worker_back_from_an_outage_waits_before_taking_over(pool: Pool)
         await ledger.reserve(call)
     clock[0] = 40.5
     assert await ledger.reserve(call) is None
+
+
+class _CutPool:
+    """A pool whose statements fail as when the connection to PostgreSQL is cut, while
+    `cut` is true, or hang (a new connection black-holed) while `hang` is true."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool, self.cut, self.hang = pool, False, False
+
+    async def _gate(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.cut:
+            raise ConnectionResetError("connection reset by peer")
+
+    async def execute(self, *args: Any) -> str:
+        await self._gate()
+        return await self._pool.execute(*args)
+
+    async def fetchval(self, *args: Any) -> Any:
+        await self._gate()
+        return await self._pool.fetchval(*args)
+
+    async def fetchrow(self, *args: Any) -> Any:
+        await self._gate()
+        return await self._pool.fetchrow(*args)
+
+
+async def test_a_reservation_a_failed_release_left_is_given_up_once_the_database_answers(
+    pool: Pool,
+) -> None:
+    """Refused by the SMTP server, the email's reservation is released; when that release
+    fails (the connection was cut), this live worker still holds it, and every other worker
+    would wait for it as long as this one lives: the next heartbeat gives it up."""
+    call = _call()
+    flaky = _CutPool(pool)
+    mine = await _live_ledger(cast(Pool, flaky), "worker-a/1")
+    theirs = await _live_ledger(pool, "worker-b/1")
+    assert await mine.reserve(call) is None
+    flaky.cut = True
+    with pytest.raises(Unavailable):
+        await mine.release(call.key)
+    with pytest.raises(EffectBusy):
+        await theirs.reserve(call)
+    with pytest.raises(Unavailable):
+        await mine.release_pending()  # still cut: kept for the next beat
+    flaky.cut = False
+    await mine.release_pending()
+    assert await theirs.reserve(call) is None
+
+
+async def test_a_reservation_whose_release_failed_is_still_its_owners_to_use(pool: Pool) -> None:
+    """The same worker tries the email again before the late release: it is still its own
+    reservation, and the late release does not take it from under the attempt."""
+    call = _call()
+    flaky = _CutPool(pool)
+    mine = await _live_ledger(cast(Pool, flaky), "worker-a/1")
+    assert await mine.reserve(call) is None
+    flaky.cut = True
+    with pytest.raises(Unavailable):
+        await mine.release(call.key)
+    assert await mine.reserve(call) is None  # no statement: it never stopped being ours
+    flaky.cut = False
+    await mine.release_pending()
+    owner = await pool.fetchval("SELECT owner FROM effects WHERE key = $1", call.key)
+    assert owner == "worker-a/1"
+
+
+async def test_a_250_whose_record_hangs_is_noted_before_the_record_gives_up(
+    pool: Pool, redis: aioredis.Redis, keys: StreamKeys
+) -> None:
+    """A new connection to PostgreSQL black-holed: the `done` record may hang until a timeout.
+    The 250 is noted in Redis within a fraction of a second, so a worker killed while it
+    waits does not leave the next one to send the email again."""
+    call = _call()
+    flaky = _CutPool(pool)
+    notes = streams.SentNotes(redis, keys)
+    dying = await _live_ledger(pool, "dying/1", eager_pool=cast(Pool, flaky), notes=notes)
+    assert await dying.reserve(call) is None
+    flaky.hang = True
+    recording = asyncio.create_task(dying.sent(call, {"message_id": "<m@x>"}))
+    assert await eventually(lambda: notes.recall(call.key), timeout=2.0) == {"message_id": "<m@x>"}
+    recording.cancel()  # killed while it waited
+    with contextlib.suppress(asyncio.CancelledError):
+        await recording
+    await pool.execute("DELETE FROM workers WHERE owner = 'dying/1'")
+
+    taking_over = await _live_ledger(pool, "next/1", notes=notes)
+    assert await taking_over.reserve(call) == {"message_id": "<m@x>"}

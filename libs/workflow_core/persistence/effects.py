@@ -24,14 +24,18 @@ writes it again, had not committed either).
 Within a process the ledger remembers what it holds and what it sent but could not record yet
 (the database away), so a run that goes round again after an outage never sends an email twice.
 So that a worker killed during such an outage does not leave the next one to send it again,
-the 250 is also noted outside PostgreSQL (`SentNotes`: in Redis), and a worker that takes a
-dead owner's reservation over looks there first.
+the 250 is also noted outside PostgreSQL (`SentNotes`: in Redis) when its record fails or has
+not gone through within NOTE_AFTER_SECONDS, and a worker that takes a dead owner's reservation
+over looks there first. A reservation whose release failed stays this live owner's: it is
+given up after the next heartbeat that goes through (`release_pending`), so that no other
+worker waits for it for as long as this one lives.
 For a run's first step the reservations are taken with the run's creation (runs.start_events):
 `hold` tells the ledger so, and `reserve` then costs no round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from time import monotonic
@@ -51,6 +55,9 @@ from workflow_core.runtime.coalesce import Coalescer
 log = get_logger(__name__)
 
 RESERVED, DONE = "reserved", "done"
+# A `done` record takes a few milliseconds; one that takes longer than this is waiting on a
+# database that may not answer for a while, and the 250 is noted in Redis meanwhile.
+NOTE_AFTER_SECONDS = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +135,8 @@ class DbEffectLedger:
         self._notes = notes
         self._clock = clock
         self._held: set[str] = set()
+        self._unreleased: set[str] = set()
+        self._releasing = asyncio.Lock()
         self._unrecorded: dict[str, dict[str, Any]] = {}
         self._beating_since: float | None = None
         eager = eager_pool or pool
@@ -162,6 +171,12 @@ class DbEffectLedger:
             return self._unrecorded[call.key]
         if call.key in self._held:
             return None
+        if call.key in self._unreleased:
+            async with self._releasing:  # not while a late release of it is out
+                if call.key in self._unreleased:  # still ours: a release never reached it
+                    self._unreleased.discard(call.key)
+                    self._held.add(call.key)
+                    return None
         may_take_over, not_before = self._may_take_over()
         async with translate_errors():
             existed = await self._pool.fetchval(
@@ -198,16 +213,28 @@ class DbEffectLedger:
         return result
 
     async def sent(self, call: ActionCall, result: Mapping[str, Any]) -> None:
-        """Its 250 was read: record the email as done now (see the module's docstring)."""
+        """Its 250 was read: record the email as done now (see the module's docstring). When
+        PostgreSQL does not take the record within NOTE_AFTER_SECONDS (a cut connection, a
+        new one black-holed: it may hang until a timeout), the 250 is noted in Redis at once,
+        so a kill during the wait does not leave the next owner to send it again."""
         self._held.discard(call.key)
         self._unrecorded[call.key] = dict(result)
-        try:
-            async with translate_errors():
-                await self._marks((call, dict(result)))
-        except Unavailable:
+        record = asyncio.ensure_future(self._record(call, dict(result)))
+        done, _ = await asyncio.wait({record}, timeout=NOTE_AFTER_SECONDS)
+        noted = not done
+        if noted:
             await self._note(call.key, result)
+        try:
+            await record
+        except Unavailable:
+            if not noted:
+                await self._note(call.key, result)
             raise
         self._unrecorded.pop(call.key, None)
+
+    async def _record(self, call: ActionCall, result: dict[str, Any]) -> None:
+        async with translate_errors():
+            await self._marks((call, result))
 
     async def _note(self, key: str, result: Mapping[str, Any]) -> None:
         if self._notes is not None:
@@ -241,6 +268,25 @@ class DbEffectLedger:
             await self._release(held)
 
     async def _release(self, keys: list[str]) -> None:
+        """Give reservations up. One the database could not take back stays this live
+        owner's, and every other attempt would wait for it as long as this process lives: it
+        is kept, and given up by `release_pending` (after each heartbeat) once PostgreSQL
+        answers again."""
         self._held.difference_update(keys)
-        async with translate_errors():
-            await self._pool.execute(_RELEASE, keys, self._owner)
+        try:
+            async with translate_errors():
+                await self._pool.execute(_RELEASE, keys, self._owner)
+        except Unavailable:
+            self._unreleased.update(keys)
+            raise
+
+    async def release_pending(self) -> None:
+        """Give up the reservations a failed release left behind."""
+        if not self._unreleased:
+            return
+        async with self._releasing:
+            keys = list(self._unreleased)
+            async with translate_errors():
+                await self._pool.execute(_RELEASE, keys, self._owner)
+            self._unreleased.difference_update(keys)
+            log.info("reservations_released_late", count=len(keys))
