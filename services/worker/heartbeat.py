@@ -83,9 +83,9 @@ class Heartbeat:
                 failures = 0
             try:
                 async with asyncio.timeout(self._interval):
-                    await self._ledger.release_pending()
+                    await self._ledger.settle_pending()
             except Exception as error:  # the next beat tries again
-                log.warning("reservations_not_released", error=f"{type(error).__name__}: {error}")
+                log.warning("ledger_not_settled", error=f"{type(error).__name__}: {error}")
 
     async def retire(self) -> None:
         """Stopping in order: what this owner still holds is taken over at once."""

@@ -359,9 +359,9 @@ async def test_a_reservation_a_failed_release_left_is_given_up_once_the_database
     with pytest.raises(EffectBusy):
         await theirs.reserve(call)
     with pytest.raises(Unavailable):
-        await mine.release_pending()  # still cut: kept for the next beat
+        await mine.settle_pending()  # still cut: kept for the next beat
     flaky.cut = False
-    await mine.release_pending()
+    await mine.settle_pending()
     assert await theirs.reserve(call) is None
 
 
@@ -377,7 +377,7 @@ async def test_a_reservation_whose_release_failed_is_still_its_owners_to_use(poo
         await mine.release(call.key)
     assert await mine.reserve(call) is None  # no statement: it never stopped being ours
     flaky.cut = False
-    await mine.release_pending()
+    await mine.settle_pending()
     owner = await pool.fetchval("SELECT owner FROM effects WHERE key = $1", call.key)
     assert owner == "worker-a/1"
 
@@ -403,3 +403,22 @@ async def test_a_250_whose_record_hangs_is_noted_before_the_record_gives_up(
 
     taking_over = await _live_ledger(pool, "next/1", notes=notes)
     assert await taking_over.reserve(call) == {"message_id": "<m@x>"}
+
+
+async def test_a_250_whose_record_failed_is_recorded_after_the_next_heartbeat(
+    pool: Pool,
+) -> None:
+    """The 250 came during a cut and its record failed: this live worker's reservation stays
+    in the way of every other worker until the record is made, after its next heartbeat."""
+    call = _call()
+    flaky = _CutPool(pool)
+    mine = await _live_ledger(pool, "worker-a/1", eager_pool=cast(Pool, flaky))
+    theirs = await _live_ledger(pool, "worker-b/1")
+    assert await mine.reserve(call) is None
+    flaky.cut = True
+    with pytest.raises(Unavailable):
+        await mine.sent(call, {"message_id": "<m@x>"})
+    with pytest.raises(EffectBusy):
+        await theirs.reserve(call)
+    await mine.settle_pending()
+    assert await theirs.reserve(call) == {"message_id": "<m@x>"}

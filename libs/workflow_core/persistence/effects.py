@@ -27,8 +27,8 @@ So that a worker killed during such an outage does not leave the next one to sen
 the 250 is also noted outside PostgreSQL (`SentNotes`: in Redis) when its record fails or has
 not gone through within NOTE_AFTER_SECONDS, and a worker that takes a dead owner's reservation
 over looks there first. A reservation whose release failed stays this live owner's: it is
-given up after the next heartbeat that goes through (`release_pending`), so that no other
-worker waits for it for as long as this one lives.
+given up after the next heartbeat that goes through (`settle_pending`), so that no other
+worker waits for it for as long as this one lives; so is the record of a 250 that failed.
 For a run's first step the reservations are taken with the run's creation (runs.start_events):
 `hold` tells the ledger so, and `reserve` then costs no round trip.
 """
@@ -137,7 +137,8 @@ class DbEffectLedger:
         self._held: set[str] = set()
         self._unreleased: set[str] = set()
         self._releasing = asyncio.Lock()
-        self._unrecorded: dict[str, dict[str, Any]] = {}
+        # Sent (a 250 was read) but not recorded done yet: by key, the call and its result.
+        self._unrecorded: dict[str, tuple[ActionCall, dict[str, Any]]] = {}
         self._beating_since: float | None = None
         eager = eager_pool or pool
         self._marks: Coalescer[tuple[ActionCall, dict[str, Any]], None] = Coalescer(
@@ -168,7 +169,7 @@ class DbEffectLedger:
 
     async def reserve(self, call: ActionCall) -> Mapping[str, Any] | None:
         if call.key in self._unrecorded:
-            return self._unrecorded[call.key]
+            return self._unrecorded[call.key][1]
         if call.key in self._held:
             return None
         if call.key in self._unreleased:
@@ -218,7 +219,7 @@ class DbEffectLedger:
         new one black-holed: it may hang until a timeout), the 250 is noted in Redis at once,
         so a kill during the wait does not leave the next owner to send it again."""
         self._held.discard(call.key)
-        self._unrecorded[call.key] = dict(result)
+        self._unrecorded[call.key] = (call, dict(result))
         record = asyncio.ensure_future(self._record(call, dict(result)))
         done, _ = await asyncio.wait({record}, timeout=NOTE_AFTER_SECONDS)
         noted = not done
@@ -270,7 +271,7 @@ class DbEffectLedger:
     async def _release(self, keys: list[str]) -> None:
         """Give reservations up. One the database could not take back stays this live
         owner's, and every other attempt would wait for it as long as this process lives: it
-        is kept, and given up by `release_pending` (after each heartbeat) once PostgreSQL
+        is kept, and given up by `settle_pending` (after each heartbeat) once PostgreSQL
         answers again."""
         self._held.difference_update(keys)
         try:
@@ -280,8 +281,19 @@ class DbEffectLedger:
             self._unreleased.update(keys)
             raise
 
-    async def release_pending(self) -> None:
-        """Give up the reservations a failed release left behind."""
+    async def settle_pending(self) -> None:
+        """Record done the emails sent whose record failed, and give up the reservations a
+        failed release left behind: until then this live owner holds them, and every other
+        worker would wait for them."""
+        if self._unrecorded:
+            pending = list(self._unrecorded.values())
+            async with translate_errors():
+                await self._mark(self._pool, pending)
+            self.recorded(call.key for call, _ in pending)
+            log.info("sent_emails_recorded_late", count=len(pending))
+        await self._release_pending()
+
+    async def _release_pending(self) -> None:
         if not self._unreleased:
             return
         async with self._releasing:
