@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workflow_core.engine.limits import Limits
+
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -65,6 +67,10 @@ class Settings(BaseSettings):
     api_max_body_bytes: PositiveInt = 1024 * 1024
     api_db_timeout_seconds: PositiveFloat = 1.0
     api_token: str = ""
+    # Submissions per second per organisation (a token bucket in Redis, bursts of twice
+    # this); 0 = no limit.
+    submit_rate_per_org: Annotated[float, Field(ge=0, le=1_000_000)] = 200.0
+    max_workflows_per_org: PositiveInt = 1000
 
     # Worker
     worker_concurrency: PositiveInt = 32
@@ -81,6 +87,12 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: PositiveFloat = 5.0
     worker_dead_after_seconds: PositiveFloat = 30.0
     run_step_budget: PositiveInt = 100
+
+    # Limits against amplification (engine/limits.py): what one submission can make happen.
+    max_recipients_per_email: PositiveInt = 50
+    max_emails_per_run: PositiveInt = 25
+    max_rendered_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 262_144
+    max_dry_run_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 4 * 1_048_576
 
     # Stream housekeeping (every worker, every HOUSEKEEPING_INTERVAL_SECONDS)
     housekeeping_interval_seconds: PositiveFloat = 60.0
@@ -148,6 +160,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def limits(self) -> Limits:
+        """The limits a run and a dry run work within."""
+        return Limits(
+            rendered_bytes=self.max_rendered_bytes,
+            recipients_per_email=self.max_recipients_per_email,
+            emails_per_run=self.max_emails_per_run,
+            dry_run_bytes=self.max_dry_run_bytes,
+        )
 
     @property
     def postgres_dsn(self) -> str:

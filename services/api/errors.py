@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from workflow_core.errors import Conflict, DefinitionInvalid, NotFound, Unavailable
+from workflow_core.errors import Conflict, DefinitionInvalid, NotFound, TooLarge, Unavailable
 from workflow_core.log import get_logger
 from workflow_core.validation import format_path
 
@@ -47,6 +47,19 @@ async def _validation(_: Request, error: Exception) -> JSONResponse:
 async def _definition(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, DefinitionInvalid)
     return JSONResponse({"detail": error.problems}, status_code=422)
+
+
+async def _too_large(_: Request, error: Exception) -> JSONResponse:
+    """A dry run that would render more than the limits allow (MAX_RENDERED_BYTES,
+    MAX_DRY_RUN_BYTES): 422 naming where in the definition it stopped."""
+    assert isinstance(error, TooLarge)
+    problem = {
+        "loc": ["body", "definition", *error.loc],
+        "path": format_path(error.loc),
+        "msg": error.message,
+        "type": "too_large",
+    }
+    return JSONResponse({"detail": [problem]}, status_code=422)
 
 
 def _status(code: int) -> Any:
@@ -112,6 +125,7 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(DefinitionInvalid, _definition)
+    app.add_exception_handler(TooLarge, _too_large)
     app.add_exception_handler(NotFound, _status(404))
     app.add_exception_handler(Conflict, _status(409))
     app.add_exception_handler(Unavailable, _unavailable)

@@ -70,10 +70,19 @@ async def create_workflow(body: WorkflowCreate, db: Db) -> dict[str, Any]:
     return view(record, result)
 
 
-@router.post("/validate")
+TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "the request is invalid, or the dry run would render a field larger "
+        "than MAX_RENDERED_BYTES or an answer larger than MAX_DRY_RUN_BYTES"
+    }
+}
+
+
+@router.post("/validate", responses=TOO_LARGE)
 async def validate_workflow(body: ValidateRequest, settings: AppSettings) -> dict[str, Any]:
     """Check a definition without saving it: its errors and warnings (each naming its JSON
-    path) and, with a sample `form`, a dry run of what it would do. Always 200."""
+    path) and, with a sample `form`, a dry run of what it would do. 200 whether the definition
+    is valid or not; 422 when the dry run would render more than the limits allow."""
     result = validate_definition(body.definition)
     answer: dict[str, Any] = {
         "valid": result.ok,
@@ -87,7 +96,7 @@ async def validate_workflow(body: ValidateRequest, settings: AppSettings) -> dic
     return answer
 
 
-@router.post("/{workflow_id}/test", responses=NOT_FOUND)
+@router.post("/{workflow_id}/test", responses={**NOT_FOUND, **TOO_LARGE})
 async def test_workflow(
     workflow_id: UUID, body: DryRunRequest, db: Db, settings: AppSettings
 ) -> dict[str, Any]:
@@ -134,6 +143,7 @@ def walk(
         task_outcomes={step: o.model_dump() for step, o in outcomes.items()},
         now=datetime.now(UTC),
         step_budget=settings.run_step_budget,
+        limits=settings.limits,
     )
 
 
