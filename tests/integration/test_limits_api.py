@@ -4,6 +4,7 @@ flat (measured with tracemalloc around the request, the API running in this proc
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 from typing import Any
 
@@ -120,3 +121,27 @@ async def test_a_dry_run_says_an_email_would_go_past_the_recipient_limit(
     assert dry["status"] == "failed"
     assert "MAX_RECIPIENTS_PER_EMAIL allows 50" in dry["error"]
     assert "MAX_RECIPIENTS_PER_EMAIL" in dry["steps"][0]["actions"][0]["error"]
+
+
+async def test_an_organisation_past_its_workflows_gets_409_and_others_do_not(
+    make_settings: Any,
+) -> None:
+    settings: Settings = make_settings(max_workflows_per_org=3)
+    example = {"name": "w", "definition": definition([email("hi")])}
+    async with in_process_api(settings) as api:
+        # Concurrent creations cannot overtake the count: exactly three of five get in.
+        answers = await asyncio.gather(
+            *(api.client.post("/workflows", json={**example, "org_id": "org_a"}) for _ in range(5))
+        )
+        assert sorted(a.status_code for a in answers) == [201, 201, 201, 409, 409]
+        refused = next(a for a in answers if a.status_code == 409).json()["detail"]
+        assert "organisation 'org_a'" in refused and "MAX_WORKFLOWS_PER_ORG (3)" in refused
+        other = await api.client.post("/workflows", json={**example, "org_id": "org_b"})
+        assert other.status_code == 201
+        unowned = [await api.client.post("/workflows", json=example) for _ in range(4)]
+        assert [a.status_code for a in unowned] == [201, 201, 201, 409]
+
+        first = next(a for a in answers if a.status_code == 201).json()["id"]
+        assert (await api.client.delete(f"/workflows/{first}")).status_code == 204
+        again = await api.client.post("/workflows", json={**example, "org_id": "org_a"})
+        assert again.status_code == 201, again.text

@@ -70,6 +70,26 @@ async def create(
     return record
 
 
+async def count_active_of(db: Executor, org_id: str | None) -> int:
+    """The organisation's active workflows (those without one when `org_id` is None), counted
+    under a lock on the organisation held until the transaction ends: a caller that checks a
+    limit and then creates one cannot be overtaken by a concurrent creation."""
+    await sql.fetchval(
+        db,
+        select(
+            func.pg_advisory_xact_lock(
+                func.hashtextextended(f"flowline.workflows:{org_id or ''}", 0)
+            )
+        ),
+    )
+    owner = workflows.c.org_id.is_(None) if org_id is None else workflows.c.org_id == org_id
+    count = await sql.fetchval(
+        db,
+        select(func.count()).select_from(workflows).where(workflows.c.active.is_(True), owner),
+    )
+    return int(count)
+
+
 async def get(db: Executor, workflow_id: UUID) -> WorkflowRecord | None:
     row = await sql.fetchrow(db, _current().where(workflows.c.id == workflow_id))
     return _record(row) if row else None

@@ -22,7 +22,7 @@ from services.api.schemas import (
 )
 from workflow_core.definitions import WorkflowDefinition
 from workflow_core.dryrun import dry_run
-from workflow_core.errors import DefinitionInvalid, NotFound
+from workflow_core.errors import Conflict, DefinitionInvalid, NotFound
 from workflow_core.ids import DRY_RUN_ID
 from workflow_core.persistence import workflows
 from workflow_core.persistence.workflows import WorkflowRecord
@@ -59,11 +59,22 @@ def view(record: WorkflowRecord, result: ValidationResult | None = None) -> dict
     "",
     status_code=201,
     response_model=WorkflowOut,
-    responses={422: {"description": "the definition is invalid; each problem names its JSON path"}},
+    responses={
+        422: {"description": "the definition is invalid; each problem names its JSON path"},
+        409: {"description": "the organisation has MAX_WORKFLOWS_PER_ORG active workflows"},
+    },
 )
-async def create_workflow(body: WorkflowCreate, db: Db) -> dict[str, Any]:
+async def create_workflow(body: WorkflowCreate, db: Db, settings: AppSettings) -> dict[str, Any]:
     result = checked(body.definition)
     async with db.transaction() as conn:
+        active = await workflows.count_active_of(conn, body.org_id)
+        if active >= settings.max_workflows_per_org:
+            whose = f"of organisation {body.org_id!r}" if body.org_id else "without an organisation"
+            raise Conflict(
+                f"there are {active} active workflows {whose}, as many as "
+                f"MAX_WORKFLOWS_PER_ORG ({settings.max_workflows_per_org}) allows: "
+                "delete one first"
+            )
         record = await workflows.create(
             conn, name=body.name, org_id=body.org_id, definition=body.definition
         )
