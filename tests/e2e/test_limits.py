@@ -138,3 +138,56 @@ async def test_form_data_is_escaped_in_the_html_part_and_the_template_is_not(
     )
     assert "<script>" not in parts["text/html"]
     assert f"Hello {name}" in parts["text/plain"]  # plain text is not HTML: left as it is
+
+
+async def test_a_form_sent_right_after_its_workflow_is_created_starts_a_run(
+    stack: Stack, smtp: SmtpServer
+) -> None:
+    """Forms that match nothing keep the worker's catalog from reloading on every one (at most
+    once a second); a workflow created meanwhile is announced, and the very next form finds it."""
+    stack.start_api()
+    stack.start_worker()
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        for round_ in range(3):
+            unwanted = [
+                await client.post("/submit", json={**EXAMPLE_FORM, "template_id": "unwanted"})
+                for _ in range(20)
+            ]
+            assert {answer.status_code for answer in unwanted} == {202}
+            step = {
+                "id": "tell",
+                "type": "auto_action",
+                "actions": [
+                    {
+                        "type": "send_email",
+                        "config": {"to": f"round{round_}@example.com", "subject": "s", "body": "b"},
+                    }
+                ],
+            }
+            created = await client.post(
+                "/workflows",
+                json={
+                    "name": f"round {round_}",
+                    "definition": {
+                        "trigger": {
+                            "type": "form_submitted",
+                            "conditions": {
+                                "path": "template_id",
+                                "op": "==",
+                                "value": f"r{round_}",
+                            },
+                        },
+                        "initial_step_id": "tell",
+                        "steps": [step],
+                    },
+                },
+            )
+            assert created.status_code == 201
+            form = {**EXAMPLE_FORM, "template_id": f"r{round_}"}
+            assert (await client.post("/submit", json=form)).status_code == 202
+            await eventually(
+                lambda r=round_: smtp.to(f"round{r}@example.com"),
+                what=f"round {round_}'s email",
+                timeout=20,
+            )
+    assert len(smtp.received) == 3, stack.logs()

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 
 from workflow_core.ids import new_id
 from workflow_core.persistence import sql
@@ -167,6 +167,36 @@ async def deactivate(db: Executor, workflow_id: UUID) -> bool:
         .values(active=False, updated_at=func.now()),
     )
     return touched > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """An active workflow at its current version, without its definition."""
+
+    id: UUID
+    version: int
+    org_id: str | None
+
+
+async def active_heads(db: Executor) -> list[Head]:
+    """Every active workflow's id, current version and organisation: what the worker's catalog
+    compares with what it has parsed already."""
+    query = select(workflows.c.id, workflows.c.current_version, workflows.c.org_id).where(
+        workflows.c.active.is_(True)
+    )
+    return [Head(*row) for row in await sql.fetch(db, query)]
+
+
+async def versions(db: Executor, wanted: list[tuple[UUID, int]]) -> list[WorkflowRecord]:
+    """These (workflow id, version) pairs, those that exist."""
+    if not wanted:
+        return []
+    query = (
+        select(*_COLUMNS)
+        .join(workflows, workflows.c.id == workflow_versions.c.workflow_id)
+        .where(tuple_(workflow_versions.c.workflow_id, workflow_versions.c.version).in_(wanted))
+    )
+    return [_record(row) for row in await sql.fetch(db, query)]
 
 
 async def active(db: Executor) -> list[WorkflowRecord]:
