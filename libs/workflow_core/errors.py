@@ -6,6 +6,7 @@ message, so `raise NotFound()` reads well and prints well.
     ├── NotFound                 an id that does not exist
     ├── Conflict                 the object is not in a state that allows the request
     ├── Unavailable              a dependency (PostgreSQL, Redis) does not answer
+    ├── RateLimited              an organisation sends faster than SUBMIT_RATE_PER_ORG
     └── ActionFailed             an action could not do its work
         ├── RetryableActionError     try again later (connection refused, 4xx SMTP, 5xx HTTP)
         │   └── EffectBusy               another live attempt holds the effect: wait, uncounted
@@ -41,6 +42,15 @@ class Conflict(FlowlineError):
 
 class Unavailable(FlowlineError):
     """A dependency is unavailable."""
+
+
+class RateLimited(FlowlineError):
+    """Too many submissions from this organisation; try again later."""
+
+    def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Whole seconds until the next submission would be accepted (Retry-After)."""
 
 
 class DefinitionInvalid(FlowlineError):

@@ -24,6 +24,7 @@ from services.api.routes import (
     workflows,
 )
 from workflow_core.adapters import streams
+from workflow_core.adapters.ratelimit import SubmitRate
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.log import get_logger
 from workflow_core.persistence.listen import Listener
@@ -59,6 +60,7 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
             statement_timeout=settings.db_statement_timeout_seconds,
         )
         app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
+        app.state.submit_rate = SubmitRate(redis, keys, settings.submit_rate_per_org)
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
         prune_task = asyncio.create_task(

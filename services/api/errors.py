@@ -12,7 +12,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from workflow_core.errors import Conflict, DefinitionInvalid, NotFound, TooLarge, Unavailable
+from workflow_core.errors import (
+    Conflict,
+    DefinitionInvalid,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
 from workflow_core.log import get_logger
 from workflow_core.validation import format_path
 
@@ -74,6 +81,15 @@ async def _unavailable(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
 
 
+async def _rate_limited(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RateLimited)
+    return JSONResponse(
+        {"detail": error.message},
+        status_code=429,
+        headers={"Retry-After": str(error.retry_after)},
+    )
+
+
 # FastAPI's answer to a body the JSON parser gave up on (too deep, a number too long).
 _UNPARSABLE = "There was an error parsing the body"
 
@@ -129,6 +145,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _status(404))
     app.add_exception_handler(Conflict, _status(409))
     app.add_exception_handler(Unavailable, _unavailable)
+    app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(HTTPException, _http)
     # Database errors by class, so they are answered like the ones above; the bare Exception
     # handler runs outside them (Starlette re-raises its exception for the server to log).

@@ -19,6 +19,7 @@ from workflow_core.actions import send_email, webhook
 from workflow_core.actions.base import ActionCall
 from workflow_core.actions.create_ticket import CreateTicketConfig
 from workflow_core.actions.create_ticket import preview as ticket_preview
+from workflow_core.adapters.ratelimit import bucket_size, refusal, share
 from workflow_core.definitions import WorkflowDefinition
 from workflow_core.dryrun import dry_run
 from workflow_core.engine import machine
@@ -334,3 +335,21 @@ def test_a_dry_run_whose_webhooks_nest_the_context_is_bounded() -> None:
     form = {**EXAMPLE_FORM, "data": {"blob": "n" * 1000}}
     with pytest.raises(TooLarge):
         dry_run(definition, form=form, now=NOW)
+
+
+# -- the submission rate (the script's verdicts shared among the checks) ---------------------
+
+
+def test_an_organisations_first_checks_pass_and_the_rest_wait_for_a_token() -> None:
+    orgs = ["a", "b", "a", "a", "b"]
+    verdicts = share(orgs, {"a": (2, 1500), "b": (2, 0)}, rate=1.0)
+    assert [v is None for v in verdicts] == [True, True, True, False, True]
+    refused = verdicts[3]
+    assert refused is not None and refused.retry_after == 2
+    assert "SUBMIT_RATE_PER_ORG allows 1 per second (bursts of 2)" in refused.message
+
+
+def test_a_bucket_holds_twice_the_rate_and_one_submission_at_least() -> None:
+    assert bucket_size(200) == 400
+    assert bucket_size(0.1) == 1
+    assert refusal("a", 1, 200).retry_after == 1  # Retry-After is whole seconds, at least 1

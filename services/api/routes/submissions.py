@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 from services.api.deps import Database, Db, IdempotencyKey
 from services.api.presenters import run_summary
 from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
+from workflow_core.adapters.ratelimit import SubmitRate
 from workflow_core.errors import NotFound
 from workflow_core.persistence import runs, submissions
 from workflow_core.persistence.submissions import Accepted, NewSubmission
@@ -32,16 +33,28 @@ router = APIRouter(tags=["submissions"])
                     "schema": {"type": "string"},
                 }
             }
-        }
+        },
+        429: {
+            "description": "the organisation sends more than SUBMIT_RATE_PER_ORG submissions "
+            "per second (bursts of twice that); nothing was stored",
+            "headers": {
+                "Retry-After": {
+                    "description": "seconds until a submission would be accepted",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
     },
 )
 async def submit(
     body: SubmitRequest, request: Request, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Store the submission and its event together; the relay publishes the event, so a crash
-    (or Redis being away) cannot lose it."""
+    (or Redis being away) cannot lose it. An organisation over SUBMIT_RATE_PER_ORG gets 429."""
     # The hottest route reads the database from the app state rather than through a
     # dependency: FastAPI's dependency resolution is a fifth of this request's cost.
+    submit_rate: SubmitRate = request.app.state.submit_rate
+    await submit_rate.check(body.org_id)
     db: Database = request.app.state.database
     accepted = await db.store_submission(
         NewSubmission(body.template_id, body.org_id, body.data, datetime.now(UTC), idempotency_key)
