@@ -6,11 +6,15 @@ A definition is parsed and validated once per (workflow id, version): a refresh 
 active list (ids, versions, organisations: no definitions) and fetches and parses only the
 versions it has not seen. An event that matches nothing reloads the list too, in case a
 workflow created a moment ago is not announced yet, but at most once every
-`miss_reload_seconds`: a stream of forms no workflow wants costs no reload each.
+`miss_reload_seconds`: a stream of forms no workflow wants costs no reload each. A workflow
+created meanwhile is announced (NOTIFY), and its announcement reaches this process before a
+form sent after its creation does. Reloads are shared: an event that comes while one is under
+way waits for it rather than look at the list it replaces.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -75,8 +79,21 @@ class Catalog:
         self._versions_kept = versions_kept
         self._invalid: set[Key] = set()
         """Stored versions that failed validation: said once in the log, not parsed again."""
+        self._reloading: asyncio.Future[None] | None = None
 
     async def refresh(self) -> None:
+        """Reload the list of active workflows; callers meanwhile share the same reload."""
+        if self._reloading is None:
+            self._reloading = asyncio.ensure_future(self._reload())
+        await asyncio.shield(self._reloading)
+
+    async def _reload(self) -> None:
+        try:
+            await self._load()
+        finally:
+            self._reloading = None
+
+    async def _load(self) -> None:
         self._changes.consume()
         known = {(w.id, w.version): w.definition for w in self._active}
         async with translate_errors():
@@ -112,6 +129,8 @@ class Catalog:
         """The active workflows whose trigger matches `event`. When none does, the list is
         reloaded first (at most once every `miss_reload_seconds`), in case a workflow created
         a moment ago is not announced yet."""
+        if self._reloading is not None:  # the list is being replaced: wait for the new one
+            await asyncio.shield(self._reloading)
         if self._stale():
             await self.refresh()
         found = [w for w in self._active if matches_trigger(w.definition, w.org_id, event)]

@@ -4,6 +4,7 @@ most once a second, while a change announced by NOTIFY is picked up at once."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -113,3 +114,32 @@ async def test_a_miss_reload_finds_a_workflow_not_announced_yet(pool: Pool) -> N
     created = await create(pool)  # its NOTIFY has not reached this catalog
     clock.now += 0.1
     assert [w.id for w in await catalog.matching(EVENT)] == [created.id]
+
+
+async def test_an_event_during_a_reload_waits_for_it_rather_than_miss(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One event's miss reload is under way when a workflow is created and the next event
+    comes: that event waits for the reload (which sees the workflow) instead of matching the
+    old list, and no reload of its own is allowed so soon."""
+    clock = Clock()
+    catalog = Catalog(pool, Channel("test"), clock=clock)
+    await catalog.refresh()
+    clock.now += 0.1
+    gate = asyncio.Event()
+    real = workflows.active_heads
+
+    async def held(db: Any) -> list[workflows.Head]:
+        await gate.wait()
+        return await real(db)
+
+    monkeypatch.setattr(workflows, "active_heads", held)
+    missing = asyncio.create_task(catalog.matching(ELSEWHERE))
+    await asyncio.sleep(0)  # its miss reload is out (held)
+    created = await create(pool)
+    clock.now += 0.1
+    matching = asyncio.create_task(catalog.matching(EVENT))
+    await asyncio.sleep(0)
+    gate.set()
+    assert [w.id for w in await matching] == [created.id]
+    assert await missing == []
