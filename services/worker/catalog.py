@@ -8,8 +8,10 @@ versions it has not seen. An event that matches nothing reloads the list too, in
 workflow created a moment ago is not announced yet, but at most once every
 `miss_reload_seconds`: a stream of forms no workflow wants costs no reload each. A workflow
 created meanwhile is announced (NOTIFY), and its announcement reaches this process before a
-form sent after its creation does. Reloads are shared: an event that comes while one is under
-way waits for it rather than look at the list it replaces.
+form sent after its creation does. While the announcements cannot reach us (LISTEN not in
+place yet, or its connection lost) every miss reloads, as a miss needs. Reloads are shared: an
+event that comes while one is under way waits for it rather than look at the list it
+replaces.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class Catalog:
         self._max_age, self._miss_reload_seconds, self._clock = max_age, miss_reload_seconds, clock
         self._active: list[ActiveWorkflow] = []
         self._loaded_at = -max_age - 1.0  # never
+        self._load_started = float("-inf")
+        """When the reload that made the list began: the list holds every change before."""
         self._missed_at = -miss_reload_seconds - 1.0
         self._versions: OrderedDict[Key, WorkflowDefinition] = OrderedDict()
         self._versions_kept = versions_kept
@@ -94,6 +98,7 @@ class Catalog:
             self._reloading = None
 
     async def _load(self) -> None:
+        self._load_started = self._clock()
         self._changes.consume()
         known = {(w.id, w.version): w.definition for w in self._active}
         async with translate_errors():
@@ -128,20 +133,23 @@ class Catalog:
     async def matching(self, event: Mapping[str, Any]) -> list[ActiveWorkflow]:
         """The active workflows whose trigger matches `event`. When none does, the list is
         reloaded first (at most once every `miss_reload_seconds`), in case a workflow created
-        a moment ago is not announced yet."""
+        a moment ago is not announced yet (every time while announcements cannot reach us)."""
+        asked = self._clock()
         if self._reloading is not None:  # the list is being replaced: wait for the new one
             await asyncio.shield(self._reloading)
         if self._stale():
             await self.refresh()
         found = [w for w in self._active if matches_trigger(w.definition, w.org_id, event)]
-        now = self._clock()
         if (
             not found
-            and now - self._loaded_at > 0.05
-            and now - self._missed_at >= self._miss_reload_seconds
+            and self._load_started < asked
+            and (
+                not self._changes.listening or asked - self._missed_at >= self._miss_reload_seconds
+            )
         ):
-            self._missed_at = now
-            await self.refresh()
+            self._missed_at = asked
+            while self._load_started < asked:  # one begun before we were asked may miss it
+                await self.refresh()
             found = [w for w in self._active if matches_trigger(w.definition, w.org_id, event)]
         return found
 

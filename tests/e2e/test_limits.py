@@ -185,9 +185,13 @@ async def test_a_form_sent_right_after_its_workflow_is_created_starts_a_run(
             assert created.status_code == 201
             form = {**EXAMPLE_FORM, "template_id": f"r{round_}"}
             assert (await client.post("/submit", json=form)).status_code == 202
-            await eventually(
-                lambda r=round_: smtp.to(f"round{r}@example.com"),
-                what=f"round {round_}'s email",
-                timeout=20,
-            )
+            try:
+                await eventually(
+                    lambda r=round_: smtp.to(f"round{r}@example.com"),
+                    what=f"round {round_}'s email",
+                    timeout=20,
+                )
+            except AssertionError:
+                print(stack.logs())
+                raise
     assert len(smtp.received) == 3, stack.logs()

@@ -88,6 +88,7 @@ async def test_events_that_match_nothing_reload_at_most_once_a_second(
     await create(pool)
     clock = Clock()
     changes = Channel("test")
+    changes.listening = True  # changes are announced: misses may rely on that
     catalog = Catalog(pool, changes, clock=clock)
     await catalog.refresh()
     reloads = Counted(monkeypatch, workflows, "active_heads")
@@ -109,11 +110,29 @@ async def test_events_that_match_nothing_reload_at_most_once_a_second(
 
 async def test_a_miss_reload_finds_a_workflow_not_announced_yet(pool: Pool) -> None:
     clock = Clock()
-    catalog = Catalog(pool, Channel("test"), clock=clock)
+    changes = Channel("test")
+    changes.listening = True
+    catalog = Catalog(pool, changes, clock=clock)
     await catalog.refresh()
     created = await create(pool)  # its NOTIFY has not reached this catalog
     clock.now += 0.1
     assert [w.id for w in await catalog.matching(EVENT)] == [created.id]
+
+
+async def test_while_changes_cannot_be_announced_every_miss_reloads(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before LISTEN is in place (a worker's first moments) or after its connection broke, a
+    workflow created now would go unannounced: misses do not wait for the next second."""
+    clock = Clock()
+    changes = Channel("test")  # not listening
+    catalog = Catalog(pool, changes, clock=clock)
+    await catalog.refresh()
+    clock.now += 0.1
+    assert await catalog.matching(ELSEWHERE) == []
+    created = await create(pool, {**DEFINITION, "trigger": {"type": "form_submitted"}})
+    clock.now += 0.1
+    assert [w.id for w in await catalog.matching(ELSEWHERE)] == [created.id]
 
 
 async def test_an_event_during_a_reload_waits_for_it_rather_than_miss(
@@ -123,7 +142,9 @@ async def test_an_event_during_a_reload_waits_for_it_rather_than_miss(
     comes: that event waits for the reload (which sees the workflow) instead of matching the
     old list, and no reload of its own is allowed so soon."""
     clock = Clock()
-    catalog = Catalog(pool, Channel("test"), clock=clock)
+    changes = Channel("test")
+    changes.listening = True
+    catalog = Catalog(pool, changes, clock=clock)
     await catalog.refresh()
     clock.now += 0.1
     gate = asyncio.Event()
