@@ -157,6 +157,9 @@ class Stack:
             "API_HOST": "127.0.0.1",
             "API_PORT": str(self.api_port),
             "WORKER_CONCURRENCY": str(concurrency),
+            # One organisation sends every form: a rate it never reaches, so the check runs
+            # (and its cost is measured) but refuses nothing.
+            "SUBMIT_RATE_PER_ORG": "1000000",
             "WORKER_CONSUMER_NAME": "",  # hostname-pid: one consumer per process
             "WORKER_METRICS_PORT": "0",  # several workers may share the host
             "LOG_LEVEL": "WARNING",

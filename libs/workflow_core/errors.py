@@ -8,10 +8,13 @@ message, so `raise NotFound()` reads well and prints well.
     ├── Unprocessable            a request well-formed but incomplete or contradictory
     ├── Conflict                 the object is not in a state that allows the request
     ├── Unavailable              a dependency (PostgreSQL, Redis) does not answer
+    ├── RateLimited              an organisation sends faster than SUBMIT_RATE_PER_ORG
     └── ActionFailed             an action could not do its work
         ├── RetryableActionError     try again later (connection refused, 4xx SMTP, 5xx HTTP)
         │   └── EffectBusy               another live attempt holds the effect: wait, uncounted
         └── PermanentActionError     do not try again (bad recipient, 4xx HTTP, bad config)
+            └── LimitExceeded            a run went past one of the limits (MAX_* settings)
+                └── TooLarge                 a rendered value would exceed MAX_RENDERED_BYTES
 
 The adapters (smtp.py, http.py) turn library exceptions into these; nothing from aiosmtplib or
 httpx travels further.
@@ -55,6 +58,15 @@ class Unavailable(FlowlineError):
     """A dependency is unavailable."""
 
 
+class RateLimited(FlowlineError):
+    """Too many submissions from this organisation; try again later."""
+
+    def __init__(self, message: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Whole seconds until the next submission would be accepted (Retry-After)."""
+
+
 class DefinitionInvalid(FlowlineError):
     """The workflow definition is invalid."""
 
@@ -82,3 +94,16 @@ class EffectBusy(RetryableActionError):
 
 class PermanentActionError(ActionFailed):
     """The action failed for a reason that trying again will not change."""
+
+
+class LimitExceeded(PermanentActionError):
+    """A limit was reached (MAX_RECIPIENTS_PER_EMAIL, MAX_EMAILS_PER_RUN, MAX_RENDERED_BYTES)."""
+
+
+class TooLarge(LimitExceeded):
+    """A rendered value would be larger than MAX_RENDERED_BYTES; it was not built."""
+
+    def __init__(self, message: str | None = None, loc: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.loc = loc
+        """Where in the definition, when known: ("steps", 3, "actions", 0)."""

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflow_core.destinations import AllowedHosts
+from workflow_core.engine.limits import Limits
 
 PositiveInt = Annotated[int, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
     api_admin_key: str = ""
     api_token: str = ""
     api_allow_open: bool = False
+    # Submissions per second per organisation (a token bucket in Redis, bursts of twice
+    # this); 0 = no limit.
+    submit_rate_per_org: Annotated[float, Field(ge=0, le=1_000_000)] = 200.0
+    max_workflows_per_org: PositiveInt = 1000
 
     # Worker
     worker_concurrency: PositiveInt = 32
@@ -91,6 +96,12 @@ class Settings(BaseSettings):
     # (python -m services.worker.healthcheck); empty: none.
     worker_health_file: str = ""
     run_step_budget: PositiveInt = 100
+
+    # Limits against amplification (engine/limits.py): what one submission can make happen.
+    max_recipients_per_email: PositiveInt = 50
+    max_emails_per_run: PositiveInt = 25
+    max_rendered_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 262_144
+    max_dry_run_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 4 * 1_048_576
 
     # Stream housekeeping (every worker, every HOUSEKEEPING_INTERVAL_SECONDS)
     housekeeping_interval_seconds: PositiveFloat = 60.0
@@ -194,6 +205,16 @@ class Settings(BaseSettings):
     def allowed_webhook_hosts(self) -> AllowedHosts:
         """WEBHOOK_ALLOWED_HOSTS, parsed (it was checked when the settings were built)."""
         return AllowedHosts.parse(self.webhook_allowed_hosts)
+
+    @property
+    def limits(self) -> Limits:
+        """The limits a run and a dry run work within."""
+        return Limits(
+            rendered_bytes=self.max_rendered_bytes,
+            recipients_per_email=self.max_recipients_per_email,
+            emails_per_run=self.max_emails_per_run,
+            dry_run_bytes=self.max_dry_run_bytes,
+        )
 
     @property
     def postgres_dsn(self) -> str:

@@ -26,6 +26,7 @@ from services.api.routes import (
     workflows,
 )
 from workflow_core.adapters import streams
+from workflow_core.adapters.ratelimit import SubmitRate
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.log import get_logger
 from workflow_core.persistence.listen import Listener
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
                 hint="no API_ADMIN_KEY: every request acts as the operator; set one before "
                 "anyone else can reach this port",
             )
+        app.state.submit_rate = SubmitRate(redis, keys, settings.submit_rate_per_org)
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
         prune_task = asyncio.create_task(

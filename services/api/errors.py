@@ -18,6 +18,8 @@ from workflow_core.errors import (
     DefinitionInvalid,
     Forbidden,
     NotFound,
+    RateLimited,
+    TooLarge,
     Unavailable,
     Unprocessable,
 )
@@ -63,6 +65,19 @@ async def _unprocessable(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": [{**problem, "type": "value_error"}]}, status_code=422)
 
 
+async def _too_large(_: Request, error: Exception) -> JSONResponse:
+    """A dry run that would render more than the limits allow (MAX_RENDERED_BYTES,
+    MAX_DRY_RUN_BYTES): 422 naming where in the definition it stopped."""
+    assert isinstance(error, TooLarge)
+    problem = {
+        "loc": ["body", "definition", *error.loc],
+        "path": format_path(error.loc),
+        "msg": error.message,
+        "type": "too_large",
+    }
+    return JSONResponse({"detail": [problem]}, status_code=422)
+
+
 def _status(code: int) -> Any:
     async def handler(_: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=code)
@@ -73,6 +88,15 @@ def _status(code: int) -> Any:
 async def _unavailable(request: Request, error: Exception) -> JSONResponse:
     log.warning("dependency_unavailable", route=_route(request), error=str(error))
     return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "1"})
+
+
+async def _rate_limited(_: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RateLimited)
+    return JSONResponse(
+        {"detail": error.message},
+        status_code=429,
+        headers={"Retry-After": str(error.retry_after)},
+    )
 
 
 # FastAPI's answer to a body the JSON parser gave up on (too deep, a number too long).
@@ -143,11 +167,13 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(DefinitionInvalid, _definition)
+    app.add_exception_handler(TooLarge, _too_large)
     app.add_exception_handler(NotFound, _status(404))
     app.add_exception_handler(Forbidden, _status(403))
     app.add_exception_handler(Unprocessable, _unprocessable)
     app.add_exception_handler(Conflict, _status(409))
     app.add_exception_handler(Unavailable, _unavailable)
+    app.add_exception_handler(RateLimited, _rate_limited)
     app.add_exception_handler(HTTPException, _http)
     # Database errors by class, so they are answered like the ones above; the bare Exception
     # handler runs outside them (Starlette re-raises its exception for the server to log).

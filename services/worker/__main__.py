@@ -178,6 +178,7 @@ async def _consume(
         step_budget=settings.run_step_budget,
         retry_policy=retry,
         now=utcnow,
+        limits=settings.limits,
     )
     driver = RunDriver(
         store, catalog, stretches, parts.ledger, step_budget=settings.run_step_budget

@@ -5,6 +5,10 @@ end). The engine decides each next move; this carries it out and keeps the journ
 Every action is keyed by (run, step visit, action index); an effect already recorded as done is
 not performed again, so a redelivered event repeats nothing. An email counts as sent once its
 server said 250, and the effect ledger records it at once (persistence/effects.py).
+
+The limits (engine/limits.py) go with every action: the emails a run has sent are counted from
+its ledger, which a stretch has at hand (loaded with the run, kept up to date as it goes), so
+MAX_EMAILS_PER_RUN costs no round trip.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.definitions.models import RetryPolicy
 from workflow_core.engine import machine
+from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
+from workflow_core.errors import LimitExceeded
 from workflow_core.ids import effect_key
 from workflow_core.log import get_logger
 from workflow_core.persistence import effects
@@ -57,9 +63,11 @@ class Stretches:
         step_budget: int,
         retry_policy: RetryPolicy,
         now: Callable[[], datetime],
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._store, self._deps, self._ledger = store, deps, ledger
         self._budget, self._retry_policy, self._now = step_budget, retry_policy, now
+        self._limits = limits
 
     async def drive(
         self,
@@ -87,13 +95,27 @@ class Stretches:
                 decision = machine.Fail(outcome.reason)
                 break
             run = replace(run, context=machine.with_step_results(run.context, step.id, outcome))
-            decision = machine.after_actions(
-                definition, step, seq, run.context, self._now(), self._budget
-            )
+            decision = self._after_actions(definition, step, seq, run)
             journal.step_left(run.id, seq, step, decision, now, self._now())
             if isinstance(decision, machine.RunStep):
                 run = await self._store.checkpoint(run, journal)  # progress survives a crash
         return await self._rest(run, decision, journal)
+
+    def _after_actions(
+        self, definition: WorkflowDefinition, step: StepSpec, seq: int, run: RunRecord
+    ) -> machine.Decision:
+        try:
+            return machine.after_actions(
+                definition,
+                step,
+                seq,
+                run.context,
+                self._now(),
+                self._budget,
+                rendered_bytes=self._limits.rendered_bytes,
+            )
+        except LimitExceeded as error:  # a human task's text over MAX_RENDERED_BYTES
+            return machine.Fail(f"{step.id}: {error.message}")
 
     async def _rest(
         self, run: RunRecord, decision: machine.Decision, journal: Journal
@@ -136,8 +158,11 @@ class Stretches:
         """The step's actions in order: their results, or the first that failed or waits for
         another attempt (its timer is in the journal)."""
         results: list[dict[str, Any]] = []
+        sent = effects.emails_done(ledger)
         for index, spec in enumerate(step.actions):
-            call = _call(run, step, index, attempt if index == first_action else 1)
+            call = _call(
+                run, step, index, attempt if index == first_action else 1, self._limits, sent
+            )
             prior = ledger.get(call.key)
             if prior is not None and prior.state == effects.DONE:
                 results.append(prior.result or {})
@@ -154,6 +179,7 @@ class Stretches:
             if isinstance(outcome, Failed):
                 return outcome
             ledger[call.key] = effects.EffectState(effects.DONE, outcome.result)
+            sent = effects.emails_done(ledger)
             results.append(outcome.result)
         return results
 
@@ -162,8 +188,12 @@ class Stretches:
         email; a passing failure is tried again on a timer of its own while the run waits."""
         key = f"{run.id}/{run.step_seq}/notify"
         # Its text is the stored task's, never rendered again: no context.
-        call = replace(_call(run, step, len(step.actions), attempt, key), context={})
-        prior = (await self._store.effects(run.id)).get(call.key)
+        recorded = await self._store.effects(run.id)
+        sent = effects.emails_done(recorded)
+        call = replace(
+            _call(run, step, len(step.actions), attempt, self._limits, sent, key), context={}
+        )
+        prior = recorded.get(call.key)
         if prior is not None and prior.state == effects.DONE:
             return
         task = await self._store.task(task_id)
@@ -187,7 +217,15 @@ class Stretches:
         await self._store.record(run, journal)
 
 
-def _call(run: RunRecord, step: StepSpec, index: int, attempt: int, key: str = "") -> ActionCall:
+def _call(
+    run: RunRecord,
+    step: StepSpec,
+    index: int,
+    attempt: int,
+    limits: Limits,
+    emails_sent: int,
+    key: str = "",
+) -> ActionCall:
     return ActionCall(
         run_id=run.id,
         workflow_id=run.workflow_id,
@@ -199,4 +237,6 @@ def _call(run: RunRecord, step: StepSpec, index: int, attempt: int, key: str = "
         attempt=attempt,
         key=key or effect_key(run.id, run.step_seq, index),
         context=run.context,
+        limits=limits,
+        emails_sent=emails_sent,
     )

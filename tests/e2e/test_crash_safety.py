@@ -61,7 +61,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_repeats_only_what_was_in_the_
     stack: Stack, smtp: SmtpServer, engine: AsyncEngine
 ) -> None:
     total = 1000
-    stack.start_api()
+    stack.start_api(submit_rate_per_org=0)  # a thousand forms of one organisation at once
     first = stack.start_worker("worker-a", **QUICK)
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
         assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201

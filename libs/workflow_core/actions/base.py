@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from workflow_core.email_format import OutgoingEmail
+from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,9 @@ class ActionCall:
     key: str
     """Idempotency key of this action in this visit of the step: the same on every attempt."""
     context: Mapping[str, Any] = field(repr=False)
+    limits: Limits = DEFAULT_LIMITS
+    emails_sent: int = 0
+    """How many emails the run had sent before this action (MAX_EMAILS_PER_RUN)."""
 
 
 class Mailer(Protocol):

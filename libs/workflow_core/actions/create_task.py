@@ -17,6 +17,7 @@ from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.actions.create_ticket import one_line
 from workflow_core.actions.registry import ActionType, register
 from workflow_core.engine.durations import parse_duration
+from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
 from workflow_core.engine.templates import render, render_value
 from workflow_core.ids import DRY_RUN_ID, derived_id
 from workflow_core.statuses import TaskStatus
@@ -47,23 +48,27 @@ class CreateTaskConfig(BaseModel):
     _due_in = field_validator("due_in")(checked_duration)
 
 
-def task_values(config: CreateTaskConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+def task_values(config: CreateTaskConfig, context: Mapping[str, Any], limit: int) -> dict[str, Any]:
     """The task this config describes in `context` (without its deadline, which needs a
     clock), its templates rendered."""
     return {
-        "title": one_line(config.title, context) or "",
-        "description": render(config.description, context) if config.description else None,
-        "assignee": one_line(config.assignee, context),
-        "fields": render_value(config.fields, context),
+        "title": one_line(config.title, context, limit) or "",
+        "description": (
+            render(config.description, context, limit=limit) if config.description else None
+        ),
+        "assignee": one_line(config.assignee, context, limit),
+        "fields": render_value(config.fields, context, limit=limit),
     }
 
 
-def preview(config: CreateTaskConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+def preview(
+    config: CreateTaskConfig, context: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS
+) -> dict[str, Any]:
     """The task this action would open in `context`; its deadline is `due_in` from then."""
     return {
         "task_id": DRY_RUN_ID,
         "task": {
-            **task_values(config, context),
+            **task_values(config, context, limits.rendered_bytes),
             "status": TaskStatus.PENDING,
             "due_in": config.due_in,
         },
@@ -72,7 +77,7 @@ def preview(config: CreateTaskConfig, context: Mapping[str, Any]) -> dict[str, A
 
 async def execute(call: ActionCall, config: CreateTaskConfig, deps: ActionDeps) -> dict[str, Any]:
     task_id = derived_id(call.key)
-    values = task_values(config, call.context)
+    values = task_values(config, call.context, call.limits.rendered_bytes)
     delay = due_in(config.due_in)
     if delay is not None:
         values["due_at"] = deps.now() + delay

@@ -11,9 +11,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from workflow_core.actions.base import ActionCall, ActionDeps
+from workflow_core.engine.limits import Limits
 
 Executor = Callable[[ActionCall, Any, ActionDeps], Awaitable[dict[str, Any]]]
-Previewer = Callable[[Any, Mapping[str, Any]], dict[str, Any]]
+Previewer = Callable[[Any, Mapping[str, Any], Limits], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,8 @@ class ActionType:
     config: type[BaseModel]
     execute: Executor
     preview: Previewer
-    """What the action would do with this context, without doing it (for dry runs)."""
+    """What the action would do with this context, without doing it (for dry runs); its
+    rendering bounded by the limits (`TooLarge`)."""
     retryable: bool = True
     reserves_effect: bool = False
     """It reserves its effect in the ledger first (an email): a run's first step has such

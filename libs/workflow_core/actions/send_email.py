@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.actions.registry import ActionType, register
 from workflow_core.email_format import OutgoingEmail, compose
+from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
 from workflow_core.engine.paths import MISSING, resolve
-from workflow_core.engine.templates import render, render_header, strip_line_breaks
-from workflow_core.errors import PermanentActionError
+from workflow_core.engine.templates import render, render_header, render_html, strip_line_breaks
+from workflow_core.errors import LimitExceeded, PermanentActionError
 from workflow_core.ids import derived_id
 
 # ASCII only: internationalised addresses would need SMTPUTF8 end to end.
@@ -57,11 +58,13 @@ def _split(text: str) -> list[str]:
     return [address.strip() for address in text.replace(";", ",").split(",") if address.strip()]
 
 
-def _addresses(literal: Recipients, path: str | None, context: Mapping[str, Any]) -> list[str]:
+def _addresses(
+    literal: Recipients, path: str | None, context: Mapping[str, Any], limit: int
+) -> list[str]:
     found: list[str] = []
     if literal:
         for item in [literal] if isinstance(literal, str) else literal:
-            found.extend(_split(render_header(item, context)))
+            found.extend(_split(render_header(item, context, limit=limit)))
     if path:
         value = resolve(context, path)
         if value is not MISSING and value is not None:
@@ -71,20 +74,41 @@ def _addresses(literal: Recipients, path: str | None, context: Mapping[str, Any]
     return found
 
 
-def preview(config: SendEmailConfig, context: Mapping[str, Any]) -> dict[str, Any]:
-    """The email this action would send in `context`."""
+def preview(
+    config: SendEmailConfig, context: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS
+) -> dict[str, Any]:
+    """The email this action would send in `context`. Values from the context are HTML-escaped
+    in `html_body`; an email over MAX_RECIPIENTS_PER_EMAIL or MAX_RENDERED_BYTES raises
+    `LimitExceeded`."""
+    limit = limits.rendered_bytes
     email: dict[str, Any] = {
-        "to": _addresses(config.to, config.to_path, context),
-        "cc": _addresses(config.cc, config.cc_path, context),
-        "bcc": _addresses(config.bcc, config.bcc_path, context),
-        "subject": render_header(config.subject, context),
-        "body": render(config.body, context),
+        "to": _addresses(config.to, config.to_path, context, limit),
+        "cc": _addresses(config.cc, config.cc_path, context, limit),
+        "bcc": _addresses(config.bcc, config.bcc_path, context, limit),
     }
+    count = len(email["to"]) + len(email["cc"]) + len(email["bcc"])
+    if count > limits.recipients_per_email:
+        raise LimitExceeded(
+            f"the email has {count} recipients (To, Cc and Bcc together); "
+            f"MAX_RECIPIENTS_PER_EMAIL allows {limits.recipients_per_email}"
+        )
+    email["subject"] = render_header(config.subject, context, limit=limit)
+    email["body"] = render(config.body, context, limit=limit)
     if config.reply_to:
-        email["reply_to"] = render_header(config.reply_to, context)
+        email["reply_to"] = render_header(config.reply_to, context, limit=limit)
     if config.html_body is not None:
-        email["html_body"] = render(config.html_body, context)
+        email["html_body"] = render_html(config.html_body, context, limit=limit)
     return email
+
+
+def within_run_limit(call: ActionCall) -> None:
+    """`LimitExceeded` when the run has sent as many emails as MAX_EMAILS_PER_RUN allows."""
+    allowed = call.limits.emails_per_run
+    if call.emails_sent >= allowed:
+        raise LimitExceeded(
+            f"the run has sent {call.emails_sent} emails; MAX_EMAILS_PER_RUN allows {allowed}, "
+            "so this one was not sent"
+        )
 
 
 def build_message(call: ActionCall, email: Mapping[str, Any], from_email: str) -> OutgoingEmail:
@@ -116,7 +140,8 @@ def build_message(call: ActionCall, email: Mapping[str, Any], from_email: str) -
 
 
 async def execute(call: ActionCall, config: SendEmailConfig, deps: ActionDeps) -> dict[str, Any]:
-    email = preview(config, call.context)
+    within_run_limit(call)
+    email = preview(config, call.context, call.limits)
     message = build_message(call, email, deps.from_email)
     result = {"message_id": message.message_id, "to": email["to"], "subject": email["subject"]}
     if await deps.ledger.reserve(call) is not None:

@@ -24,6 +24,7 @@ from workflow_core.actions.update_ticket import (
     target_id,
     target_text,
 )
+from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
 from workflow_core.engine.templates import render, render_value
 from workflow_core.statuses import TodoStatus
 
@@ -51,33 +52,38 @@ class UpdateTaskConfig(BaseModel):
         return self
 
 
-def changes(config: UpdateTaskConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+def changes(config: UpdateTaskConfig, context: Mapping[str, Any], limit: int) -> dict[str, Any]:
     """The columns this config sets in `context` (but the deadline, which needs a clock)."""
     found: dict[str, Any] = {}
     if config.status is not None:
         found["status"] = config.status
     if config.title is not None:
-        found["title"] = one_line(config.title, context) or ""
+        found["title"] = one_line(config.title, context, limit) or ""
     if config.description is not None:
-        found["description"] = render(config.description, context)
+        found["description"] = render(config.description, context, limit=limit)
     if config.assignee is not None:
-        found["assignee"] = one_line(config.assignee, context)
+        found["assignee"] = one_line(config.assignee, context, limit)
     if config.fields is not None:
-        found["fields"] = render_value(config.fields, context)
+        found["fields"] = render_value(config.fields, context, limit=limit)
     return found
 
 
-def preview(config: UpdateTaskConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+def preview(
+    config: UpdateTaskConfig, context: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS
+) -> dict[str, Any]:
     """The task this action would change in `context`, and how."""
-    shown = changes(config, context)
+    limit = limits.rendered_bytes
+    shown = changes(config, context, limit)
     if config.due_in is not None:
         shown["due_in"] = config.due_in
-    return {"task_id": target_text(config.task_id, config.task_id_path, context), "changes": shown}
+    target = target_text(config.task_id, config.task_id_path, context, limit)
+    return {"task_id": target, "changes": shown}
 
 
 async def execute(call: ActionCall, config: UpdateTaskConfig, deps: ActionDeps) -> dict[str, Any]:
-    task_id = target_id("task", config.task_id, config.task_id_path, call.context)
-    values = changes(config, call.context)
+    limit = call.limits.rendered_bytes
+    task_id = target_id("task", config.task_id, config.task_id_path, call.context, limit)
+    values = changes(config, call.context, limit)
     delay = due_in(config.due_in)
     if delay is not None:
         values["due_at"] = deps.now() + delay

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.actions.create_ticket import one_line
 from workflow_core.actions.registry import ActionType, register
+from workflow_core.engine.limits import DEFAULT_LIMITS, DEFAULT_RENDERED_BYTES, Limits
 from workflow_core.engine.paths import MISSING, resolve
 from workflow_core.engine.templates import render, render_value, to_text
 from workflow_core.errors import PermanentActionError
@@ -39,17 +40,28 @@ def needs_a_change(kind: str, config: BaseModel, names: tuple[str, ...]) -> None
         raise ValueError(f"update_{kind} changes nothing: give at least one of {', '.join(names)}")
 
 
-def target_text(literal: str | None, path: str | None, context: Mapping[str, Any]) -> str | None:
+def target_text(
+    literal: str | None,
+    path: str | None,
+    context: Mapping[str, Any],
+    limit: int = DEFAULT_RENDERED_BYTES,
+) -> str | None:
     """The id a config names in `context`, as text; None when its path leads nowhere."""
     if literal is not None:
-        return render(literal, context).strip()
+        return render(literal, context, limit=limit).strip()
     value = resolve(context, path or "")
     return None if value is MISSING or value is None else to_text(value).strip()
 
 
-def target_id(kind: str, literal: str | None, path: str | None, context: Mapping[str, Any]) -> UUID:
+def target_id(
+    kind: str,
+    literal: str | None,
+    path: str | None,
+    context: Mapping[str, Any],
+    limit: int = DEFAULT_RENDERED_BYTES,
+) -> UUID:
     """The id of the record to change; PermanentActionError when the context gives none."""
-    text = target_text(literal, path, context)
+    text = target_text(literal, path, context, limit)
     if text is None:
         raise PermanentActionError(
             f"`{kind}_id_path` {path!r} leads to nothing in the run's context: no {kind} to update"
@@ -83,7 +95,7 @@ class UpdateTicketConfig(BaseModel):
         return self
 
 
-def changes(config: UpdateTicketConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+def changes(config: UpdateTicketConfig, context: Mapping[str, Any], limit: int) -> dict[str, Any]:
     """The columns this config sets in `context`, its templates rendered."""
     found: dict[str, Any] = {}
     if config.status is not None:
@@ -91,27 +103,32 @@ def changes(config: UpdateTicketConfig, context: Mapping[str, Any]) -> dict[str,
     if config.priority is not None:
         found["priority"] = config.priority
     if config.assignee is not None:
-        found["assignee"] = one_line(config.assignee, context)
+        found["assignee"] = one_line(config.assignee, context, limit)
     if config.subject is not None:
-        found["subject"] = one_line(config.subject, context) or ""
+        found["subject"] = one_line(config.subject, context, limit) or ""
     if config.description is not None:
-        found["description"] = render(config.description, context)
+        found["description"] = render(config.description, context, limit=limit)
     if config.fields is not None:
-        found["fields"] = render_value(config.fields, context)
+        found["fields"] = render_value(config.fields, context, limit=limit)
     return found
 
 
-def preview(config: UpdateTicketConfig, context: Mapping[str, Any]) -> dict[str, Any]:
+def preview(
+    config: UpdateTicketConfig, context: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS
+) -> dict[str, Any]:
     """The ticket this action would change in `context`, and how."""
+    limit = limits.rendered_bytes
     return {
-        "ticket_id": target_text(config.ticket_id, config.ticket_id_path, context),
-        "changes": changes(config, context),
+        "ticket_id": target_text(config.ticket_id, config.ticket_id_path, context, limit),
+        "changes": changes(config, context, limit),
     }
 
 
 async def execute(call: ActionCall, config: UpdateTicketConfig, deps: ActionDeps) -> dict[str, Any]:
-    ticket_id = target_id("ticket", config.ticket_id, config.ticket_id_path, call.context)
-    ticket = await deps.records.update_ticket(ticket_id, call.org_id, changes(config, call.context))
+    limit = call.limits.rendered_bytes
+    ticket_id = target_id("ticket", config.ticket_id, config.ticket_id_path, call.context, limit)
+    values = changes(config, call.context, limit)
+    ticket = await deps.records.update_ticket(ticket_id, call.org_id, values)
     return {"ticket_id": str(ticket_id), "ticket": ticket}
 
 

@@ -38,8 +38,16 @@ from standardwebhooks.webhooks import Webhook
 from workflow_core.actions.base import ActionCall, ActionDeps, HttpResponse
 from workflow_core.actions.registry import ActionType, register
 from workflow_core.destinations import ALLOWED_HOSTS, SETTING, AllowedHosts, literal_refusal
+from workflow_core.engine.limits import DEFAULT_LIMITS, DEFAULT_RENDERED_BYTES, Limits
 from workflow_core.engine.paths import MISSING, resolve
-from workflow_core.engine.templates import placeholders, render_header, render_value, to_text
+from workflow_core.engine.templates import (
+    json_size,
+    placeholders,
+    render_header,
+    render_value,
+    to_text,
+    too_large,
+)
 from workflow_core.errors import PermanentActionError
 from workflow_core.ids import derived_id
 
@@ -148,38 +156,57 @@ def signing_key(secret: str) -> bytes:
     return key
 
 
-def render_url(template: str, context: Mapping[str, Any]) -> str:
+def render_url(
+    template: str, context: Mapping[str, Any], limit: int = DEFAULT_RENDERED_BYTES
+) -> str:
     """Render a URL template; each value is percent-encoded (as in RFC 6570's `{var}`), so form
-    data stays inside its part of the URL and cannot add a path, a query or another host."""
-    url = template
+    data stays inside its part of the URL and cannot add a path, a query or another host.
+    `TooLarge` when the URL would be longer than `limit`, before it is built."""
+    url, size = template, len(template)
     for path in dict.fromkeys(placeholders(template)):
         value = resolve(context, path)
         if value is not MISSING:
-            url = url.replace(f"{{{path}}}", quote(to_text(value), safe=""))
+            if not isinstance(value, str) and json_size(value, limit) > limit:
+                raise too_large(limit)
+            placeholder, text = f"{{{path}}}", quote(to_text(value), safe="")
+            size += url.count(placeholder) * (len(text) - len(placeholder))
+            if size > limit:
+                raise too_large(limit)
+            url = url.replace(placeholder, text)
     return url
 
 
-def header_value(template: str, context: Mapping[str, Any]) -> str:
+def header_value(
+    template: str, context: Mapping[str, Any], limit: int = DEFAULT_RENDERED_BYTES
+) -> str:
     """A header value: no line breaks or control characters (form data cannot add a header),
     and anything outside ASCII percent-encoded as UTF-8, since HTTP headers carry ASCII."""
-    text = _CONTROL.sub(" ", render_header(template, context))
+    text = _CONTROL.sub(" ", render_header(template, context, limit=limit))
     return quote(text, safe=_PRINTABLE_ASCII)
 
 
-def preview(config: WebhookConfig, context: Mapping[str, Any]) -> dict[str, Any]:
-    """The request this action would make in `context` (without the signing headers)."""
+def preview(
+    config: WebhookConfig, context: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS
+) -> dict[str, Any]:
+    """The request this action would make in `context` (without the signing headers). Its
+    body, URL and each header are bounded by MAX_RENDERED_BYTES (`TooLarge`)."""
+    limit = limits.rendered_bytes
     if config.body is not None:
-        body: Any = render_value(config.body, context)
+        body: Any = render_value(config.body, context, limit=limit)
+    elif config.method in _NO_DEFAULT_BODY:
+        body = None
     else:
-        body = None if config.method in _NO_DEFAULT_BODY else dict(context)
+        body = dict(context)
+        if json_size(body, limit) > limit:
+            raise too_large(limit)
     headers = {"user-agent": USER_AGENT}
     if body is not None:
         headers["content-type"] = "application/json"
     for name, template in config.headers.items():
-        headers[name.lower()] = header_value(template, context)
+        headers[name.lower()] = header_value(template, context, limit)
     return {
         "method": config.method,
-        "url": render_url(config.url, context),
+        "url": render_url(config.url, context, limit),
         "headers": headers,
         "body": body,
     }
@@ -230,7 +257,7 @@ def _refusal(method: str, url: str, response: HttpResponse, excerpt: str) -> str
 
 
 async def execute(call: ActionCall, config: WebhookConfig, deps: ActionDeps) -> dict[str, Any]:
-    request = preview(config, call.context)
+    request = preview(config, call.context, call.limits)
     content = None if request["body"] is None else encode_body(request["body"])
     message_id = webhook_id(call)
     headers = {

@@ -7,6 +7,8 @@ Keys, for a stream named S (REDIS_STREAM_NAME):
     S:replays      hash: dead-letter id -> how many times it was replayed
     S:sent:<key>   an email's 250 noted while PostgreSQL could not record it (7 days)
     S:api-keys     pub/sub channel: ids of API keys just revoked (every API process listens)
+    S:rate:<org>   hash: an organisation's token bucket for POST /submit (adapters/ratelimit.py;
+                   expires once full again)
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class StreamKeys:
 
     def sent(self, effect_key: str) -> str:
         return f"{self.stream}:sent:{effect_key}"
+
+    def rate(self, org_id: str) -> str:
+        return f"{self.stream}:rate:{org_id}"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StreamKeys:

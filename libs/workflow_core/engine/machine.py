@@ -24,8 +24,9 @@ from workflow_core.definitions.models import (
 )
 from workflow_core.engine.conditions import evaluate
 from workflow_core.engine.durations import MAX_DURATION, parse_duration, parse_timestamp
+from workflow_core.engine.limits import DEFAULT_RENDERED_BYTES
 from workflow_core.engine.paths import MISSING, resolve
-from workflow_core.engine.templates import render, strip_line_breaks
+from workflow_core.engine.templates import render, render_header
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +97,13 @@ def after_actions(
     context: Mapping[str, Any],
     now: datetime,
     step_budget: int,
+    *,
+    rendered_bytes: int = DEFAULT_RENDERED_BYTES,
 ) -> Decision:
-    """What follows once the actions of `step` have all succeeded."""
+    """What follows once the actions of `step` have all succeeded. A human task's texts are
+    rendered here: one larger than `rendered_bytes` raises `TooLarge`."""
     if step.type == "human_task":
-        return _open_task(step, seq, context)
+        return _open_task(step, seq, context, rendered_bytes)
     if step.type == "wait":
         until = wake_time(step, context, now)
         if isinstance(until, Fail):
@@ -150,17 +154,19 @@ def wake_time(
     return until
 
 
-def _open_task(step: StepSpec, seq: int, context: Mapping[str, Any]) -> OpenTask:
+def _open_task(step: StepSpec, seq: int, context: Mapping[str, Any], limit: int) -> OpenTask:
     config = HumanTaskConfig.model_validate(step.config)
-    title = strip_line_breaks(render(config.title or step.name or step.id, context))
+    title = render_header(config.title or step.name or step.id, context, limit=limit)
     return OpenTask(
         step=step,
         seq=seq,
         title=title,
-        description=render(config.description, context) if config.description else None,
-        assignee=render(config.assignee, context) if config.assignee else None,
+        description=(
+            render(config.description, context, limit=limit) if config.description else None
+        ),
+        assignee=render(config.assignee, context, limit=limit) if config.assignee else None,
         assignee_email=(
-            strip_line_breaks(render(config.assignee_email, context))
+            render_header(config.assignee_email, context, limit=limit)
             if config.assignee_email
             else None
         ),

@@ -66,6 +66,16 @@ class EffectState:
     result: dict[str, Any] | None
 
 
+def emails_done(ledger: Mapping[str, EffectState]) -> int:
+    """How many emails a run has sent, by its ledger (MAX_EMAILS_PER_RUN): an email's effect is
+    the one whose result carries a `message_id` (send_email's, the assignee's notices too)."""
+    return sum(
+        1
+        for effect in ledger.values()
+        if effect.state == DONE and effect.result and "message_id" in effect.result
+    )
+
+
 async def for_run(db: Executor, run_id: UUID) -> dict[str, EffectState]:
     rows = await sql.fetch(
         db,

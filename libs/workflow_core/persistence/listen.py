@@ -22,6 +22,9 @@ class Channel:
     def __init__(self, name: str) -> None:
         self.name = name
         self._wake = asyncio.Event()
+        self.listening = False
+        """Whether PostgreSQL's notifications on this channel reach us now (LISTEN is in
+        place on a live connection): while False, a change may go unannounced."""
 
     def notify(self, *_: Any) -> None:
         self._wake.set()
@@ -55,10 +58,15 @@ class Listener:
         self._connection: asyncpg.Connection | None = None
         self._listening: set[str] = set()
         self._keeper: asyncio.Task[None] | None = None
+        self._new_channel = asyncio.Event()
 
     def channel(self, name: str) -> Channel:
-        """The channel `name` (one per name, shared by whoever asks for it)."""
-        return self._channels.setdefault(name, Channel(name))
+        """The channel `name` (one per name, shared by whoever asks for it). A new one is
+        listened to at once, not at the keeper's next round."""
+        if name not in self._channels:
+            self._channels[name] = Channel(name)
+            self._new_channel.set()
+        return self._channels[name]
 
     async def __aenter__(self) -> Listener:
         self._keeper = asyncio.create_task(self._keep_connected(), name="listen")
@@ -80,20 +88,29 @@ class Listener:
         while True:
             try:
                 if self._connection is None or self._connection.is_closed():
-                    self._listening.clear()
+                    self._deafen()
                     self._connection = await asyncpg.connect(self._dsn, timeout=5)
+                self._new_channel.clear()  # a channel asked for from now on wakes us again
                 deaf = [c for c in self._channels.values() if c.name not in self._listening]
                 for channel in deaf:
                     await self._connection.add_listener(channel.name, channel.notify)
                     self._listening.add(channel.name)
+                    channel.listening = True
                     channel.notify()  # anything may have happened while we were deaf
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as error:
                 log.debug("listen_connect_failed", error=str(error))
                 await self._close()
-            await asyncio.sleep(self._retry_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._retry_seconds):
+                    await self._new_channel.wait()
+
+    def _deafen(self) -> None:
+        self._listening.clear()
+        for channel in self._channels.values():
+            channel.listening = False
 
     async def _close(self) -> None:
-        self._listening.clear()
+        self._deafen()
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed():
             with contextlib.suppress(Exception):

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 
 from workflow_core.ids import new_id
 from workflow_core.persistence import sql
@@ -68,6 +68,26 @@ async def create(
     record = await get(db, workflow_id)
     assert record is not None
     return record
+
+
+async def count_active_of(db: Executor, org_id: str | None) -> int:
+    """The organisation's active workflows (those without one when `org_id` is None), counted
+    under a lock on the organisation held until the transaction ends: a caller that checks a
+    limit and then creates one cannot be overtaken by a concurrent creation."""
+    await sql.fetchval(
+        db,
+        select(
+            func.pg_advisory_xact_lock(
+                func.hashtextextended(f"flowline.workflows:{org_id or ''}", 0)
+            )
+        ),
+    )
+    owner = workflows.c.org_id.is_(None) if org_id is None else workflows.c.org_id == org_id
+    count = await sql.fetchval(
+        db,
+        select(func.count()).select_from(workflows).where(workflows.c.active.is_(True), owner),
+    )
+    return int(count)
 
 
 async def get(db: Executor, workflow_id: UUID) -> WorkflowRecord | None:
@@ -163,6 +183,36 @@ async def activate(db: Executor, workflow_id: UUID) -> bool:
         .values(active=True, updated_at=func.now()),
     )
     return touched > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """An active workflow at its current version, without its definition."""
+
+    id: UUID
+    version: int
+    org_id: str | None
+
+
+async def active_heads(db: Executor) -> list[Head]:
+    """Every active workflow's id, current version and organisation: what the worker's catalog
+    compares with what it has parsed already."""
+    query = select(workflows.c.id, workflows.c.current_version, workflows.c.org_id).where(
+        workflows.c.active.is_(True)
+    )
+    return [Head(*row) for row in await sql.fetch(db, query)]
+
+
+async def versions(db: Executor, wanted: list[tuple[UUID, int]]) -> list[WorkflowRecord]:
+    """These (workflow id, version) pairs, those that exist."""
+    if not wanted:
+        return []
+    query = (
+        select(*_COLUMNS)
+        .join(workflows, workflows.c.id == workflow_versions.c.workflow_id)
+        .where(tuple_(workflow_versions.c.workflow_id, workflow_versions.c.version).in_(wanted))
+    )
+    return [_record(row) for row in await sql.fetch(db, query)]
 
 
 async def active(db: Executor) -> list[WorkflowRecord]:

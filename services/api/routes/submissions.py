@@ -22,6 +22,7 @@ from services.api.deps import Database, Db, IdempotencyKey
 from services.api.presenters import run_summary
 from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
 from workflow_core import metrics
+from workflow_core.adapters.ratelimit import SubmitRate
 from workflow_core.errors import NotFound, Unprocessable
 from workflow_core.persistence import runs, submissions
 from workflow_core.persistence.submissions import Accepted, NewSubmission
@@ -43,14 +44,24 @@ _ACCEPTED = metrics.SUBMISSIONS_ACCEPTED
                     "schema": {"type": "string"},
                 }
             }
-        }
+        },
+        429: {
+            "description": "the organisation sends more than SUBMIT_RATE_PER_ORG submissions "
+            "per second (bursts of twice that); nothing was stored",
+            "headers": {
+                "Retry-After": {
+                    "description": "seconds until a submission would be accepted",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
     },
 )
 async def submit(
     body: SubmitRequest, request: Request, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Store the submission and its event together; the relay publishes the event, so a crash
-    (or Redis being away) cannot lose it."""
+    (or Redis being away) cannot lose it. An organisation over SUBMIT_RATE_PER_ORG gets 429."""
     # The hottest route reads the database from the app state rather than through a
     # dependency: FastAPI's dependency resolution is a fifth of this request's cost.
     principal = caller(request)
@@ -59,6 +70,8 @@ async def submit(
     org_id = acting_for(principal, body.org_id)
     if org_id is None:
         raise Unprocessable("org_id", "the operator's key must name the organisation")
+    submit_rate: SubmitRate = request.app.state.submit_rate
+    await submit_rate.check(org_id)  # the key's organisation: a body cannot spend another's
     db: Database = request.app.state.database
     accepted = await db.store_submission(
         NewSubmission(body.template_id, org_id, body.data, datetime.now(UTC), idempotency_key)

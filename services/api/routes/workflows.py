@@ -25,7 +25,7 @@ from services.api.schemas import (
 )
 from workflow_core.definitions import WorkflowDefinition
 from workflow_core.dryrun import dry_run
-from workflow_core.errors import DefinitionInvalid, NotFound
+from workflow_core.errors import Conflict, DefinitionInvalid, NotFound
 from workflow_core.ids import DRY_RUN_ID
 from workflow_core.persistence import workflows
 from workflow_core.persistence.pool import Connection
@@ -86,7 +86,10 @@ def _may_change(principal: Principal, record: WorkflowRecord) -> None:
     "",
     status_code=201,
     response_model=WorkflowOut,
-    responses={422: {"description": "the definition is invalid; each problem names its JSON path"}},
+    responses={
+        422: {"description": "the definition is invalid; each problem names its JSON path"},
+        409: {"description": "the organisation has MAX_WORKFLOWS_PER_ORG active workflows"},
+    },
 )
 async def create_workflow(
     body: WorkflowCreate, db: Db, settings: AppSettings, principal: Caller
@@ -97,18 +100,35 @@ async def create_workflow(
     org_id = acting_for(principal, body.org_id)
     result = checked(body.definition, settings)
     async with db.transaction() as conn:
+        active = await workflows.count_active_of(conn, org_id)
+        if active >= settings.max_workflows_per_org:
+            whose = f"of organisation {org_id!r}" if org_id else "without an organisation"
+            raise Conflict(
+                f"there are {active} active workflows {whose}, as many as "
+                f"MAX_WORKFLOWS_PER_ORG ({settings.max_workflows_per_org}) allows: "
+                "delete one first"
+            )
         record = await workflows.create(
             conn, name=body.name, org_id=org_id, definition=body.definition
         )
     return view(record, result)
 
 
-@router.post("/validate")
+TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "the request is invalid, or the dry run would render a field larger "
+        "than MAX_RENDERED_BYTES or an answer larger than MAX_DRY_RUN_BYTES"
+    }
+}
+
+
+@router.post("/validate", responses=TOO_LARGE)
 async def validate_workflow(
     body: ValidateRequest, settings: AppSettings, principal: Caller
 ) -> dict[str, Any]:
     """Check a definition without saving it: its errors and warnings (each naming its JSON
-    path) and, with a sample `form`, a dry run of what it would do. Always 200."""
+    path) and, with a sample `form`, a dry run of what it would do. 200 whether the definition
+    is valid or not; 422 when the dry run would render more than the limits allow."""
     needs(principal, "admin")
     acting_for(principal, body.org_id)
     if body.form is not None:
@@ -126,7 +146,7 @@ async def validate_workflow(
     return answer
 
 
-@router.post("/{workflow_id}/test", responses=NOT_FOUND)
+@router.post("/{workflow_id}/test", responses={**NOT_FOUND, **TOO_LARGE})
 async def test_workflow(
     workflow_id: UUID, body: DryRunRequest, db: Db, settings: AppSettings, principal: Caller
 ) -> dict[str, Any]:
@@ -176,6 +196,7 @@ def walk(
         task_outcomes={step: o.model_dump() for step, o in outcomes.items()},
         now=datetime.now(UTC),
         step_budget=settings.run_step_budget,
+        limits=settings.limits,
     )
 
 
