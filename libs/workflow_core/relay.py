@@ -134,7 +134,11 @@ class OutboxRelay:
                     conn, [events.run_resume(new_id(), run_id, "recover") for run_id in stranded]
                 )
                 log.warning("orphaned_runs_recovered", runs=[str(r) for r in stranded])
-            rows = await outbox.claim_untaken(conn, self._batch_size, age)
+            candidates = await outbox.claim_untaken(conn, self._batch_size, age)
+            # An entry still in the stream waits its turn (behind a backlog, or pending for a
+            # claim): publishing it again would only lengthen the backlog, every sweep.
+            there = await streams.present(self._redis, self._keys, [c[4] for c in candidates])
+            rows = [c[:4] for c in candidates if c[4] not in there]
             if not rows:
                 return 0
             await self._publish(conn, rows)
@@ -142,7 +146,7 @@ class OutboxRelay:
         log.warning(
             "events_republished",
             events=len(rows),
-            hint="published but taken by no worker: Redis lost them, or no worker is running",
+            hint="published, taken by no worker and gone from the stream: Redis lost them",
         )
         return len(rows)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 
 from workflow_core.log import get_logger
@@ -87,8 +88,21 @@ class Heartbeat:
             except Exception as error:  # the next beat tries again
                 log.warning("ledger_not_settled", error=f"{type(error).__name__}: {error}")
 
-    async def retire(self) -> None:
-        """Stopping in order: what this owner still holds is taken over at once."""
+    async def retire(self, settle_within: float = 5.0) -> None:
+        """Stopping in order: first the emails it sent but could not record, and the
+        reservations it could not give up (the database was away), are settled, for a few
+        seconds at most; then what this owner still holds is taken over at once."""
+        deadline = time.monotonic() + settle_within
+        while True:
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                    await self._ledger.settle_pending()
+                break
+            except Exception as error:
+                if time.monotonic() >= deadline:
+                    log.warning("ledger_not_settled_at_exit", error=f"{type(error).__name__}")
+                    break
+                await asyncio.sleep(0.5)
         try:
             async with translate_errors(), asyncio.timeout(2.0):
                 await workers.retire(self._pool, self._ledger.owner)

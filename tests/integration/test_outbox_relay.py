@@ -145,6 +145,27 @@ async def test_the_sweep_publishes_again_what_no_worker_took_one_process_at_a_ti
     assert [fields["event_id"] for _, fields in entries] == [str(lost[1])]
 
 
+async def test_the_sweep_leaves_alone_what_waits_in_the_stream(
+    engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
+) -> None:
+    """Workers far behind (a backlog older than EVENT_RECONCILE_SECONDS): the events are not
+    taken yet, but they are in the stream, and publishing them again would only add to the
+    backlog, at every sweep. Only the one Redis lost goes out again."""
+    waiting, lost = [await submit(engine, {"n": n}) for n in range(2)]
+    relay = _relay(pool, streams.client(settings), settings, reconcile_seconds=60)
+    await relay.publish_batch(everything=True)
+    await pool.execute("UPDATE outbox SET published_at = now() - interval '61 seconds'")
+    [(_, entries)] = await redis.xread({keys.stream: "0"})
+    by_event = {fields["event_id"]: entry_id for entry_id, fields in entries}
+    await redis.xdel(keys.stream, by_event[str(lost[1])])
+
+    assert await relay.reconcile(everything=True) == 1
+    [(_, entries)] = await redis.xread({keys.stream: "0"})
+    assert sorted(fields["event_id"] for _, fields in entries) == sorted(
+        [str(waiting[1]), str(lost[1])]
+    )
+
+
 async def test_relays_in_several_processes_publish_each_event_once(
     engine: AsyncEngine, pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys
 ) -> None:

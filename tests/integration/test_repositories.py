@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.worker.heartbeat import Heartbeat
 from tests.support.examples import EXAMPLE_WORKFLOW
 from tests.support.flows import create_workflow, submit
 from tests.support.waiting import eventually
@@ -422,3 +423,19 @@ async def test_a_250_whose_record_failed_is_recorded_after_the_next_heartbeat(
         await theirs.reserve(call)
     await mine.settle_pending()
     assert await theirs.reserve(call) == {"message_id": "<m@x>"}
+
+
+async def test_a_worker_stopping_in_order_records_what_it_sent_during_an_outage(
+    pool: Pool,
+) -> None:
+    """SIGTERM after a 250 whose record failed: before it retires (and its reservations are
+    taken over at once), the worker records the email done, the database being back."""
+    call = _call()
+    flaky = _CutPool(pool)
+    mine = await _live_ledger(pool, "worker-a/1", eager_pool=cast(Pool, flaky))
+    assert await mine.reserve(call) is None
+    flaky.cut = True
+    with pytest.raises(Unavailable):
+        await mine.sent(call, {"message_id": "<m@x>"})
+    await Heartbeat(pool, mine, consumer="worker-a", interval=1.0).retire()
+    assert await pool.fetchval("SELECT state FROM effects WHERE key = $1", call.key) == "done"

@@ -195,6 +195,20 @@ async def publish(redis: aioredis.Redis, keys: StreamKeys, events: Sequence[Even
         return [str(entry_id) for entry_id in await pipe.execute()]
 
 
+async def present(
+    redis: aioredis.Redis, keys: StreamKeys, entry_ids: Sequence[str | None]
+) -> set[str]:
+    """Which of these entries the stream still holds (one pipelined round trip)."""
+    wanted = [entry_id for entry_id in entry_ids if entry_id]
+    if not wanted:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for entry_id in wanted:
+            pipe.xrange(keys.stream, min=entry_id, max=entry_id, count=1)
+        found = await pipe.execute()
+    return {entry_id for entry_id, entries in zip(wanted, found, strict=True) if entries}
+
+
 def _entries(response: Any) -> list[Entry]:
     if not response:
         return []

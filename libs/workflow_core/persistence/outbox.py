@@ -77,18 +77,19 @@ async def mark_published(conn: Connection, published: Sequence[tuple[int, str]])
 
 async def claim_untaken(
     conn: Connection, limit: int, published_before_seconds: float
-) -> list[tuple[int, Any, str, Any]]:
+) -> list[tuple[int, Any, str, Any, str | None]]:
     """Events published at least `published_before_seconds` ago that no worker took (Redis
-    lost them, or no worker ran), oldest first, locked like `claim_unpublished`."""
+    lost them, or they wait behind a backlog), oldest first, locked like `claim_unpublished`,
+    with the stream entry id each was last published as."""
     rows = await conn.fetch(
-        "SELECT id, event_id, event_type, payload FROM outbox "
+        "SELECT id, event_id, event_type, payload, stream_entry_id FROM outbox "
         "WHERE taken_at IS NULL AND published_at IS NOT NULL "
         "AND published_at <= now() - make_interval(secs => $2) "
         "ORDER BY published_at LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit,
         published_before_seconds,
     )
-    return [(row[0], row[1], row[2], row[3]) for row in rows]
+    return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 async def add_events(conn: Connection, events: Sequence[Event]) -> None:
