@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from uuid import UUID
 
 import asyncpg
@@ -34,6 +35,9 @@ KEY_PRUNE_SECONDS = 600.0
 
 # What a claim its request gave up on gets (nobody reads it: the coalescer skips it).
 _GAVE_UP = Unavailable("the request gave up before its form was stored")
+
+LOOK_UP_PAUSE_SECONDS = 0.25
+"""Between two questions to a database that did not answer whether a form was stored."""
 
 STATEMENT_GRACE_SECONDS = 5.0
 """How much longer than the server's statement_timeout the client waits for a statement's
@@ -142,6 +146,23 @@ class Intake:
                 connection.terminate()  # its statement may still be running: never reuse it
             return await self._look_up(made, error)
 
+    async def _ask_until(self, ids: list[UUID], deadline: float) -> set[UUID] | None:
+        """Which of these submissions the database holds, asked again and again (a cut
+        connection, new ones black-holed for a while) until `deadline`; None if it never
+        answered. Answering "unknown" is the last resort: a client without an idempotency key
+        cannot retry it safely."""
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                async with asyncio.timeout(max(min(left, self._timeout * 2), 0.1)):
+                    return set(await submissions.existing(self._pool, ids))
+            except Exception as error:
+                if not is_unavailable(error) and not isinstance(error, TimeoutError):
+                    raise
+            if time.monotonic() + LOOK_UP_PAUSE_SECONDS >= deadline:
+                return None
+            await asyncio.sleep(LOOK_UP_PAUSE_SECONDS)
+
     async def _look_up(
         self, made: list[Event], lost: BaseException
     ) -> list[Accepted | BaseException]:
@@ -151,12 +172,8 @@ class Intake:
         the same key gets again)."""
         ids = [UUID(event.payload["submission_id"]) for event in made]
         why = f"the connection broke while storing ({type(lost).__name__}: {lost})".strip()
-        try:
-            async with asyncio.timeout(self._timeout):
-                found = await submissions.existing(self._pool, ids)
-        except Exception as error:
-            if not is_unavailable(error):
-                raise
+        found = await self._ask_until(ids, deadline=time.monotonic() + self._statement_timeout)
+        if found is None:
             log.warning("submission_outcome_unknown", forms=len(made), error=why)
             return [
                 Unavailable(

@@ -226,3 +226,45 @@ async def test_the_intake_refuses_with_unavailable_not_a_timeout(pool: Pool) -> 
         for connection in held:
             await pool.release(connection)
     assert await stored_ids(pool) == []
+
+
+class _AnswerLostThenAway(_AnswerLost):
+    """As `_AnswerLost`, and then the database cannot be reached for `away` seconds (a cut:
+    new connections refused), as when the commit's connection broke with the network."""
+
+    def __init__(self, pool: Pool, away: float) -> None:
+        super().__init__(pool)
+        self.back_at = time.monotonic() + away
+        self.questions = 0
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        self.questions += 1
+        if time.monotonic() < self.back_at:
+            raise ConnectionRefusedError("connection refused")
+        return await self.pool.fetch(query, *args)
+
+
+async def test_a_commit_whose_answer_was_lost_during_a_cut_is_looked_up_once_the_cut_is_over(
+    pool: Pool,
+) -> None:
+    """The database is asked again and again until it answers (within the statement's
+    deadline): a stored form is answered 202, not an "unknown" 503 a retry would duplicate."""
+    lost = _AnswerLostThenAway(pool, away=2.0)
+    intake = Intake(lost, timeout=0.2, statement_timeout=5.0)  # type: ignore[arg-type]
+    form = NewSubmission("contact", "org_cut", {"n": 1}, datetime.now(UTC))
+
+    accepted = await intake(form)
+
+    assert lost.questions > 1
+    assert await stored_ids(pool) == [accepted.submission_id]
+
+
+async def test_a_database_that_never_answers_whether_it_stored_the_form_is_503_unknown(
+    pool: Pool,
+) -> None:
+    lost = _AnswerLostThenAway(pool, away=3600)
+    intake = Intake(lost, timeout=0.2, statement_timeout=0.1)  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="cannot be asked whether the form was stored"):
+        await intake(NewSubmission("contact", "org_cut", {"n": 1}, datetime.now(UTC)))
+    assert time.monotonic() - started < 10  # the statement's deadline: 0.1 s + the grace
