@@ -20,7 +20,15 @@ from workflow_core.persistence import sql
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pool import Executor, json_text
 from workflow_core.persistence.runs import RunRecord, StaleRun
-from workflow_core.persistence.tables import effects, outbox, run_actions, run_steps, runs, tasks
+from workflow_core.persistence.tables import (
+    effects,
+    event_waits,
+    outbox,
+    run_actions,
+    run_steps,
+    runs,
+    tasks,
+)
 from workflow_core.persistence.tables import timers as timers_table
 
 
@@ -96,7 +104,13 @@ _TIMERS = _Part(
     tail="ON CONFLICT DO NOTHING",
 )
 _QUEUED = _Part("queued", outbox, ["event_id", "event_type", "payload"])
-_PARTS = (_STEPS, _ATTEMPTS, _DONE, _TASKS, _TIMERS, _QUEUED)
+_WAITS = _Part(
+    "awaited",
+    event_waits,
+    ["run_id", "step_seq", "org_id", "event_type", "path", "expected", "since"],
+    tail="ON CONFLICT DO NOTHING",
+)
+_PARTS = (_STEPS, _ATTEMPTS, _DONE, _TASKS, _TIMERS, _QUEUED, _WAITS)
 _FACTS = (_ATTEMPTS, _DONE, _TIMERS)
 _MOVED = ["id", "revision", "status", "current_step_id", "step_seq", "context", "error"]
 _MOVED += ["deliveries"]
@@ -169,6 +183,7 @@ def _journal_parts(run: RunRecord, journal: Journal) -> tuple[list[dict[str, Any
         journal.tasks,
         journal.timers,
         queued,
+        journal.waits,
     )
     return tuple(_owned(run, rows) for rows in parts)
 
