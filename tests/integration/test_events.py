@@ -5,9 +5,10 @@ match (another organisation, another value, an event older than the run)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -150,6 +151,28 @@ async def test_the_same_id_or_idempotency_key_gets_the_first_answer(
     assert elsewhere.json()["event_id"] != first.json()["event_id"]
     assert await pool.fetchval("SELECT count(*) FROM received_events") == 2
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 2
+
+
+async def test_concurrent_repeats_of_an_id_store_one_event(api: InProcessApi, pool: Pool) -> None:
+    body = {"type": "order.paid", "data": {}, "org_id": "org_1", "id": "pay-2"}
+    answers = await asyncio.gather(*(api.client.post("/events", json=body) for _ in range(6)))
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json()["event_id"] for a in answers}) == 1
+    assert sum("idempotent-replayed" not in a.headers for a in answers) == 1
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_events_older_than_the_retention_are_forgotten(
+    engine: AsyncEngine, pool: Pool
+) -> None:
+    old_time = datetime.now(UTC) - timedelta(days=8)
+    async with flowline_connection(engine) as conn:
+        old = events.posted(new_id(), "order.paid", "org_1", {}, old_time)
+        await posted_events.store(conn, old, "old", old_time)
+    await post_event(engine, "order.paid", {})
+    assert await posted_events.forget_old(pool, timedelta(days=7)) == 1
+    [kept] = await pool.fetch("SELECT dedup_key FROM received_events")
+    assert kept["dedup_key"] is None
 
 
 @pytest.mark.parametrize(
