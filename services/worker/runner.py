@@ -163,33 +163,38 @@ class RunDriver:
                 first_action=int(payload["action_index"]),
                 attempt=int(payload["attempt"]),
             )
-        elif cause in {"task", "task_due"}:
-            task = await self._settled_task(
-                UUID(payload["task_id"]), run, time_out=cause == "task_due"
-            )
-            if task is None:
-                await self._store.taken(event.event_id)
-                return
-            run = replace(
-                run, context=machine.with_task_result(run.context, human_tasks.as_context(task))
-            )
-            resumption = self._after_wait(definition, step, run, journal)
-        elif cause == "wait":
-            resumption = self._after_wait(definition, step, run, journal)
-        elif cause in EVENT_WAKEUPS:
-            waited = await self._awaited_event(run, step, cause)
+        else:
+            waited = await self._after_waiting(run, step, payload, cause)
             if waited is None:
                 await self._store.taken(event.event_id)
                 return
             run = waited
             resumption = self._after_wait(definition, step, run, journal)
-        else:
-            log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
-            await self._store.taken(event.event_id)
-            return
         await self._stretches.drive(
             run, definition, resumption, await self._store.effects(run.id), journal
         )
+
+    async def _after_waiting(
+        self, run: RunRecord, step: StepSpec, payload: dict[str, Any], cause: str
+    ) -> RunRecord | None:
+        """The run with what it waited for in its context; None when this wake-up is not the
+        one to carry it on (its task is still pending, the other outcome of its event wait
+        came first, an unknown cause)."""
+        if cause == "wait":
+            return run
+        if cause in {"task", "task_due"}:
+            task = await self._settled_task(
+                UUID(payload["task_id"]), run, time_out=cause == "task_due"
+            )
+            if task is None:
+                return None
+            return replace(
+                run, context=machine.with_task_result(run.context, human_tasks.as_context(task))
+            )
+        if cause in EVENT_WAKEUPS:
+            return await self._awaited_event(run, step, cause)
+        log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
+        return None
 
     async def _awaited_event(self, run: RunRecord, step: StepSpec, cause: str) -> RunRecord | None:
         """The run with its wait_for_event step's outcome in its context, when this wake-up is

@@ -1,6 +1,7 @@
 """A run's checkpoint: one statement holding the run's new state and everything its journal
 says happened since the last one (steps entered and left, action attempts, effects done, tasks
-and timers created, events to publish, events taken). Concurrent runs share it: it takes lists.
+and timers created, event waits begun, events to publish, events taken). Concurrent runs share
+it: it takes lists.
 
 The statement is built once from the schema in tables.py: every journal part is a CTE reading
 its rows from a JSON parameter with the table's own columns and types, so the SQL never lists

@@ -1,7 +1,7 @@
 """What one stretch of a run did, as rows for its checkpoint (persistence/runs.py): steps
-entered and left, action attempts, effects done, tasks and timers created, events to publish,
-and events handled. The row builders live here, so the runner says what happened, not how it
-is stored.
+entered and left, action attempts, effects done, tasks and timers created, event waits begun,
+events to publish, and events handled. The row builders live here, so the runner says what
+happened, not how it is stored.
 
 Timer and task rows carry their due time as seconds (`delay`, `due_in`), which the checkpoint
 counts from the database's clock, or as an absolute `due_at` taken from the run's data: a
