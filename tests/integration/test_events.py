@@ -27,7 +27,7 @@ from tests.support.flows import (
 from tests.support.inprocess import InProcessApi, in_process_api
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
-from workflow_core import events
+from workflow_core import events, metrics
 from workflow_core.ids import new_id
 from workflow_core.persistence import posted_events
 from workflow_core.persistence.pool import Pool
@@ -138,6 +138,7 @@ async def test_the_same_id_or_idempotency_key_gets_the_first_answer(
     api: InProcessApi, pool: Pool
 ) -> None:
     body = {"type": "order.paid", "data": {}, "org_id": "org_1", "id": "pay-1"}
+    accepted_before = _accepted()
     first = await api.client.post("/events", json=body)
     again = await api.client.post("/events", json={**body, "data": {"x": 1}})
     by_header = await api.client.post(
@@ -151,6 +152,7 @@ async def test_the_same_id_or_idempotency_key_gets_the_first_answer(
     assert elsewhere.json()["event_id"] != first.json()["event_id"]
     assert await pool.fetchval("SELECT count(*) FROM received_events") == 2
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 2
+    assert _accepted() - accepted_before == 2
 
 
 async def test_concurrent_repeats_of_an_id_store_one_event(api: InProcessApi, pool: Pool) -> None:
@@ -308,3 +310,7 @@ async def test_a_wait_that_times_out_takes_the_timeout_branch(
     run = await the_run(engine)
     assert run.status == "completed"
     assert run.context["steps"]["confirm"] == {"event": None, "timed_out": True, "actions": []}
+
+
+def _accepted() -> float:
+    return metrics.REGISTRY.get_sample_value("flowline_events_accepted_total") or 0.0

@@ -14,7 +14,7 @@ from structlog.contextvars import bind_contextvars
 from services.api.access import acting_for, caller, needs
 from services.api.deps import Database, IdempotencyKey
 from services.api.schemas import EventAccepted, EventPost
-from workflow_core import events
+from workflow_core import events, metrics
 from workflow_core.adapters.ratelimit import SubmitRate
 from workflow_core.errors import Unprocessable
 from workflow_core.ids import new_id
@@ -72,6 +72,8 @@ async def post_event(
 
 def _accepted(stored: StoredEvent) -> Response:
     bind_contextvars(event_id=str(stored.event_id))
+    if not stored.replayed:
+        metrics.EVENTS_ACCEPTED.inc()
     content = orjson.dumps({"event_id": stored.event_id, "status": "accepted"})
     response = Response(content, status_code=202, media_type="application/json")
     if stored.replayed:
