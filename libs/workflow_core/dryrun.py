@@ -145,14 +145,35 @@ def dry_run(
             ).isoformat()
             decision = machine.next_step(definition, step, seq, context, step_budget)
         entry["next"] = decision.step.id if isinstance(decision, machine.RunStep) else None
-    if isinstance(decision, machine.Complete):
-        report["status"] = RunStatus.COMPLETED
-    elif isinstance(decision, machine.Fail):
-        report["status"], report["error"] = RunStatus.FAILED, decision.reason
+    _settle_status(report, decision, now)
     report["path"] = [entry["step_id"] for entry in report["steps"]]
     answer.add(context, ("context",))
     report["context"] = context
     return report
+
+
+def _settle_status(report: dict[str, Any], decision: machine.Decision, now: datetime) -> None:
+    """The report's status where the run stopped: done, failed, or waiting for an event (a
+    dry run does not wait for one: it says which, and stops there)."""
+    if isinstance(decision, machine.Complete):
+        report["status"] = RunStatus.COMPLETED
+    elif isinstance(decision, machine.Fail):
+        report["status"], report["error"] = RunStatus.FAILED, decision.reason
+    elif isinstance(decision, machine.AwaitEvent):
+        report["steps"][-1]["waits_for_event"] = _awaited(decision, now)
+        report["status"] = RunStatus.WAITING
+        report["waiting_for"] = (
+            f"an event of type {decision.event_type!r} (step {decision.step.id!r}); a dry run "
+            "does not wait for events"
+        )
+
+
+def _awaited(decision: machine.AwaitEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "event": decision.event_type,
+        "match": ({"path": decision.path, "equals": decision.expected} if decision.path else None),
+        "timeout_at": (now + decision.timeout).isoformat() if decision.timeout else None,
+    }
 
 
 class _Answer:

@@ -120,7 +120,7 @@ class Stretches:
     async def _rest(
         self, run: RunRecord, decision: machine.Decision, journal: Journal
     ) -> RunRecord:
-        """Record where the run stops: a task to wait for, a timer, the end."""
+        """Record where the run stops: a task, a timer or an event to wait for, the end."""
         if isinstance(decision, machine.OpenTask):
             task = journal.task_opened(run, decision)
             payload = {"step_seq": decision.seq, "task_id": str(task["id"])}
@@ -137,6 +137,9 @@ class Stretches:
                 journal.timer(run.id, "wait", payload, at=until)
             else:
                 journal.timer(run.id, "wait", payload, after=until)
+            return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
+        if isinstance(decision, machine.AwaitEvent):
+            journal.event_awaited(run, decision)
             return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
         if isinstance(decision, machine.Complete):
             done = replace(run, status=RunStatus.COMPLETED, error=None)
