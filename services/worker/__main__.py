@@ -127,7 +127,10 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
     resources.push_async_callback(reader_redis.aclose)
     mailer = SmtpMailer.from_settings(settings)
     resources.push_async_callback(mailer.close)
-    http = HttpxClient(allowed=settings.allowed_webhook_hosts)
+    http = HttpxClient(
+        allowed=settings.allowed_webhook_hosts,
+        json_max_bytes=settings.webhook_response_max_bytes,
+    )
     resources.push_async_callback(http.close)
     # A restarted worker is a new owner: what its previous life held is taken over once that
     # life's heartbeat is old.
@@ -145,7 +148,10 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
         ledger=ledger,
         from_email=settings.from_email,
         now=utcnow,
-        settings={"webhook_timeout_seconds": settings.webhook_timeout_seconds},
+        settings={
+            "webhook_timeout_seconds": settings.webhook_timeout_seconds,
+            "webhook_response_max_bytes": settings.webhook_response_max_bytes,
+        },
     )
     keys = StreamKeys.from_settings(settings)
     return _Parts(pool, eager_pool, listener, redis, reader_redis, keys, deps, ledger)
