@@ -17,6 +17,7 @@ from services.worker.catalog import Catalog
 from services.worker.config import WorkerConfig
 from services.worker.handler import EventHandler
 from services.worker.heartbeat import Heartbeat, LivenessFile
+from services.worker.housekeeping import purge_old_runs
 from services.worker.runner import RunDriver, utcnow
 from services.worker.scheduler import TimerScheduler
 from services.worker.store import RunStore
@@ -221,6 +222,14 @@ async def _consume(
             name="metrics-sampler",
         ),
     ]
+    if settings.run_retention_days:
+        purge = purge_old_runs(
+            parts.pool,
+            retention_days=settings.run_retention_days,
+            interval=settings.housekeeping_interval_seconds,
+            stop=background_stop,
+        )
+        background.append(asyncio.create_task(purge, name="run-retention"))
     try:
         await worker.run(stop, burst=burst)
     finally:

@@ -144,3 +144,53 @@ async def failed_runs(conn: Connection, which: FailedRunFilter, limit: int) -> l
         .with_for_update(skip_locked=True)
     )
     return [row["id"] for row in await sql.fetch(conn, query)]
+
+
+# -- retention -------------------------------------------------------------------------------
+
+_PURGE_RUNS = """
+    WITH doomed AS (
+        SELECT id FROM runs
+        WHERE finished_at < now() - make_interval(days => $1)
+          AND status IN ('completed', 'failed', 'cancelled')
+        ORDER BY finished_at LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ), todos_kept AS (
+        UPDATE tasks SET run_id = NULL
+        WHERE run_id IN (SELECT id FROM doomed) AND kind = 'todo'
+    ), tasks_gone AS (
+        DELETE FROM tasks WHERE run_id IN (SELECT id FROM doomed) AND kind <> 'todo'
+    ), effects_gone AS (
+        DELETE FROM effects WHERE run_id IN (SELECT id FROM doomed)
+    ), runs_gone AS (
+        DELETE FROM runs WHERE id IN (SELECT id FROM doomed) RETURNING submission_id
+    )
+    SELECT (SELECT count(*) FROM runs_gone) AS runs,
+        ARRAY(SELECT DISTINCT submission_id FROM runs_gone WHERE submission_id IS NOT NULL)
+            AS submissions
+"""
+_PURGE_SUBMISSIONS = """
+    DELETE FROM submissions s WHERE s.id = ANY($1::uuid[])
+      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.submission_id = s.id)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    runs: int = 0
+    submissions: int = 0
+
+
+async def purge_finished(conn: Connection, *, older_than_days: int, limit: int) -> Purged:
+    """Delete up to `limit` runs that finished (completed, failed, cancelled) more than
+    `older_than_days` ago, with their steps, attempts, effects, timers and human tasks (a
+    to-do item an action made stays, without its run; tickets stay), then the submissions
+    that no run refers to any more. In the caller's transaction; runs another purge holds are
+    skipped."""
+    row = await conn.fetchrow(_PURGE_RUNS, older_than_days, limit)
+    assert row is not None
+    submissions = list(row["submissions"])
+    deleted = "DELETE 0"
+    if submissions:
+        deleted = await conn.execute(_PURGE_SUBMISSIONS, submissions)
+    return Purged(int(row["runs"]), int(deleted.rsplit(" ", 1)[-1]))
