@@ -98,6 +98,7 @@ class Stretches:
             await self._ledger.release_held(run.id)
             first_action, attempt = 0, 1
             if isinstance(outcome, Cancelled):
+                journal.step_cancelled(run.id, seq, step, now, self._now())
                 return await self._stop(run, journal)
             if isinstance(outcome, Retry):  # its timer is in the journal
                 return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)

@@ -3,6 +3,7 @@ they act on written straight into the test's database."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,14 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import SettingsFactory
-from tests.support.flows import create_workflow
+from tests.support.flows import create_workflow, running_worker, submit
+from tests.support.http_receiver import Answer, http_receiver
 from tests.support.inprocess import in_process_api
+from tests.support.smtp import SmtpServer
+from tests.support.waiting import eventually
 from workflow_core import events
 from workflow_core.ids import new_id
-from workflow_core.persistence.tables import outbox, run_steps, runs, tasks, timers
+from workflow_core.persistence.tables import effects, outbox, run_steps, runs, tasks, timers
 
 ADMIN = "fl_admin_" + uuid.uuid4().hex + uuid.uuid4().hex
 OPERATOR = {"Authorization": f"Bearer {ADMIN}"}
@@ -192,6 +196,48 @@ async def test_cancel_of_an_unknown_or_another_organisations_run_is_404(
     assert (await row(engine, runs, run_id)).status == "waiting"
     too_long = await client.post(f"/runs/{run_id}/cancel", json={"reason": "x" * 501})
     assert too_long.status_code == 422
+
+
+# a worker between two actions
+
+
+async def test_a_run_cancelled_between_two_actions_does_not_take_the_second(
+    make_settings: SettingsFactory, engine: AsyncEngine, smtp: SmtpServer
+) -> None:
+    settings = make_settings(api_admin_key=ADMIN)
+    held = asyncio.Event()
+    email = {"to_path": "data.email", "subject": "after the call", "body": "."}
+    async with http_receiver() as receiver, in_process_api(settings) as api:
+        actions = [
+            {"type": "webhook", "config": {"url": f"{receiver.url}/slow"}},
+            {"type": "send_email", "config": email},
+        ]
+        step = {"id": "call", "type": "auto_action", "actions": actions}
+        trigger = {"type": "form_submitted"}
+        await create_workflow(
+            engine, {"trigger": trigger, "initial_step_id": "call", "steps": [step]}
+        )
+        receiver.answer(Answer(200, b'{"ok": true}', held=held))
+        await submit(engine, {"email": "late@example.com"})
+        async with running_worker(settings):
+            await eventually(lambda: receiver.received, what="the webhook call in flight")
+            [run] = (await api.client.get("/runs", headers=OPERATOR)).json()
+            cancel = await api.client.post(f"/runs/{run['id']}/cancel", headers=OPERATOR)
+            assert cancel.status_code == 200, cancel.text
+            held.set()  # the receiver answers: the worker finishes the call, and stops there
+
+            async def recorded() -> list[Any]:
+                shown = (await api.client.get(f"/runs/{run['id']}", headers=OPERATOR)).json()
+                return shown["steps"] if shown["steps"] and shown["steps"][0]["actions"] else []
+
+            [step] = await eventually(recorded, what="the call's attempt in the history")
+    assert (step["step_id"], step["status"], step["error"]) == ("call", "cancelled", "cancelled")
+    [attempt] = step["actions"]
+    assert (attempt["action_type"], attempt["status"]) == ("webhook", "succeeded")
+    assert (await row(engine, runs, UUID(run["id"]))).status == "cancelled"
+    assert smtp.to("late@example.com") == []
+    effects_of_run = select(func.count()).where(effects.c.run_id == UUID(run["id"]))
+    assert await count(engine, effects_of_run) == 1  # the call's, done; no email reserved
 
 
 # retry by filter
