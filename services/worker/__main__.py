@@ -209,27 +209,12 @@ async def _consume(
         database_probe=probe,
         on_redis_reset=relay.reconcile_soon,
     )
-    scheduler = TimerScheduler(parts.pool, parts.listener.channel(timers.CHANNEL))
     background_stop = asyncio.Event()
     background = [
         asyncio.create_task(relay.run(background_stop), name="relay"),
-        asyncio.create_task(scheduler.run(background_stop), name="timers"),
         asyncio.create_task(heartbeat.run(background_stop), name="heartbeat"),
-        asyncio.create_task(
-            Sampler(parts.pool, parts.redis, parts.keys).run(
-                background_stop, settings.metrics_sample_seconds
-            ),
-            name="metrics-sampler",
-        ),
+        *_database_chores(settings, parts, background_stop),
     ]
-    if settings.run_retention_days:
-        purge = purge_old_runs(
-            parts.pool,
-            retention_days=settings.run_retention_days,
-            interval=settings.housekeeping_interval_seconds,
-            stop=background_stop,
-        )
-        background.append(asyncio.create_task(purge, name="run-retention"))
     try:
         await worker.run(stop, burst=burst)
     finally:
@@ -239,6 +224,30 @@ async def _consume(
         await relay.drain(timeout=2.0)
         await heartbeat.retire()
     return worker
+
+
+def _database_chores(
+    settings: Settings, parts: _Parts, stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """The loops beside the consumers that only need PostgreSQL (and Redis for the sampler):
+    timers, the metrics sampler and, when RUN_RETENTION_DAYS is set, the purge of old runs."""
+    scheduler = TimerScheduler(parts.pool, parts.listener.channel(timers.CHANNEL))
+    sampler = Sampler(parts.pool, parts.redis, parts.keys)
+    chores = [
+        asyncio.create_task(scheduler.run(stop), name="timers"),
+        asyncio.create_task(
+            sampler.run(stop, settings.metrics_sample_seconds), name="metrics-sampler"
+        ),
+    ]
+    if settings.run_retention_days:
+        purge = purge_old_runs(
+            parts.pool,
+            retention_days=settings.run_retention_days,
+            interval=settings.housekeeping_interval_seconds,
+            stop=stop,
+        )
+        chores.append(asyncio.create_task(purge, name="run-retention"))
+    return chores
 
 
 async def fail_runs_of(pool: Pool, entry: Entry, reason: str) -> None:

@@ -13,7 +13,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.worker.housekeeping import purge_round
-from tests.support.flows import create_workflow, submit
+from tests.conftest import SettingsFactory
+from tests.support.flows import create_workflow, running_worker, submit
+from tests.support.waiting import eventually
 from workflow_core import metrics
 from workflow_core.ids import new_id
 from workflow_core.persistence.pool import Pool, create_pool
@@ -175,3 +177,20 @@ async def test_old_finished_runs_are_purged_in_batches_and_nothing_else(
         todos = select(func.count()).where(tasks.c.kind == "todo", tasks.c.run_id.is_(None))
         assert (await conn.execute(todos)).scalar_one() == 4
     assert (await purge_round(pool, retention_days=30)).runs == 0
+
+
+async def test_a_worker_with_retention_set_purges_on_its_own(
+    make_settings: SettingsFactory, engine: AsyncEngine
+) -> None:
+    workflow_id = await create_workflow(engine)
+    form, _ = await submit(engine, {"n": 1})
+    old = await make_run(engine, workflow_id, form)
+    settings = make_settings(run_retention_days=30, housekeeping_interval_seconds=0.1)
+
+    async with running_worker(settings):
+
+        async def gone() -> bool:
+            return (await counts(engine, old))["runs"] == 0
+
+        await eventually(gone, what="the worker to purge the old run")
+    assert not await exists(engine, submissions, form)
