@@ -364,7 +364,8 @@ class Soak:
 
 _STATE = """
     SELECT
-      (SELECT count(*) FROM runs WHERE status NOT IN ('completed', 'failed')) AS unfinished_runs,
+      (SELECT count(*) FROM runs
+        WHERE status NOT IN ('completed', 'failed', 'cancelled')) AS unfinished_runs,
       (SELECT count(*) FROM submissions s
         WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.submission_id = s.id)) AS without_run,
       (SELECT count(*) FROM tasks WHERE kind = 'human' AND status = 'pending') AS pending_tasks,

@@ -88,6 +88,11 @@ EMAILS = Counter(
 EMAIL_OUTCOMES = ("sent", "deduplicated", "retried", "refused", "failed")
 for _outcome in EMAIL_OUTCOMES:  # every outcome shows from the start, at 0
     EMAILS.labels(_outcome)
+RUNS_PURGED = Counter(
+    "flowline_runs_purged",
+    "Finished runs deleted with their history by the retention purge (RUN_RETENTION_DAYS)",
+    registry=REGISTRY,
+)
 SMTP_CONNECTION_FAILURES = Counter(
     "flowline_smtp_connection_failures",
     "SMTP connections that could not be opened (refused, timed out, greeting or login refused)",

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     housekeeping_interval_seconds: PositiveFloat = 60.0
     stream_retention_seconds: Annotated[float, Field(ge=0)] = 3600.0
     consumer_gc_seconds: PositiveFloat = 3600.0
+    # Finished runs (completed, failed, cancelled) older than this many days are purged with
+    # their history and the submissions no other run uses, by every worker's housekeeping.
+    run_retention_days: Annotated[int, Field(ge=0, le=36_500)] = 0  # 0: kept for ever
 
     # Actions: how a failed action is retried unless its definition says otherwise
     # The same bounds as a definition's own `retry` (definitions/models.py RetryPolicy).
@@ -114,6 +117,8 @@ class Settings(BaseSettings):
     action_retry_initial_seconds: Annotated[float, Field(gt=0, le=86_400)] = 1.0
     action_retry_max_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     webhook_timeout_seconds: PositiveFloat = 10.0
+    # A JSON answer up to this size lands parsed in `steps.<id>.response.json` (0: never).
+    webhook_response_max_bytes: Annotated[int, Field(ge=0, le=1_048_576)] = 65_536
     # Hosts webhooks may call although their addresses are internal (loopback, private ...):
     # comma-separated names, addresses or CIDR networks. See workflow_core/destinations.py.
     webhook_allowed_hosts: str = ""

@@ -12,9 +12,11 @@ class RunStatus(StrEnum):
     WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # by POST /runs/{id}/cancel: it does nothing more
 
 
-FINISHED_RUNS = frozenset({RunStatus.COMPLETED, RunStatus.FAILED})
+FINISHED_RUNS = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+UNFINISHED_RUNS = frozenset({RunStatus.RUNNING, RunStatus.WAITING})
 
 
 class StepStatus(StrEnum):
@@ -22,6 +24,7 @@ class StepStatus(StrEnum):
     WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # its run was cancelled while in it
 
 
 class AttemptStatus(StrEnum):

@@ -8,7 +8,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from workflow_core.definitions import WorkflowDefinition
 from workflow_core.events import MAX_EVENT_TYPE_LENGTH, event_type_problem
@@ -233,6 +241,64 @@ class RunSummary(BaseModel):
     error: str | None
     created_at: datetime | None
     updated_at: datetime | None
+
+
+class RunCancel(BaseModel):
+    model_config = _examples({"reason": "sent to the wrong team"})
+
+    reason: Text | None = Field(default=None, description="recorded as the run's error")
+
+
+class RunCancelled(BaseModel):
+    run_id: UUID
+    status: RunStatus
+    error: str = Field(description="`cancelled`, with the reason when one was given")
+    tasks_cancelled: int = Field(description="its pending human tasks, now `cancelled`")
+    timers_deleted: int = Field(description="its waits, deadlines and retries still due")
+
+
+RETRY_LIMIT_MAX = 1000
+
+
+class RunRetryFilter(BaseModel):
+    """Which failed runs to restart: every field given must match."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "workflow_id": "0b566ef7-5d5a-4c5e-9a43-3c4a4f7d2b10",
+                    "since": "2026-11-30T14:00:00Z",
+                    "until": "2026-11-30T15:00:00Z",
+                    "error_contains": "timed out",
+                    "limit": 100,
+                }
+            ]
+        },
+    )
+
+    workflow_id: UUID | None = None
+    org_id: Text | None = Field(
+        default=None, description="an organisation's key retries its own runs only"
+    )
+    since: AwareDatetime | None = Field(default=None, description="failed at or after")
+    until: AwareDatetime | None = Field(default=None, description="failed before")
+    error_contains: Text | None = Field(default=None, description="in the run's error")
+    limit: int = Field(default=100, ge=1, le=RETRY_LIMIT_MAX, description="at most this many")
+
+    @model_validator(mode="after")
+    def _a_window(self) -> RunRetryFilter:
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError("`since` must be earlier than `until`")
+        return self
+
+
+class RunRetryReport(BaseModel):
+    matched: int = Field(description="failed runs matching the filter")
+    retried: int = Field(description="restarted now (at most `limit`)")
+    run_ids: list[UUID]
+    truncated: bool = Field(description="more matched than were retried: send it again")
 
 
 class SubmissionOut(BaseModel):

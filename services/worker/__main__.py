@@ -17,6 +17,7 @@ from services.worker.catalog import Catalog
 from services.worker.config import WorkerConfig
 from services.worker.handler import EventHandler
 from services.worker.heartbeat import Heartbeat, LivenessFile
+from services.worker.housekeeping import purge_old_runs
 from services.worker.runner import RunDriver, utcnow
 from services.worker.scheduler import TimerScheduler
 from services.worker.store import RunStore
@@ -127,7 +128,10 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
     resources.push_async_callback(reader_redis.aclose)
     mailer = SmtpMailer.from_settings(settings)
     resources.push_async_callback(mailer.close)
-    http = HttpxClient(allowed=settings.allowed_webhook_hosts)
+    http = HttpxClient(
+        allowed=settings.allowed_webhook_hosts,
+        json_max_bytes=settings.webhook_response_max_bytes,
+    )
     resources.push_async_callback(http.close)
     # A restarted worker is a new owner: what its previous life held is taken over once that
     # life's heartbeat is old.
@@ -145,7 +149,10 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
         ledger=ledger,
         from_email=settings.from_email,
         now=utcnow,
-        settings={"webhook_timeout_seconds": settings.webhook_timeout_seconds},
+        settings={
+            "webhook_timeout_seconds": settings.webhook_timeout_seconds,
+            "webhook_response_max_bytes": settings.webhook_response_max_bytes,
+        },
     )
     keys = StreamKeys.from_settings(settings)
     return _Parts(pool, eager_pool, listener, redis, reader_redis, keys, deps, ledger)
@@ -202,18 +209,11 @@ async def _consume(
         database_probe=probe,
         on_redis_reset=relay.reconcile_soon,
     )
-    scheduler = TimerScheduler(parts.pool, parts.listener.channel(timers.CHANNEL))
     background_stop = asyncio.Event()
     background = [
         asyncio.create_task(relay.run(background_stop), name="relay"),
-        asyncio.create_task(scheduler.run(background_stop), name="timers"),
         asyncio.create_task(heartbeat.run(background_stop), name="heartbeat"),
-        asyncio.create_task(
-            Sampler(parts.pool, parts.redis, parts.keys).run(
-                background_stop, settings.metrics_sample_seconds
-            ),
-            name="metrics-sampler",
-        ),
+        *_database_chores(settings, parts, background_stop),
     ]
     try:
         await worker.run(stop, burst=burst)
@@ -224,6 +224,30 @@ async def _consume(
         await relay.drain(timeout=2.0)
         await heartbeat.retire()
     return worker
+
+
+def _database_chores(
+    settings: Settings, parts: _Parts, stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
+    """The loops beside the consumers that only need PostgreSQL (and Redis for the sampler):
+    timers, the metrics sampler and, when RUN_RETENTION_DAYS is set, the purge of old runs."""
+    scheduler = TimerScheduler(parts.pool, parts.listener.channel(timers.CHANNEL))
+    sampler = Sampler(parts.pool, parts.redis, parts.keys)
+    chores = [
+        asyncio.create_task(scheduler.run(stop), name="timers"),
+        asyncio.create_task(
+            sampler.run(stop, settings.metrics_sample_seconds), name="metrics-sampler"
+        ),
+    ]
+    if settings.run_retention_days:
+        purge = purge_old_runs(
+            parts.pool,
+            retention_days=settings.run_retention_days,
+            interval=settings.housekeeping_interval_seconds,
+            stop=stop,
+        )
+        chores.append(asyncio.create_task(purge, name="run-retention"))
+    return chores
 
 
 async def fail_runs_of(pool: Pool, entry: Entry, reason: str) -> None:

@@ -144,6 +144,7 @@ async def _attempt(
         message = error.message if isinstance(error, PermanentActionError) else str(error)
         journal.attempt(call, name, AttemptStatus.FAILED, started, now(), error=message)
         return Failed(f"{where} failed: {message}")
-    journal.attempt(call, name, AttemptStatus.SUCCEEDED, started, now(), result=result)
+    summary = action_type.history(result)
+    journal.attempt(call, name, AttemptStatus.SUCCEEDED, started, now(), result=summary)
     journal.done(call, result)
     return Succeeded(result)

@@ -7,12 +7,20 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from workflow_core.persistence import checkpoints, effects, human_tasks, posted_events, runs
+from workflow_core.persistence import (
+    checkpoints,
+    control,
+    effects,
+    human_tasks,
+    posted_events,
+    runs,
+)
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pool import Pool, translate_errors
 from workflow_core.persistence.runs import RunRecord
 from workflow_core.runtime.coalesce import Coalescer
+from workflow_core.statuses import RunStatus
 
 STATEMENTS_IN_FLIGHT = 1  # per kind (event starts, checkpoints): the rest wait and share the next
 
@@ -65,6 +73,11 @@ class RunStore:
     async def fail(self, run_id: UUID, reason: str, *, fresh: RunRecord | None) -> None:
         async with translate_errors():
             await runs.fail(self._pool, run_id, reason, owner=self._ledger.owner, fresh=fresh)
+
+    async def cancelled(self, run_id: UUID) -> bool:
+        """Whether the run was cancelled (POST /runs/{id}/cancel) since it was loaded."""
+        async with translate_errors():
+            return await control.status_of(self._pool, run_id) == RunStatus.CANCELLED
 
     async def load(self, run_id: UUID) -> RunRecord | None:
         async with translate_errors():

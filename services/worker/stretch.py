@@ -42,6 +42,11 @@ Ledger = dict[str, effects.EffectState]
 
 
 @dataclass(frozen=True, slots=True)
+class Cancelled:
+    """The run was cancelled while this stretch drove it: it goes no further."""
+
+
+@dataclass(frozen=True, slots=True)
 class Resumption:
     """Where a stretch begins: the decision, and for a retried step the first action to run
     and its attempt number."""
@@ -80,6 +85,10 @@ class Stretches:
         journal = journal or Journal()
         decision = resumption.decision
         first_action, attempt = resumption.first_action, resumption.attempt
+        # A cancelled run goes no further. Before each step: the caller loaded the run unfinished
+        # (or has just created it), and each later step follows a checkpoint, which writes only
+        # the revision it read: a cancel in between makes it `StaleRun` (the run is looked at
+        # again, and left alone). Before each later action of a step, the run is looked at.
         while isinstance(decision, machine.RunStep):
             step, seq, now = decision.step, decision.seq, self._now()
             run = replace(run, status=RunStatus.RUNNING, current_step_id=step.id, step_seq=seq)
@@ -88,6 +97,9 @@ class Stretches:
             outcome = await self._run_actions(run, step, ledger, journal, first_action, attempt)
             await self._ledger.release_held(run.id)
             first_action, attempt = 0, 1
+            if isinstance(outcome, Cancelled):
+                journal.step_cancelled(run.id, seq, step, now, self._now())
+                return await self._stop(run, journal)
             if isinstance(outcome, Retry):  # its timer is in the journal
                 return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
             if isinstance(outcome, Failed):
@@ -100,6 +112,16 @@ class Stretches:
             if isinstance(decision, machine.RunStep):
                 run = await self._store.checkpoint(run, journal)  # progress survives a crash
         return await self._rest(run, decision, journal)
+
+    async def _stop(self, run: RunRecord, journal: Journal) -> RunRecord:
+        """The run was cancelled: record what it did (attempts, effects performed) and the
+        events it handled, and move it no further."""
+        log.info("run_cancelled_stopped", run_id=str(run.id), step_id=run.current_step_id)
+        journal.timers.clear()
+        await self._store.record(run, journal)
+        for event_id in journal.taken:
+            await self._store.taken(event_id)
+        return replace(run, status=RunStatus.CANCELLED)
 
     def _after_actions(
         self, definition: WorkflowDefinition, step: StepSpec, seq: int, run: RunRecord
@@ -157,11 +179,13 @@ class Stretches:
         journal: Journal,
         first_action: int,
         attempt: int,
-    ) -> list[dict[str, Any]] | Failed | Retry:
+    ) -> list[dict[str, Any]] | Failed | Retry | Cancelled:
         """The step's actions in order: their results, or the first that failed or waits for
-        another attempt (its timer is in the journal)."""
+        another attempt (its timer is in the journal). Before each action but the first, the
+        run is looked at: a cancelled run does no more."""
         results: list[dict[str, Any]] = []
         sent = effects.emails_done(ledger)
+        acted = False  # the run was looked at just before this step (or when it was loaded)
         for index, spec in enumerate(step.actions):
             call = _call(
                 run, step, index, attempt if index == first_action else 1, self._limits, sent
@@ -170,6 +194,9 @@ class Stretches:
             if prior is not None and prior.state == effects.DONE:
                 results.append(prior.result or {})
                 continue
+            if acted and await self._store.cancelled(run.id):
+                return Cancelled()
+            acted = True
             outcome = await execute_action(
                 call, spec, self._deps, policy=self._retry_policy, journal=journal, now=self._now
             )

@@ -105,3 +105,25 @@ async def test_a_well_behaved_answer_is_unchanged(
     assert response.status == 201
     assert response.body_excerpt == '{"id": 7}'
     assert response.headers["x-request-id"] == "r-1"
+
+
+async def test_a_json_answer_is_read_whole_up_to_the_cap_and_no_further(
+    receiver: HttpReceiver,
+) -> None:
+    big = b'{"items": [' + b",".join(b"%d" % n for n in range(2000)) + b"]}"
+    assert EXCERPT_BYTES < len(big) < 10_000
+    client = HttpxClient(allowed=AllowedHosts.parse(RECEIVER_HOST), json_max_bytes=10_000)
+    try:
+        receiver.answer(Answer(200, big))
+        whole = await call(client, receiver, timeout=5.0)
+        receiver.answer(Answer(200, big + b" " * 10_000))
+        over = await call(client, receiver, timeout=5.0)
+        receiver.answer(Answer(200, big, {"content-type": "text/plain"}))
+        text = await call(client, receiver, timeout=5.0)
+    finally:
+        await client.close()
+
+    assert whole.body == big
+    assert len(whole.body_excerpt) == EXCERPT_BYTES
+    assert (over.body, over.body_excerpt) == (None, whole.body_excerpt)  # past the cap
+    assert text.body is None  # only a JSON answer is kept whole

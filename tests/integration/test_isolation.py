@@ -175,6 +175,12 @@ MATRIX: dict[tuple[str, str], tuple[Call, set[int]]] = {
         lambda c, w, h: c.get(f"/runs/{w.run}", headers=h), {403, 404}),
     ("POST", "/runs/{run_id}/retry"): (
         lambda c, w, h: c.post(f"/runs/{w.run}/retry", headers=h), {403, 404}),
+    ("POST", "/runs/{run_id}/cancel"): (
+        lambda c, w, h: c.post(f"/runs/{w.run}/cancel", json={"reason": "b"}, headers=h),
+        {403, 404}),
+    # B's own failed runs only (none); naming A's organisation is refused.
+    ("POST", "/runs/retry"): (
+        lambda c, w, h: c.post("/runs/retry", json={"org_id": ORG_A}, headers=h), {403}),
     ("GET", "/runs"): (
         lambda c, w, h: c.get("/runs", params={"submission_id": w.submission}, headers=h),
         {200, 403}),

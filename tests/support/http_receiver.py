@@ -63,6 +63,8 @@ class Answer:
     """Send header lines as fast as the client takes them, never ending the head."""
     endless_body: bytes | None = None
     """After a head without a length, send this chunk again and again."""
+    held: asyncio.Event | None = None
+    """Answer only once this is set (the request is received and recorded at once)."""
 
 
 _ENDLESS_LIMIT = 256 * 1024 * 1024  # what an "endless" answer sends at most
@@ -135,6 +137,8 @@ class HttpReceiver:
             )
         )
         answer = self._plan.pop(0) if self._plan else Answer()
+        if answer.held is not None:
+            await answer.held.wait()
         if answer.hang:
             await reader.read()  # until the client closes
             return

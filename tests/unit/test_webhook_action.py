@@ -17,6 +17,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.unit.factories import example_context, example_definition
 from workflow_core import actions
+from workflow_core.actions import webhook
 from workflow_core.actions.base import ActionCall, ActionDeps, HttpResponse
 from workflow_core.actions.webhook import WebhookConfig, execute, preview
 from workflow_core.destinations import AllowedHosts
@@ -278,6 +279,7 @@ def test_preview_renders_url_headers_and_body_from_the_context() -> None:
             "n": 3,
             "list": ["org_123"],
         },
+        "response": webhook.RESPONSE_SHAPE,
     }
     assert shown["headers"]["user-agent"].startswith("Flowline")
 
@@ -402,6 +404,7 @@ async def test_the_result_names_status_id_url_and_a_bounded_excerpt() -> None:
         "webhook_id": f"msg_{derived_id(KEY).hex}",
         "url": "https://x.example/org_123",
         "response_excerpt": "é" * 512,
+        "response": {"status": 202, "headers": {}, "body_excerpt": "é" * 512},
     }
 
 
@@ -423,3 +426,75 @@ async def test_a_redirect_fails_permanently_naming_where_it_points() -> None:
         PermanentActionError, match=re.escape("Location: https://new.example.com/in")
     ):
         await send(config(), answer=moved)
+
+
+# the answer as data (steps.<id>.response)
+
+
+def json_answer(
+    body: bytes, content_type: str = "application/json", **headers: str
+) -> HttpResponse:
+    sent = {"Content-Type": content_type, **headers}
+    return HttpResponse(200, sent, body.decode(errors="replace")[:2048], body)
+
+
+async def test_a_json_answer_lands_parsed_with_its_status_and_chosen_headers() -> None:
+    answer = json_answer(
+        b'{"approved": true, "score": 7}',
+        ETag='"v1"',
+        Location="https://x.example/items/7",
+        **{"Set-Cookie": "session=secret", "X-Request-ID": "r-1"},
+    )
+    _, result = await send(config(), answer=answer)
+
+    assert result["response"] == {
+        "status": 200,
+        "headers": {
+            "content-type": "application/json",
+            "location": "https://x.example/items/7",
+            "etag": '"v1"',
+            "x-request-id": "r-1",
+        },
+        "json": {"approved": True, "score": 7},
+    }
+    assert result["response_excerpt"] == '{"approved": true, "score": 7}'  # as before
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (HttpResponse(200, {"content-type": "text/plain"}, "ok"), "not JSON by its type"),
+        (json_answer(b"{not json"), "does not parse"),
+        (json_answer(b'"' + b"x" * 100 + b'"'), "larger than the cap"),
+        (HttpResponse(200, {"content-type": "application/json"}, "[1, 2"), "not read whole"),
+        (json_answer(b'{"a": "nul \\u0000 inside"}'), "NUL: JSONB cannot keep it"),
+        (json_answer(b"[" * 70 + b"]" * 70), "nested too deep"),
+    ],
+)
+def test_other_answers_keep_the_excerpt(answer: HttpResponse, why: str) -> None:
+    shaped = webhook.shape_response(answer, max_bytes=64)
+    assert "json" not in shaped, why
+    assert shaped["body_excerpt"] == answer.body_excerpt[:1024]
+
+
+def test_json_types_and_the_history_summary() -> None:
+    problem = json_answer(b'{"title": "x"}', "application/problem+json; charset=utf-8")
+    assert webhook.shape_response(problem, 64)["json"] == {"title": "x"}
+    assert webhook.shape_response(json_answer(b"null"), 64)["json"] is None  # JSON null is JSON
+    result = {"status": 200, "response": webhook.shape_response(problem, 64)}
+    assert webhook.history_of(result) == {
+        "status": 200,
+        "response": {"status": 200, "headers": {"content-type": problem.headers["Content-Type"]}},
+    }
+    assert webhook.history_of({"status": 200}) == {"status": 200}
+
+
+async def test_the_cap_comes_from_the_settings() -> None:
+    http = FakeHttp(answer=json_answer(b'{"n": 1}'))
+    result = await execute(call(), config(), deps(http, webhook_response_max_bytes=4))
+    assert "json" not in result["response"]
+
+
+def test_the_dry_run_preview_shows_the_answers_shape() -> None:
+    shown = webhook.preview(config(), {"data": {}})
+    assert set(shown["response"]) == {"status", "headers", "json"}

@@ -48,6 +48,17 @@ class HttpResponse:
     status: int
     headers: Mapping[str, str]
     body_excerpt: str
+    body: bytes | None = None
+    """The whole body, when its content type is JSON and it is no larger than the cap the
+    client was given (WEBHOOK_RESPONSE_MAX_BYTES); None otherwise."""
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """`application/json`, or any `+json` type (`application/problem+json` ...)."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class HttpClient(Protocol):

@@ -15,6 +15,11 @@ from workflow_core.engine.limits import Limits
 
 Executor = Callable[[ActionCall, Any, ActionDeps], Awaitable[dict[str, Any]]]
 Previewer = Callable[[Any, Mapping[str, Any], Limits], dict[str, Any]]
+Summary = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def as_is(result: dict[str, Any]) -> dict[str, Any]:
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,8 @@ class ActionType:
     reserves_effect: bool = False
     """It reserves its effect in the ledger first (an email): a run's first step has such
     reservations taken with the run itself."""
+    history: Summary = as_is
+    """What the run's history keeps of a result (the context and the ledger keep it whole)."""
 
 
 REGISTRY: dict[str, ActionType] = {}

@@ -5,6 +5,12 @@ was recorded calls again. Every attempt of one action in one visit of a step car
 `webhook-id` (derived from the idempotency key), so a receiver can tell a repeat. Once the
 run records the call as done, a redelivered event does not call again.
 
+The answer lands in `steps.<id>.response` for conditions and templates: its status, a few of
+its headers, and its body parsed (`json`) when it is JSON no larger than
+WEBHOOK_RESPONSE_MAX_BYTES, otherwise the start of it (`body_excerpt`). The run's history
+keeps the status and headers only; the context holds the rest, so its size stays bounded by
+that setting per webhook action.
+
 What is retried is decided in the HTTP adapter (connection errors, timeouts, 5xx, 429 with its
 Retry-After); other 4xx fail the run, and so does a redirect, which is never followed.
 
@@ -35,7 +41,7 @@ from pydantic import (
 )
 from standardwebhooks.webhooks import Webhook
 
-from workflow_core.actions.base import ActionCall, ActionDeps, HttpResponse
+from workflow_core.actions.base import ActionCall, ActionDeps, HttpResponse, is_json_media_type
 from workflow_core.actions.registry import ActionType, register
 from workflow_core.destinations import ALLOWED_HOSTS, SETTING, AllowedHosts, literal_refusal
 from workflow_core.engine.limits import DEFAULT_LIMITS, DEFAULT_RENDERED_BYTES, Limits
@@ -78,6 +84,24 @@ RESERVED_HEADERS = frozenset(
     }
 )
 _NO_DEFAULT_BODY = frozenset({"GET", "DELETE"})
+DEFAULT_RESPONSE_MAX_BYTES = 65_536
+# The answer's headers a run keeps (lowercased): what a next step may want to act on.
+RESPONSE_HEADERS = (
+    "content-type",
+    "content-length",
+    "location",
+    "etag",
+    "last-modified",
+    "retry-after",
+    "x-request-id",
+)
+MAX_JSON_DEPTH = 64  # deeper answers are kept as an excerpt (what JSONB stores safely)
+RESPONSE_SHAPE: dict[str, Any] = {
+    "status": "<the answer's HTTP status>",
+    "headers": {name: f"<its {name}, when sent>" for name in RESPONSE_HEADERS},
+    "json": "<its body parsed, when it is JSON of at most WEBHOOK_RESPONSE_MAX_BYTES; "
+    "otherwise `body_excerpt`: its first 1024 bytes as text>",
+}
 
 
 def _upper(value: Any) -> Any:
@@ -209,6 +233,7 @@ def preview(
         "url": render_url(config.url, context, limit),
         "headers": headers,
         "body": body,
+        "response": RESPONSE_SHAPE,  # what `steps.<id>.response` will hold
     }
 
 
@@ -256,6 +281,58 @@ def _refusal(method: str, url: str, response: HttpResponse, excerpt: str) -> str
     return f"{method} {url} answered {response.status}{note}: {excerpt[:200]}"
 
 
+def shape_response(response: HttpResponse, max_bytes: int) -> dict[str, Any]:
+    """What a run keeps of an answer: its status, the chosen headers (lowercased), and its body
+    parsed when it is JSON no larger than `max_bytes`, otherwise an excerpt of it."""
+    sent = {name.lower(): value for name, value in response.headers.items()}
+    shaped: dict[str, Any] = {
+        "status": response.status,
+        "headers": {name: sent[name] for name in RESPONSE_HEADERS if name in sent},
+    }
+    parsed = _json_body(response, max_bytes)
+    if parsed is _NOT_JSON:
+        shaped["body_excerpt"] = _excerpt(response)
+    else:
+        shaped["json"] = parsed
+    return shaped
+
+
+_NOT_JSON = object()
+
+
+def _json_body(response: HttpResponse, max_bytes: int) -> Any:
+    body = response.body
+    content_type = {k.lower(): v for k, v in response.headers.items()}.get("content-type")
+    if body is None or len(body) > max_bytes or not is_json_media_type(content_type):
+        return _NOT_JSON
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _NOT_JSON
+    return parsed if _storable(parsed, 0) else _NOT_JSON
+
+
+def _storable(value: Any, depth: int) -> bool:
+    """What PostgreSQL's JSONB keeps faithfully: no NUL in text, bounded nesting."""
+    if depth > MAX_JSON_DEPTH:
+        return False
+    if isinstance(value, str):
+        return "\x00" not in value
+    if isinstance(value, dict):
+        return all("\x00" not in k and _storable(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(item, depth + 1) for item in value)
+    return True
+
+
+def history_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The run's history keeps what it kept before answers were kept: not the parsed body."""
+    response = result.get("response")
+    if not isinstance(response, dict) or "json" not in response:
+        return result
+    return {**result, "response": {k: v for k, v in response.items() if k != "json"}}
+
+
 async def execute(call: ActionCall, config: WebhookConfig, deps: ActionDeps) -> dict[str, Any]:
     request = preview(config, call.context, call.limits)
     content = None if request["body"] is None else encode_body(request["body"])
@@ -274,12 +351,14 @@ async def execute(call: ActionCall, config: WebhookConfig, deps: ActionDeps) -> 
     excerpt = _excerpt(response)
     if response.status >= 300:
         raise PermanentActionError(_refusal(method, url, response, excerpt))
+    max_bytes = int(deps.settings.get("webhook_response_max_bytes", DEFAULT_RESPONSE_MAX_BYTES))
     return {
         "status": response.status,
         "webhook_id": message_id,
         "url": url,
         "response_excerpt": excerpt,
+        "response": shape_response(response, max_bytes),
     }
 
 
-register(ActionType("webhook", WebhookConfig, execute, preview))
+register(ActionType("webhook", WebhookConfig, execute, preview, history=history_of))

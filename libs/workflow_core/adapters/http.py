@@ -15,8 +15,9 @@ look the name up itself).
 What a receiver can cost us is bounded: the whole call (connecting, sending, the answer's
 head, the start of its body) by its `timeout`, however slowly the receiver trickles bytes
 (httpx's own timeouts count per read); the answer's head by HEAD_LIMIT_BYTES (h11, under
-httpcore, refuses a head still incomplete past it); its body by EXCERPT_BYTES, read as sent
-(no content decoding, so a compressed answer cannot expand in memory), the rest never read.
+httpcore, refuses a head still incomplete past it); its body by EXCERPT_BYTES, or for a JSON
+answer by the client's `json_max_bytes` (WEBHOOK_RESPONSE_MAX_BYTES), read as sent (no content
+decoding, so a compressed answer cannot expand in memory), the rest never read.
 """
 
 from __future__ import annotations
@@ -33,27 +34,37 @@ from ipaddress import ip_address
 import httpcore
 import httpx
 
-from workflow_core.actions.base import HttpResponse
+from workflow_core.actions.base import HttpResponse, is_json_media_type
 from workflow_core.destinations import SETTING, Address, AllowedHosts, refusal
 from workflow_core.errors import PermanentActionError, RetryableActionError
 
 EXCERPT_BYTES = 2048
+DEFAULT_JSON_MAX_BYTES = 65_536
 HEAD_LIMIT_BYTES = httpcore.AsyncHTTP11Connection.MAX_INCOMPLETE_EVENT_SIZE
 _IDENTITY = frozenset({"", "identity"})
 
 
-async def _excerpt(response: httpx.Response) -> str:
-    """The start of the body as sent; the rest is never read (a huge answer costs nothing).
-    We ask for no content coding; an answer that has one anyway is not decoded."""
+async def _read(response: httpx.Response, json_max_bytes: int) -> tuple[str, bytes | None]:
+    """The start of the body as sent, and the whole of a JSON body no larger than
+    `json_max_bytes`; the rest is never read (a huge answer costs nothing). We ask for no
+    content coding; an answer that has one anyway is not decoded."""
     encoding = response.headers.get("content-encoding", "").strip().lower()
-    collected = b""
+    wants_json = (
+        json_max_bytes > 0
+        and encoding in _IDENTITY
+        and is_json_media_type(response.headers.get("content-type"))
+    )
+    limit = max(EXCERPT_BYTES, json_max_bytes + 1) if wants_json else EXCERPT_BYTES
+    collected = bytearray()
     async for chunk in response.aiter_raw():
         collected += chunk
-        if len(collected) >= EXCERPT_BYTES:
+        if len(collected) >= limit:
             break
     if encoding not in _IDENTITY:
-        return f"({len(collected)}+ bytes, {encoding}-encoded: not shown)"
-    return collected[:EXCERPT_BYTES].decode("utf-8", errors="replace")
+        return f"({len(collected)}+ bytes, {encoding}-encoded: not shown)", None
+    excerpt = bytes(collected[:EXCERPT_BYTES]).decode("utf-8", errors="replace")
+    whole = wants_json and len(collected) <= json_max_bytes
+    return excerpt, bytes(collected) if whole else None
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -159,8 +170,11 @@ class HttpxClient:
         allowed: AllowedHosts | None = None,
         max_connections: int = 64,
         user_agent: str = "Flowline/0.1",
+        json_max_bytes: int = DEFAULT_JSON_MAX_BYTES,
     ) -> None:
+        """`json_max_bytes`: a JSON answer up to this size is read whole (0: none is)."""
         self._allowed = allowed or AllowedHosts()
+        self._json_max_bytes = json_max_bytes
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=16)
         # Certificates as httpx finds them (SSL_CERT_FILE / SSL_CERT_DIR, else certifi's).
         ssl_context = httpx.create_ssl_context(trust_env=True)
@@ -185,7 +199,7 @@ class HttpxClient:
             async with asyncio.timeout(timeout):
                 host = _host(url)
                 addresses = await self._checked_addresses(where, host)
-                response, excerpt = await self._exchange(
+                response, (excerpt, body) = await self._exchange(
                     addresses, host, method, url, dict(headers), content, timeout
                 )
         except TimeoutError:
@@ -216,7 +230,7 @@ class HttpxClient:
             raise RetryableActionError(f"{where} failed: RemoteProtocolError: {error}") from None
         except httpx.TransportError as error:
             raise RetryableActionError(f"{where} failed: {type(error).__name__}: {error}") from None
-        return _judged(where, response, excerpt)
+        return _judged(where, response, excerpt, body)
 
     async def _checked_addresses(self, where: str, host: str) -> list[str]:
         """The addresses `host` resolves to, each one checked; resolved once per call."""
@@ -243,7 +257,7 @@ class HttpxClient:
         headers: dict[str, str],
         content: bytes | None,
         timeout: float,
-    ) -> tuple[httpx.Response, str]:
+    ) -> tuple[httpx.Response, tuple[str, bytes | None]]:
         """The answer from the first checked address that takes the connection."""
         for index, address in enumerate(addresses):
             pinned = _PINNED.set((host, address))
@@ -251,7 +265,7 @@ class HttpxClient:
                 async with self._client.stream(
                     method, url, headers=headers, content=content, timeout=timeout
                 ) as response:
-                    return response, await _excerpt(response)
+                    return response, await _read(response, self._json_max_bytes)
             except httpx.ConnectError:
                 if index == len(addresses) - 1:
                     raise  # nothing was sent to the others either: the next one may answer
@@ -277,9 +291,9 @@ def _addresses(found: Iterable[str]) -> list[Address]:
     return [ip_address(text) for text in found]
 
 
-def _judged(where: str, response: httpx.Response, excerpt: str) -> HttpResponse:
+def _judged(where: str, response: httpx.Response, excerpt: str, body: bytes | None) -> HttpResponse:
     """The answer, or the error it stands for (5xx and 429 retryable, other 4xx permanent)."""
-    result = HttpResponse(response.status_code, dict(response.headers), excerpt)
+    result = HttpResponse(response.status_code, dict(response.headers), excerpt, body)
     if response.status_code == 429 or response.status_code >= 500:
         raise RetryableActionError(
             f"{where} answered {response.status_code}: {excerpt[:200]}",

@@ -112,7 +112,7 @@ _WAITS = _Part(
     tail="ON CONFLICT DO NOTHING",
 )
 _PARTS = (_STEPS, _ATTEMPTS, _DONE, _TASKS, _TIMERS, _QUEUED, _WAITS)
-_FACTS = (_ATTEMPTS, _DONE, _TIMERS)
+_FACTS = (_ATTEMPTS, _DONE, _TIMERS, _STEPS)
 _MOVED = ["id", "revision", "status", "current_step_id", "step_seq", "context", "error"]
 _MOVED += ["deliveries"]
 
@@ -225,9 +225,15 @@ async def checkpoint_many(
 
 async def record_facts(pg: Executor, run: RunRecord, journal: Journal) -> None:
     """Write what happened whoever drives the run (effects done, attempts, timers of its own
-    such as a notification's retry) without moving the run; those rows leave the journal."""
-    parts = (_attempt_rows(journal, run.deliveries), _done_rows(journal), journal.timers)
+    such as a notification's retry, the step a cancelled run stopped in) without moving the
+    run; those rows leave the journal."""
+    parts = (
+        _attempt_rows(journal, run.deliveries),
+        _done_rows(journal),
+        journal.timers,
+        _step_rows(journal),
+    )
     if any(parts):
         await pg.execute(_facts_statement(), *(json_text(_owned(run, rows)) for rows in parts))
-    for rows in (journal.actions, journal.effects_done, journal.timers):
+    for rows in (journal.actions, journal.effects_done, journal.timers, journal.steps):
         rows.clear()

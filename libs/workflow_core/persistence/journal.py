@@ -74,6 +74,16 @@ class Journal:
             _step_row(run_id, seq, step, StepStatus.FAILED, entered, finished=now, error=error)
         )
 
+    def step_cancelled(
+        self, run_id: UUID, seq: int, step: StepSpec, entered: datetime, now: datetime
+    ) -> None:
+        """The run was cancelled while in this step (POST /runs/{id}/cancel)."""
+        self.steps.append(
+            _step_row(
+                run_id, seq, step, StepStatus.CANCELLED, entered, finished=now, error="cancelled"
+            )
+        )
+
     def step_left(
         self,
         run_id: UUID,

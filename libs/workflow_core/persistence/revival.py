@@ -50,23 +50,34 @@ async def replay_event(conn: Connection, event: events.Event) -> int:
 async def retry_run(conn: Connection, run_id: UUID) -> dict[str, Any] | None:
     """Restart a failed run at its current step (actions already done are not repeated);
     None when the run is not failed."""
-    row = await sql.fetchrow(
+    restarted = await retry_runs(conn, [run_id])
+    return restarted[0] if restarted else None
+
+
+async def retry_runs(conn: Connection, run_ids: list[UUID]) -> list[dict[str, Any]]:
+    """Restart those of `run_ids` that are failed, each at its current step, in one statement
+    (and one for their events); what was restarted."""
+    rows = await sql.fetch(
         conn,
-        _revive(runs.c.id == run_id, status=RunStatus.WAITING).returning(
+        _revive(runs.c.id.in_(run_ids), status=RunStatus.WAITING).returning(
             runs.c.id, runs.c.step_seq, runs.c.current_step_id
         ),
     )
-    if row is None:
-        return None
-    await outbox.add(
+    await outbox.add_events(
         conn,
-        events.run_resume(
-            new_id(), run_id, "retry", step_seq=row["step_seq"], action_index=0, attempt=1
-        ),
+        [
+            events.run_resume(
+                new_id(), row["id"], "retry", step_seq=row["step_seq"], action_index=0, attempt=1
+            )
+            for row in rows
+        ],
     )
-    return {
-        "run_id": row["id"],
-        "status": RunStatus.WAITING,
-        "step_id": row["current_step_id"],
-        "step_seq": row["step_seq"],
-    }
+    return [
+        {
+            "run_id": row["id"],
+            "status": RunStatus.WAITING,
+            "step_id": row["current_step_id"],
+            "step_seq": row["step_seq"],
+        }
+        for row in rows
+    ]

@@ -230,7 +230,7 @@ _FAIL = f"""
     WITH failed AS (
         UPDATE runs SET status = 'failed', error = $2, revision = revision + 1,
             updated_at = now(), finished_at = now(), owner = $3
-        WHERE id = $1 AND status NOT IN ('completed', 'failed')
+        WHERE id = $1 AND status IN ('running', 'waiting')
         RETURNING id, step_seq
     ), step AS (
         UPDATE run_steps SET status = 'failed', error = $2, finished_at = now()

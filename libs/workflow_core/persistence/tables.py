@@ -145,6 +145,8 @@ runs = Table(
     Index("ix_runs_submission", "submission_id"),
     Index("ix_runs_workflow_status", "workflow_id", "status", "created_at"),
     Index("ix_runs_status_created", "status", "created_at"),
+    # What RUN_RETENTION_DAYS purges, and what POST /runs/retry's window filters by.
+    Index("ix_runs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
 )
 
 run_steps = Table(
