@@ -20,6 +20,8 @@ from workflow_core.statuses import RunStatus
 
 router = APIRouter(prefix="/console/runs", route_class=ConsoleRoute, include_in_schema=False)
 PAGE = Annotated[int, Query(ge=1, le=200)]
+# A plain form sends its empty fields as empty strings: an empty filter is no filter.
+Field = Annotated[str | None, Query(max_length=100)]
 # An <input type="datetime-local"> sends minutes (or seconds) without a zone: read as UTC.
 When = Annotated[str | None, Query(max_length=40)]
 
@@ -34,6 +36,25 @@ def parse_when(text: str | None, name: str) -> datetime | None:
             name, f"{name} must be a date and time such as 2026-01-31T09:30"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _uuid(text: str | None, name: str) -> UUID | None:
+    if not text:
+        return None
+    try:
+        return UUID(text.strip())
+    except ValueError:
+        raise Unprocessable(name, f"{name} must be an id (a UUID)") from None
+
+
+def _status(text: str | None) -> RunStatus | None:
+    if not text:
+        return None
+    try:
+        return RunStatus(text)
+    except ValueError:
+        shown = ", ".join(RunStatus)
+        raise Unprocessable("status", f"status must be one of {shown}") from None
 
 
 def cursor_of(run: runs.RunRecord) -> str:
@@ -58,8 +79,8 @@ async def run_list(
     request: Request,
     viewer: Looker,
     db: Db,
-    workflow_id: UUID | None = None,
-    status: RunStatus | None = None,
+    workflow_id: Field = None,
+    status: Field = None,
     org_id: Filter = None,
     since: When = None,
     until: When = None,
@@ -73,8 +94,8 @@ async def run_list(
         found = await runs.list_runs(
             conn,
             org_id=org,
-            workflow_id=workflow_id,
-            status=status,
+            workflow_id=_uuid(workflow_id, "workflow_id"),
+            status=_status(status),
             created_from=parse_when(since, "since"),
             created_until=parse_when(until, "until"),
             after=parse_cursor(cursor),

@@ -4,6 +4,7 @@ and its Origin checked), and turning errors into HTML pages with the JSON routes
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -32,6 +33,7 @@ _STATUS = {NotFound: 404, Forbidden: 403, Conflict: 409, Unprocessable: 422}
 environment = Environment(
     loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), trim_blocks=True
 )
+environment.globals["utc"] = UTC  # times are shown in UTC, and say so
 
 
 def render(
