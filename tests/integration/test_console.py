@@ -19,8 +19,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.api.console.session import COOKIE
+from tests.conftest import module_stack
 from tests.support.flows import running_worker
 from tests.support.inprocess import InProcessApi, in_process_api
+from tests.support.services import Servers
 from tests.support.waiting import eventually
 from workflow_core import events
 from workflow_core.adapters.streams import StreamKeys
@@ -59,16 +61,36 @@ def approval() -> dict[str, Any]:
 
 
 @dataclass
-class World:
+class Service:
+    """One API (in this process) and worker for the module, with ORG's keys and workflow."""
+
     api: InProcessApi
+    settings: Settings
     keys: dict[str, dict[str, Any]]
     workflow: str
+
+
+@dataclass
+class World:
+    """What a test starts from: a browser of its own (its own cookies) and a fresh run of
+    the approval workflow waiting for its task."""
+
+    client: httpx.AsyncClient
+    service: Service
+    name: str
     run: str
     task: str
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        return self.api.client
+    def keys(self) -> dict[str, dict[str, Any]]:
+        return self.service.keys
+
+    @property
+    def workflow(self) -> str:
+        return self.service.workflow
+
+    def bearer(self, scope: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[scope]['key']}"}
 
 
 async def _key(client: httpx.AsyncClient, scope: str, name: str) -> dict[str, Any]:
@@ -81,34 +103,58 @@ async def _key(client: httpx.AsyncClient, scope: str, name: str) -> dict[str, An
     return dict(made.json())
 
 
+@pytest.fixture(scope="module")
+async def service(
+    servers: Servers, template_database: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Service]:
+    async with module_stack(
+        servers, template_database, tmp_path_factory.mktemp("logs"), api_admin_key=ADMIN
+    ) as stack:
+        settings = stack.settings
+        async with in_process_api(settings) as api, running_worker(settings):
+            keys = {
+                scope: await _key(api.client, scope, f"{scope} key")
+                for scope in ("submit", "tasks", "admin")
+            }
+            admin = {"Authorization": f"Bearer {keys['admin']['key']}"}
+            created = await api.client.post("/workflows", json=approval(), headers=admin)
+            assert created.status_code == 201, created.text
+            yield Service(api, settings, keys, created.json()["id"])
+
+
 @pytest.fixture
-async def world(settings: Settings) -> AsyncIterator[World]:
-    settings = settings.model_copy(update={"api_admin_key": ADMIN})
-    async with in_process_api(settings) as api, running_worker(settings):
-        client = api.client
-        keys = {
-            scope: await _key(client, scope, f"{scope} key")
-            for scope in ("submit", "tasks", "admin")
-        }
-        admin = {"Authorization": f"Bearer {keys['admin']['key']}"}
-        created = await client.post("/workflows", json=approval(), headers=admin)
-        assert created.status_code == 201, created.text
-        workflow = created.json()["id"]
-        submitted = await client.post(
-            "/submit",
-            json={"template_id": "t", "data": {"name": "Ada"}},
-            headers={"Authorization": f"Bearer {keys['submit']['key']}"},
+async def world(service: Service) -> AsyncIterator[World]:
+    transport = httpx.ASGITransport(app=service.api.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://flowline.test") as client:
+        name = f"Ada {uuid.uuid4().hex[:6]}"
+        run, task = await waiting_run(client, service, name)
+        yield World(client, service, name, run, task)
+
+
+async def waiting_run(client: httpx.AsyncClient, service: Service, name: str) -> tuple[str, str]:
+    """A new submission's run of the approval workflow, waiting for its task."""
+    admin = {"Authorization": f"Bearer {service.keys['admin']['key']}"}
+    submitted = await client.post(
+        "/submit",
+        json={"template_id": "t", "data": {"name": name}},
+        headers={"Authorization": f"Bearer {service.keys['submit']['key']}"},
+    )
+    submission = submitted.json()["submission_id"]
+
+    async def waiting() -> dict[str, Any] | None:
+        found = (await client.get(f"/submissions/{submission}", headers=admin)).json()
+        return next(
+            (
+                r
+                for r in found["runs"]
+                if r["status"] == "waiting" and r["workflow_id"] == service.workflow
+            ),
+            None,
         )
-        submission = submitted.json()["submission_id"]
 
-        async def waiting() -> dict[str, Any] | None:
-            found = (await client.get(f"/submissions/{submission}", headers=admin)).json()
-            return next((r for r in found["runs"] if r["status"] == "waiting"), None)
-
-        run = await eventually(waiting, timeout=30, what="the run waiting for its task")
-        [task] = (await client.get("/tasks", params={"run_id": run["id"]}, headers=admin)).json()
-        yield World(api, keys, workflow, run["id"], task["id"])
-        client.cookies.clear()
+    run = await eventually(waiting, timeout=30, what="the run waiting for its task")
+    [task] = (await client.get("/tasks", params={"run_id": run["id"]}, headers=admin)).json()
+    return run["id"], task["id"]
 
 
 async def sign_in(client: httpx.AsyncClient, key: str, who: str = "") -> httpx.Response:
@@ -159,10 +205,11 @@ async def test_bad_keys_and_no_session_are_refused(world: World) -> None:
 
 
 async def test_a_revoked_key_ends_its_sessions(world: World) -> None:
-    await sign_in(world.client, world.keys["admin"]["key"])
+    key = await _key(world.client, "admin", "soon revoked")
+    await sign_in(world.client, key["key"])
     assert (await world.client.get("/console/runs")).status_code == 200
     revoked = await world.client.delete(
-        f"/api-keys/{world.keys['admin']['id']}", headers={"Authorization": f"Bearer {ADMIN}"}
+        f"/api-keys/{key['id']}", headers={"Authorization": f"Bearer {ADMIN}"}
     )
     assert revoked.status_code == 204
     after = await world.client.get("/console/runs")
@@ -198,7 +245,7 @@ async def test_the_inbox_completes_a_task_with_an_outcome_and_a_comment(world: W
     assert (await client.get("/console/runs")).status_code == 403  # `tasks` sees the inbox only
     for view in ("pending", "mine"):
         page = await client.get("/console/inbox", params={"view": view})
-        assert page.status_code == 200 and "Review Ada" in page.text, view
+        assert page.status_code == 200 and f"Review {world.name}" in page.text, view
     overdue = await client.get("/console/inbox", params={"view": "overdue"})
     assert "Review Ada" not in overdue.text and "Nothing here." in overdue.text
     done = await client.post(
@@ -264,28 +311,35 @@ async def test_runs_pages_show_the_timeline_and_retry_a_failed_run(world: World)
 
 async def test_runs_are_paged_with_a_cursor(world: World) -> None:
     client = world.client
-    submit = {"Authorization": f"Bearer {world.keys['submit']['key']}"}
+    listing = {"workflow_id": world.workflow, "limit": 500}
+
+    async def all_runs() -> list[str]:
+        found = await client.get("/runs", params=listing, headers=world.bearer("admin"))
+        return [run["id"] for run in found.json()]
+
+    before = len(await all_runs())
     for name in ("Bo", "Cy"):
         await client.post(
-            "/submit", json={"template_id": "t", "data": {"name": name}}, headers=submit
+            "/submit",
+            json={"template_id": "t", "data": {"name": name}},
+            headers=world.bearer("submit"),
         )
-    admin = {"Authorization": f"Bearer {world.keys['admin']['key']}"}
 
-    async def three() -> list[Any] | None:
-        found = (await client.get("/runs", headers=admin)).json()
-        return found if len(found) == 3 else None
+    async def two_more() -> list[str] | None:
+        ids = await all_runs()
+        return ids if len(ids) == before + 2 else None
 
-    runs = await eventually(three, timeout=30, what="three runs")
+    ids = await eventually(two_more, timeout=30, what="two more runs")
     await sign_in(client, world.keys["admin"]["key"])
     seen: list[str] = []
-    url: str | None = "/console/runs?limit=2"
+    url: str | None = f"/console/runs?workflow_id={world.workflow}&limit=2"
     while url:
         page = await client.get(url)
         assert page.status_code == 200
         seen += re.findall(r'href="/console/runs/([0-9a-f-]{36})"', page.text)
         found = re.search(r'href="(/console/runs\?[^"]+)" rel="next"', page.text)
         url = found.group(1).replace("&amp;", "&") if found else None
-    assert seen == [run["id"] for run in runs]
+    assert seen == ids and len(ids) >= 3
 
 
 async def test_workflows_pages_show_versions_and_the_definition(world: World) -> None:
@@ -323,9 +377,8 @@ async def test_the_numbers_page_shows_what_metrics_exposes(world: World) -> None
     assert table.status_code == 200 and "<html" not in table.text and "flowline_runs" in table.text
 
 
-async def test_dead_letters_are_shown_to_the_operator_and_replayed(
-    world: World, settings: Settings
-) -> None:
+async def test_dead_letters_are_shown_to_the_operator_and_replayed(world: World) -> None:
+    settings = world.service.settings
     keys = StreamKeys.from_settings(settings)
     redis = aioredis.Redis(host=settings.redis_host, port=settings.redis_port)
     event = events.form_submitted(new_id(), new_id(), "t", ORG, {}, datetime.now(UTC))

@@ -107,6 +107,8 @@ async def _viewer(request: Request) -> Viewer:
     principal = await principal_of(request.app.state.database, cfg, session.key)
     if principal is None or not (principal.can("tasks") or principal.can("admin")):
         raise SignInNeeded()
+    # The access log names the key's id, as for a bearer key (observe.py).
+    request.state.key_id = str(principal.key_id) if principal.key_id else "operator"
     return Viewer(principal, session.who, session.csrf)
 
 

@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.api.console.identity import SignInNeeded, Viewer
 from services.api.console.session import csrf_matches
-from workflow_core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from workflow_core.errors import Conflict, Forbidden, NotFound, Unavailable, Unprocessable
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MAX_FORM_BYTES = 64 * 1024
@@ -28,7 +28,7 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "Referrer-Policy": "same-origin",
 }
-_STATUS = {NotFound: 404, Forbidden: 403, Conflict: 409, Unprocessable: 422}
+_STATUS = {NotFound: 404, Forbidden: 403, Conflict: 409, Unprocessable: 422, Unavailable: 503}
 
 environment = Environment(
     loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), trim_blocks=True
@@ -44,7 +44,10 @@ def render(
 
 
 def error_page(status: int, message: str, viewer: Viewer | None = None) -> HTMLResponse:
-    return render("error.html", viewer, status=status, status_code=status, message=message)
+    page = render("error.html", viewer, status=status, status_code=status, message=message)
+    if status == 503:
+        page.headers["Retry-After"] = "1"
+    return page
 
 
 def see_other(url: str) -> RedirectResponse:
@@ -66,7 +69,7 @@ class ConsoleRoute(APIRoute):
                     request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 )
                 return see_other(f"/console/sign-in?next={back}")
-            except (NotFound, Forbidden, Conflict, Unprocessable) as error:
+            except (NotFound, Forbidden, Conflict, Unprocessable, Unavailable) as error:
                 return error_page(_STATUS[type(error)], str(error))
             except RequestValidationError as error:
                 problems = "; ".join(
