@@ -21,7 +21,7 @@ from workflow_core.statuses import RunStatus
 router = APIRouter(prefix="/console/runs", route_class=ConsoleRoute, include_in_schema=False)
 PAGE = Annotated[int, Query(ge=1, le=200)]
 # A plain form sends its empty fields as empty strings: an empty filter is no filter.
-Field = Annotated[str | None, Query(max_length=100)]
+FormText = Annotated[str | None, Query(max_length=100)]
 # An <input type="datetime-local"> sends minutes (or seconds) without a zone: read as UTC.
 When = Annotated[str | None, Query(max_length=40)]
 
@@ -79,8 +79,8 @@ async def run_list(
     request: Request,
     viewer: Looker,
     db: Db,
-    workflow_id: Field = None,
-    status: Field = None,
+    workflow_id: FormText = None,
+    status: FormText = None,
     org_id: Filter = None,
     since: When = None,
     until: When = None,
