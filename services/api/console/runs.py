@@ -14,6 +14,7 @@ from services.api.console.identity import Looker
 from services.api.console.web import ConsoleRoute, posted, render, see_other
 from services.api.deps import Db, Filter
 from services.api.routes import runs as run_routes
+from services.api.routes import workflows as workflow_routes
 from workflow_core.errors import Unprocessable
 from workflow_core.persistence import records, runs
 from workflow_core.statuses import RunStatus
@@ -76,7 +77,6 @@ def parse_cursor(text: str | None) -> tuple[datetime, UUID] | None:
 
 @router.get("")
 async def run_list(
-    request: Request,
     viewer: Looker,
     db: Db,
     workflow_id: FormText = None,
@@ -103,6 +103,9 @@ async def run_list(
         )
     shown = found[:limit]
     more = cursor_of(shown[-1]) if len(found) > limit else None
+    known = await workflow_routes.list_workflows(
+        db, viewer.principal, limit=200, offset=0, org_id=None, active=True
+    )
     filters = {
         "workflow_id": workflow_id or "",
         "status": status or "",
@@ -116,6 +119,7 @@ async def run_list(
         "runs.html",
         viewer,
         runs=shown,
+        workflows={str(w["id"]): w["name"] for w in known},
         filters=filters,
         statuses=[s.value for s in RunStatus],
         next_query=next_query if more else None,
