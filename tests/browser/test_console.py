@@ -5,6 +5,7 @@ One stack for the module; each flow is a test of its own. Screenshots: see conft
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -83,7 +84,11 @@ async def world(
     servers: Servers, template_database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[World]:
     async with module_stack(
-        servers, template_database, tmp_path_factory.mktemp("logs"), api_admin_key=ADMIN
+        servers,
+        template_database,
+        tmp_path_factory.mktemp("logs"),
+        api_admin_key=ADMIN,
+        metrics_sample_seconds=1,  # the numbers page shows the failed run within a second
     ) as stack:
         stack.start_api()
         stack.start_worker("worker")
@@ -193,3 +198,17 @@ async def test_replay_a_dead_letter(page: Page, world: World, shoot: Shoot) -> N
     await letter.get_by_role("button", name="Replay").click()
     await expect(page.get_by_role("status")).to_contain_text(f"Dead letter {entry} replayed.")
     await expect(page.get_by_role("listitem").filter(has_text=entry)).to_contain_text("Replays1")
+
+
+async def test_the_numbers_refresh_by_themselves(page: Page, world: World) -> None:
+    await sign_in(page, world, world.tasks_key)
+    await page.get_by_role("link", name="Numbers").click()
+    table = page.get_by_role("table")
+    failed = table.get_by_role("row", name="Runs (failed)")
+    count = failed.get_by_role("cell").first
+    await expect(count).to_have_text(re.compile(r"^[1-9][0-9]*$"), timeout=15_000)  # Grace's
+    caption = await table.locator("caption").inner_text()
+    assert caption.startswith("As of"), caption
+    # console.js replaces the table every 5 s: its time moves on without a reload.
+    await expect(table.locator("caption")).not_to_have_text(caption, timeout=12_000)
+    await fits_360(page)

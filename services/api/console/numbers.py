@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response
 from prometheus_client import Gauge
 
-from services.api.console.identity import Looker
+from services.api.console.identity import Looker, Viewer
 from services.api.console.web import ConsoleRoute, render
 from workflow_core import metrics
 
@@ -51,12 +52,22 @@ def _sampled_ago() -> float | None:
     return round(time.time() - at, 1) if at else None
 
 
+def _numbers(template: str, viewer: Viewer) -> Response:
+    return render(
+        template,
+        viewer,
+        numbers=live_numbers(),
+        sampled_ago=_sampled_ago(),
+        read_at=datetime.now(UTC),
+    )
+
+
 @router.get("")
 async def numbers_page(viewer: Looker) -> Response:
-    return render("metrics.html", viewer, numbers=live_numbers(), sampled_ago=_sampled_ago())
+    return _numbers("metrics.html", viewer)
 
 
 @router.get("/table")
 async def numbers_table(viewer: Looker) -> Response:
     """The table alone, for the page's 5-second refresh."""
-    return render("_numbers.html", viewer, numbers=live_numbers(), sampled_ago=_sampled_ago())
+    return _numbers("_numbers.html", viewer)
