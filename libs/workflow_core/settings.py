@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     api_admin_key: str = ""
     api_token: str = ""
     api_allow_open: bool = False
+    # The console (/console): what signs its session cookies (empty: derived from
+    # API_ADMIN_KEY, so rotating that key ends every session) and how long a session lasts.
+    console_session_secret: str = ""
+    console_session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 8.0
     # Submissions per second per organisation (a token bucket in Redis, bursts of twice
     # this); 0 = no limit.
     submit_rate_per_org: Annotated[float, Field(ge=0, le=1_000_000)] = 200.0
@@ -185,6 +189,17 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("console_session_secret")
+    @classmethod
+    def _session_secret(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[\x21-\x7e]{32,}", value):
+            raise ValueError(
+                "must be at least 32 printable ASCII characters without spaces (make one with "
+                '`python -c "import secrets; print(secrets.token_urlsafe(32))"`), or empty to '
+                "derive it from API_ADMIN_KEY"
+            )
+        return value
+
     @property
     def admin_key(self) -> str:
         """The operator's key, by its name or its old one (API_TOKEN)."""
@@ -256,7 +271,7 @@ def describe_error(error: ValidationError) -> str:
         return f"invalid settings: {first['msg'].removeprefix('Value error, ')}"
     name = str(first["loc"][0]).upper()
     value = first.get("input")
-    if "PASSWORD" in name or "TOKEN" in name or "KEY" in name:
+    if "PASSWORD" in name or "TOKEN" in name or "KEY" in name or "SECRET" in name:
         shown = "'***'"
     elif isinstance(value, str) and "://" in value:
         shown = repr(re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", value))  # hide passwords

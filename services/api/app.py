@@ -11,7 +11,7 @@ from datetime import timedelta
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from services.api import errors, intake, observe, openapi
+from services.api import console, errors, intake, observe, openapi
 from services.api.auth import OPEN_PATHS, Authenticate
 from services.api.body_limit import BodyLimit
 from services.api.deps import Database
@@ -132,6 +132,7 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     ):
         _document_common_answers(module.router)
         app.include_router(module.router)
+    console.install(app, settings)  # HTML pages, not in the OpenAPI document
     # Outside authentication: /metrics and the docs' assets are open (CONTRACT section 7).
     app.add_middleware(observe.Unguarded)
     # Outermost: it times and counts every answer, the other middleware's refusals included.

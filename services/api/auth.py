@@ -12,8 +12,9 @@ from services.api.keys import KeyRing, bearer
 from workflow_core.errors import Unavailable
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
-# The API docs' own files, and the form endpoint (its key is in its path: CONTRACT §8).
-OPEN_PREFIXES = ("/docs/", "/redoc/", "/static/", "/f/")
+# The API docs' own files, the form endpoint (its key is in its path: CONTRACT §8), and the
+# console, which checks its own session cookie (services/api/console/identity.py).
+OPEN_PREFIXES = ("/docs/", "/redoc/", "/static/", "/f/", "/console/")
 _REFUSAL = orjson.dumps(
     {"detail": "missing or unknown API key: send the header `Authorization: Bearer <key>`"}
 )
@@ -24,6 +25,7 @@ def is_open(scope: Scope) -> bool:
     path: str = scope["path"]
     return (
         path in OPEN_PATHS
+        or path == "/console"
         or path.startswith(OPEN_PREFIXES)
         or (scope["method"] == "OPTIONS" and _is_preflight(scope))
     )

@@ -5,7 +5,12 @@ and the task that run opened. Organisation B's keys (each scope) call EVERY oper
 API's OpenAPI document with A's ids and A's organisation: each answer must be a refusal (403,
 404) or a list without A's objects, no answer may carry anything of A's, and afterwards A's
 objects are as they were. An operation that is not in the matrix below fails the test: a new
-route must say how it keeps organisations apart."""
+route must say how it keeps organisations apart.
+
+The console's pages (/console, not in the OpenAPI document: HTML forms behind a session
+cookie) have a matrix of their own, CONSOLE_MATRIX, called by B signed in to the console with
+each of its keys that may sign in (`tasks`, `admin`), its forms posted with B's own CSRF
+token: A's objects are 404 (or 403 for a scope that cannot see them), lists leave them out."""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
+from services.api.console import ROUTERS as CONSOLE_ROUTERS
 from tests.conftest import Stack, module_stack
 from tests.support.services import Servers
 from tests.support.waiting import eventually
@@ -216,6 +223,92 @@ MATRIX: dict[tuple[str, str], tuple[Call, set[int]]] = {
     # Open (CONTRACT §10): totals of the whole deployment, no series per organisation.
     ("GET", "/metrics"): (lambda c, w, h: c.get("/metrics", headers=h), {200}),
 }  # fmt: skip
+
+
+@dataclass
+class Console:
+    """B signed in to the console: its client (with the session cookie) and a form token."""
+
+    client: httpx.AsyncClient
+    csrf: str
+
+    def form(self, **fields: str) -> dict[str, str]:
+        return {"csrf": self.csrf, **fields}
+
+
+ConsoleCall = Callable[[Console, World], Awaitable[httpx.Response]]
+
+# (method, path template) -> how B, signed in to the console, calls it against A, and what B
+# may get back (303: a redirect within the console; 401: a sign-in with a key that is none).
+CONSOLE_MATRIX: dict[tuple[str, str], tuple[ConsoleCall, set[int]]] = {
+    ("GET", "/console"): (lambda b, w: b.client.get("/console"), {303}),
+    ("GET", "/console/sign-in"): (lambda b, w: b.client.get("/console/sign-in"), {200}),
+    ("POST", "/console/sign-in"): (
+        lambda b, w: b.client.post("/console/sign-in", data={"key": w.a_keys["admin"][:12]}),
+        {401}),
+    ("POST", "/console/sign-out"): (
+        lambda b, w: b.client.post("/console/sign-out", data={"csrf": "not B's"}), {403}),
+    ("GET", "/console/assets/{name}"): (
+        lambda b, w: b.client.get("/console/assets/console.css"), {200}),
+    ("GET", "/console/runs"): (
+        lambda b, w: b.client.get("/console/runs", params={"org_id": ORG_A}), {403}),
+    ("GET", "/console/runs/{run_id}"): (
+        lambda b, w: b.client.get(f"/console/runs/{w.run}"), {403, 404}),
+    ("POST", "/console/runs/{run_id}/retry"): (
+        lambda b, w: b.client.post(f"/console/runs/{w.run}/retry", data=b.form()), {403, 404}),
+    ("GET", "/console/inbox"): (lambda b, w: b.client.get("/console/inbox"), {200}),
+    ("POST", "/console/tasks/{task_id}/complete"): (
+        lambda b, w: b.client.post(
+            f"/console/tasks/{w.task}/complete", data=b.form(outcome="approved")),
+        {403, 404}),
+    ("GET", "/console/workflows"): (lambda b, w: b.client.get("/console/workflows"), {200, 403}),
+    ("GET", "/console/workflows/{workflow_id}"): (
+        lambda b, w: b.client.get(f"/console/workflows/{w.workflow}"), {403, 404}),
+    ("GET", "/console/dead-letters"): (lambda b, w: b.client.get("/console/dead-letters"), {403}),
+    ("POST", "/console/dead-letters/{entry_id}/replay"): (
+        lambda b, w: b.client.post("/console/dead-letters/1-0/replay", data=b.form()), {403}),
+    # The deployment's totals, as /metrics shows them to anyone: no series per organisation.
+    ("GET", "/console/metrics"): (lambda b, w: b.client.get("/console/metrics"), {200}),
+    ("GET", "/console/metrics/table"): (
+        lambda b, w: b.client.get("/console/metrics/table"), {200}),
+}  # fmt: skip
+
+
+def test_every_console_route_is_in_the_console_matrix() -> None:
+    routes = {
+        (method, route.path)
+        for router in CONSOLE_ROUTERS
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    assert routes - CONSOLE_MATRIX.keys() == set(), (
+        "new console routes: say how they keep orgs apart"
+    )
+    assert CONSOLE_MATRIX.keys() - routes == set(), "the console matrix names routes that are gone"
+
+
+@pytest.mark.parametrize("scope", ["tasks", "admin"])
+async def test_another_organisation_sees_and_changes_nothing_in_the_console(
+    stack: Stack, world: World, scope: str
+) -> None:
+    origin = {"Origin": stack.base_url}
+    leaks: list[str] = []
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10, headers=origin) as client:
+        signed = await client.post("/console/sign-in", data={"key": world.b_keys[scope]})
+        assert signed.status_code == 303, signed.text
+        inbox = await client.get("/console/inbox")
+        b = Console(client, inbox.text.split('name="csrf" value="', 1)[1].split('"', 1)[0])
+        for (method, path), (call, allowed) in CONSOLE_MATRIX.items():
+            answer = await call(b, world)
+            if answer.status_code not in allowed:
+                leaks.append(f"{method} {path}: {answer.status_code} {answer.text[:300]}")
+            sent = str(answer.request.url) + answer.request.content.decode(errors="replace")
+            shown = [s for s in world.secrets_of_a() if s in answer.text and s not in sent]
+            if shown:
+                leaks.append(f"{method} {path}: shows {shown}")
+        await _a_is_unchanged(client, world)
+    assert not leaks, "\n".join(leaks)
 
 
 async def _operations(client: httpx.AsyncClient) -> set[tuple[str, str]]:

@@ -13,6 +13,7 @@ outbox, in the same transaction).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -201,9 +202,11 @@ async def list_tasks(
     org_id: str | None = None,
     kind: str | None = None,
     run_id: UUID | None = None,
+    due_before: datetime | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
+    """`due_before`: only the tasks due before that time (overdue ones, given now)."""
     wanted = {
         "status": status,
         "assignee": assignee,
@@ -211,7 +214,10 @@ async def list_tasks(
         "kind": kind,
         "run_id": run_id,
     }
-    return [dict(row) for row in await sql.fetch(db, _listing(tasks, wanted, limit, offset))]
+    query = _listing(tasks, wanted, limit, offset)
+    if due_before is not None:
+        query = query.where(tasks.c.due_at < due_before)
+    return [dict(row) for row in await sql.fetch(db, query)]
 
 
 async def get_task(db: Executor, task_id: UUID) -> dict[str, Any] | None:

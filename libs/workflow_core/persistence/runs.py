@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from workflow_core.errors import Conflict
 from workflow_core.persistence import sql
 from workflow_core.persistence.pool import Connection, Executor, json_text
-from workflow_core.persistence.tables import run_actions, run_steps, runs
+from workflow_core.persistence.tables import run_actions, run_steps, runs, timers
 from workflow_core.statuses import FINISHED_RUNS, RunStatus
 
 
@@ -185,10 +185,24 @@ async def list_runs(
     workflow_id: UUID | None = None,
     status: str | None = None,
     submission_id: UUID | None = None,
+    created_from: datetime | None = None,
+    created_until: datetime | None = None,
+    after: tuple[datetime, UUID] | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[RunRecord]:
+    """Newest first. `after`: the (created_at, id) of the last run of the previous page, a
+    cursor that neither repeats nor skips a run while new ones arrive."""
     query = select(*_SELECTED)
+    if created_from is not None:
+        query = query.where(runs.c.created_at >= created_from)
+    if created_until is not None:
+        query = query.where(runs.c.created_at < created_until)
+    if after is not None:
+        at, run_id = after
+        query = query.where(
+            (runs.c.created_at < at) | ((runs.c.created_at == at) & (runs.c.id > run_id))
+        )
     if org_id is not None:
         query = query.where(runs.c.org_id == org_id)
     if workflow_id is not None:
@@ -199,6 +213,12 @@ async def list_runs(
         query = query.where(runs.c.submission_id == submission_id)
     query = query.order_by(runs.c.created_at.desc(), runs.c.id).limit(limit).offset(offset)
     return [_record(row) for row in await sql.fetch(db, query)]
+
+
+async def timers_of(db: Executor, run_id: UUID) -> list[dict[str, Any]]:
+    """The run's durable wake-ups (waits, task deadlines, next attempts), by due time."""
+    query = select(timers).where(timers.c.run_id == run_id).order_by(timers.c.due_at, timers.c.id)
+    return [dict(row) for row in await sql.fetch(db, query)]
 
 
 async def mark_failed(db: Executor, run_id: UUID, reason: str) -> bool:
