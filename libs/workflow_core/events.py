@@ -2,7 +2,7 @@
 
 `form_submitted` starts the runs whose trigger matches; `run.resume` wakes one run (a task was
 completed, a timer fired). On the stream an entry has the fields `type`, `event_id` and
-`payload` (JSON of the whole event)."""
+`payload` (JSON of the whole event), and `traceparent` when the event continues a trace."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ import orjson
 FORM_SUBMITTED = "form_submitted"
 RUN_RESUME = "run.resume"
 EVENT_TYPES = frozenset({FORM_SUBMITTED, RUN_RESUME})
+TRACEPARENT = "traceparent"
+"""The payload's key (and the stream entry's field) of the W3C trace context the event
+continues: set only when the API traced the submission (OTEL_ENABLED)."""
 
 
 class MalformedEvent(ValueError):
@@ -29,11 +32,15 @@ class Event:
     payload: dict[str, Any]
 
     def to_fields(self) -> dict[str, str]:
-        return {
+        fields = {
             "type": self.type,
             "event_id": str(self.event_id),
             "payload": orjson.dumps(self.payload).decode(),
         }
+        # The trace the event continues, readable without decoding the payload.
+        if isinstance(traceparent := self.payload.get(TRACEPARENT), str):
+            fields[TRACEPARENT] = traceparent
+        return fields
 
 
 def form_submitted(
@@ -43,20 +50,20 @@ def form_submitted(
     org_id: str,
     data: dict[str, Any],
     submitted_at: datetime,
+    traceparent: str | None = None,
 ) -> Event:
-    return Event(
-        event_id,
-        FORM_SUBMITTED,
-        {
-            "event_id": str(event_id),
-            "event_type": FORM_SUBMITTED,
-            "submission_id": str(submission_id),
-            "template_id": template_id,
-            "org_id": org_id,
-            "data": data,
-            "submitted_at": submitted_at.isoformat(),
-        },
-    )
+    payload = {
+        "event_id": str(event_id),
+        "event_type": FORM_SUBMITTED,
+        "submission_id": str(submission_id),
+        "template_id": template_id,
+        "org_id": org_id,
+        "data": data,
+        "submitted_at": submitted_at.isoformat(),
+    }
+    if traceparent is not None:
+        payload[TRACEPARENT] = traceparent
+    return Event(event_id, FORM_SUBMITTED, payload)
 
 
 def run_resume(event_id: UUID, run_id: UUID, cause: str, **details: Any) -> Event:

@@ -33,6 +33,7 @@ from ipaddress import ip_address
 import httpcore
 import httpx
 
+from workflow_core import tracing
 from workflow_core.actions.base import HttpResponse
 from workflow_core.destinations import SETTING, Address, AllowedHosts, refusal
 from workflow_core.errors import PermanentActionError, RetryableActionError
@@ -181,6 +182,41 @@ class HttpxClient:
         timeout: float,
     ) -> HttpResponse:
         where = f"{method} {_shown(url)}"
+        if tracing.ENABLED:
+            return await self._traced(method, url, headers, content, timeout)
+        return await self._request(where, method, url, headers, content, timeout)
+
+    async def _traced(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        timeout: float,
+    ) -> HttpResponse:
+        """The call in a client span; the receiver gets its `traceparent` to go on with."""
+        shown = _shown(url)
+        attributes = {"http.request.method": method, "url.full": shown}
+        with tracing.span(method, attributes, kind=tracing.SpanKind.CLIENT) as span:
+            traceparent = tracing.traceparent()
+            if traceparent is not None:
+                headers = {**headers, tracing.TRACEPARENT: traceparent}
+            answer = await self._request(
+                f"{method} {shown}", method, url, headers, content, timeout
+            )
+            if span is not None:
+                span.set_attribute("http.response.status_code", answer.status)
+            return answer
+
+    async def _request(
+        self,
+        where: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        timeout: float,
+    ) -> HttpResponse:
         try:
             async with asyncio.timeout(timeout):
                 host = _host(url)
