@@ -97,9 +97,9 @@ def test_the_trace_context_crosses_the_stream_in_the_event(spans: InMemorySpanEx
     assert fields[events.TRACEPARENT] == traceparent  # readable on the entry itself
 
     received = events.from_fields(fields)
-    with tracing.span("handle form_submitted", parent=received.payload[events.TRACEPARENT]):
-        with tracing.span("run"):
-            pass
+    parent = received.payload[events.TRACEPARENT]
+    with tracing.span("handle form_submitted", parent=parent), tracing.span("run"):
+        pass
 
     request, handled, run = (
         _named(spans, name) for name in ("POST /submit", "handle form_submitted", "run")
@@ -150,9 +150,8 @@ def test_the_service_name_is_the_process_default_unless_the_environment_names_on
 ) -> None:
     def service_name() -> object:
         exporter = InMemorySpanExporter()
-        with tracing.enabled_for_tests(exporter, service_name="flowline-worker"):
-            with tracing.span("x"):
-                pass
+        with tracing.enabled_for_tests(exporter, service_name="flowline-worker"), tracing.span("x"):
+            pass
         [span] = exporter.get_finished_spans()
         return span.resource.attributes["service.name"]
 
