@@ -19,11 +19,14 @@ exporting behind our back.
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from dotenv import dotenv_values
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -37,6 +40,9 @@ __all__ = ["ENABLED", "Span", "SpanKind", "Status", "StatusCode"]
 
 ENABLED = False
 """The one switch every hot path reads: False, and no span is made, nothing is propagated."""
+
+SHUTDOWN_SECONDS = 3.0
+"""The longest a stopping process waits for its last spans to be exported."""
 
 TRACEPARENT = "traceparent"
 """The W3C header (and the event payload's key, and the stream entry's field) of a trace."""
@@ -55,13 +61,17 @@ def configure(
     *,
     exporter: SpanExporter | None = None,
     batch: bool = True,
+    env_file: str | None = ".env",
 ) -> None:
     """Set up tracing for this process when `enabled`; otherwise leave everything off.
     `service_name` is the default of OTEL_SERVICE_NAME. `exporter` (tests): where spans go
-    instead of OTLP/HTTP; `batch=False` exports each span as it ends."""
+    instead of OTLP/HTTP; `batch=False` exports each span as it ends. The OTEL_* lines of
+    `env_file` count too, as Flowline's own settings do."""
     global ENABLED, _provider, _tracer
     if not enabled:
         return
+    if env_file is not None:
+        _sdk_variables_from(env_file)
     # Flowline imports the SDK here only: with tracing off, nothing of it is set up.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -71,7 +81,8 @@ def configure(
     resource = Resource.create()  # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: service_name}))
-    provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER(_ARG)
+    # The sampler: OTEL_TRACES_SAMPLER(_ARG). Shut down by `shutdown`, bounded, not at exit.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     exporter = exporter or OTLPSpanExporter()  # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, ...
     processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     provider.add_span_processor(processor)
@@ -84,14 +95,31 @@ def configure(
     )
 
 
-def shutdown() -> None:
-    """Export what is left and stop the exporter (at the process's end); tracing is off
-    afterwards."""
+def _sdk_variables_from(env_file: str) -> None:
+    """The SDK reads its variables from the process's environment only: the OTEL_* lines of
+    the .env file join it, the environment winning (as it does for Flowline's settings)."""
+    for name, value in dotenv_values(env_file).items():
+        if name.upper().startswith("OTEL_") and value is not None:
+            os.environ.setdefault(name.upper(), value)
+
+
+def shutdown(timeout: float = SHUTDOWN_SECONDS) -> None:
+    """Export what is left and stop the exporter (at the process's end), waiting `timeout`
+    seconds at most: a collector that is away must not hold a stopping process (the SDK
+    would retry for its whole export timeout). Tracing is off afterwards."""
     global ENABLED, _provider, _tracer
     ENABLED = False
     provider, _provider, _tracer = _provider, None, trace.NoOpTracer()
-    if provider is not None:
-        provider.shutdown()
+    if provider is None:
+        return
+    flushing = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+    flushing.start()
+    flushing.join(timeout)
+    if flushing.is_alive():
+        structlog.get_logger(__name__).warning(
+            "tracing_spans_not_exported",
+            reason=f"the collector took more than {timeout:g} s; the last spans are dropped",
+        )
 
 
 def span(
@@ -171,7 +199,7 @@ def enabled_for_tests(
     exporter: SpanExporter, service_name: str = "flowline-test"
 ) -> Iterator[None]:
     """Tracing on, each span handed to `exporter` as it ends, for the block's duration."""
-    configure(True, service_name, exporter=exporter, batch=False)
+    configure(True, service_name, exporter=exporter, batch=False, env_file=None)
     try:
         yield
     finally:

@@ -4,10 +4,12 @@ continues the request's trace."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -160,3 +162,31 @@ def test_the_service_name_is_the_process_default_unless_the_environment_names_on
     assert service_name() == "flowline-worker"
     monkeypatch.setenv("OTEL_SERVICE_NAME", "forms-eu")
     assert service_name() == "forms-eu"
+
+
+def test_the_sdk_variables_of_the_env_file_count_the_environment_winning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "OTEL_SERVICE_NAME=from-the-file\nOTEL_TRACES_SAMPLER=always_off\nLOG_LEVEL=DEBUG\n"
+    )
+    for name in (
+        "OTEL_SERVICE_NAME",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "LOG_LEVEL",
+    ):
+        monkeypatch.setenv(name, "")  # so that it is restored after the test
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    exporter = InMemorySpanExporter()
+    tracing.configure(True, "flowline-api", exporter=exporter, batch=False, env_file=str(env_file))
+    try:
+        with tracing.span("x"):
+            pass
+    finally:
+        tracing.shutdown()
+    [span] = exporter.get_finished_spans()  # always_on: the environment's sampler won
+    assert span.resource.attributes["service.name"] == "from-the-file"
+    assert "LOG_LEVEL" not in os.environ  # only the SDK's variables are taken from the file
