@@ -150,6 +150,16 @@ def traceparent() -> str | None:
     return carrier.get(TRACEPARENT)
 
 
+def carried() -> dict[str, str]:
+    """`{"traceparent": ...}` of the current span for an event's payload to carry (a timer's
+    wake-up, a task's completion), so the run it wakes continues this trace; `{}` when
+    tracing is off."""
+    if not ENABLED:
+        return {}
+    found = traceparent()
+    return {TRACEPARENT: found} if found else {}
+
+
 def annotate(attributes: Attributes) -> None:
     """Set attributes on the current span (learnt after it began: an outcome, an id)."""
     if ENABLED:

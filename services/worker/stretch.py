@@ -78,7 +78,19 @@ class Stretches:
         ledger: Ledger,
         journal: Journal | None = None,
     ) -> RunRecord:
-        journal = journal or Journal()
+        """Drive the run to its next resting point and record it there; the run as recorded."""
+        run = await self._drive(run, definition, resumption, ledger, journal or Journal())
+        _trace_run(run)
+        return run
+
+    async def _drive(
+        self,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        resumption: Resumption,
+        ledger: Ledger,
+        journal: Journal,
+    ) -> RunRecord:
         decision = resumption.decision
         first_action, attempt = resumption.first_action, resumption.attempt
         while isinstance(decision, machine.RunStep):
@@ -102,9 +114,7 @@ class Stretches:
             journal.step_left(run.id, seq, step, decision, now, self._now())
             if isinstance(decision, machine.RunStep):
                 run = await self._store.checkpoint(run, journal)  # progress survives a crash
-        run = await self._rest(run, decision, journal)
-        _trace_run(run)
-        return run
+        return await self._rest(run, decision, journal)
 
     def _after_actions(
         self, definition: WorkflowDefinition, step: StepSpec, seq: int, run: RunRecord

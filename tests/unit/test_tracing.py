@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from workflow_core import events, tracing
+from workflow_core.persistence.journal import Journal
 from workflow_core.settings import load_settings
 
 
@@ -190,3 +191,25 @@ def test_the_sdk_variables_of_the_env_file_count_the_environment_winning(
     [span] = exporter.get_finished_spans()  # always_on: the environment's sampler won
     assert span.resource.attributes["service.name"] == "from-the-file"
     assert "LOG_LEVEL" not in os.environ  # only the SDK's variables are taken from the file
+
+
+def test_a_timer_carries_the_trace_on_to_the_run_it_wakes(spans: InMemorySpanExporter) -> None:
+    run_id = uuid4()
+    journal = Journal()
+    with tracing.span("action send_email"):
+        journal.timer(run_id, "retry", {"attempt": 2}, after=1.0)
+    [timer] = journal.timers
+    assert timer["payload"]["attempt"] == 2
+    woken = events.run_resume(uuid4(), run_id, "retry", **timer["payload"])
+    with tracing.span("handle run.resume", parent=woken.payload[events.TRACEPARENT]):
+        pass
+    action, handled = _named(spans, "action send_email"), _named(spans, "handle run.resume")
+    assert action.context is not None and handled.parent is not None
+    assert handled.parent.span_id == action.context.span_id
+
+
+def test_off_a_timer_carries_no_trace() -> None:
+    journal = Journal()
+    journal.timer(uuid4(), "retry", {"attempt": 2}, after=1.0)
+    assert journal.timers[0]["payload"] == {"attempt": 2}
+    assert tracing.carried() == {}

@@ -197,16 +197,9 @@ class HttpxClient:
         """The call in a client span; the receiver gets its `traceparent` to go on with."""
         shown = _shown(url)
         attributes = {"http.request.method": method, "url.full": shown}
-        with tracing.span(method, attributes, kind=tracing.SpanKind.CLIENT) as span:
-            traceparent = tracing.traceparent()
-            if traceparent is not None:
-                headers = {**headers, tracing.TRACEPARENT: traceparent}
-            answer = await self._request(
-                f"{method} {shown}", method, url, headers, content, timeout
-            )
-            if span is not None:
-                span.set_attribute("http.response.status_code", answer.status)
-            return answer
+        with tracing.span(method, attributes, kind=tracing.SpanKind.CLIENT):
+            headers = {**headers, **tracing.carried()}
+            return await self._request(f"{method} {shown}", method, url, headers, content, timeout)
 
     async def _request(
         self,
@@ -252,6 +245,7 @@ class HttpxClient:
             raise RetryableActionError(f"{where} failed: RemoteProtocolError: {error}") from None
         except httpx.TransportError as error:
             raise RetryableActionError(f"{where} failed: {type(error).__name__}: {error}") from None
+        tracing.annotate({"http.response.status_code": response.status_code})  # a 5xx too
         return _judged(where, response, excerpt)
 
     async def _checked_addresses(self, where: str, host: str) -> list[str]:
