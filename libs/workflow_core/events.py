@@ -4,7 +4,8 @@
 of any type the client names (`order.paid`): it starts the runs whose trigger has that type and
 resumes the runs waiting for it (`wait_for_event` steps); `run.resume` wakes one run (a task was
 completed, a timer fired, an awaited event came). On the stream an entry has the fields `type`,
-`event_id` and `payload` (JSON of the whole event)."""
+`event_id` and `payload` (JSON of the whole event), and `traceparent` when the event continues
+a trace."""
 
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ def event_type_problem(name: object) -> str | None:
     return None
 
 
+TRACEPARENT = "traceparent"
+"""The payload's key (and the stream entry's field) of the W3C trace context the event
+continues: set only when the API traced the submission (OTEL_ENABLED)."""
+
+
 class MalformedEvent(ValueError):
     """A stream entry that is not a Flowline event: it can never be processed."""
 
@@ -56,11 +62,15 @@ class Event:
     payload: dict[str, Any]
 
     def to_fields(self) -> dict[str, str]:
-        return {
+        fields = {
             "type": self.type,
             "event_id": str(self.event_id),
             "payload": orjson.dumps(self.payload).decode(),
         }
+        # The trace the event continues, readable without decoding the payload.
+        if isinstance(traceparent := self.payload.get(TRACEPARENT), str):
+            fields[TRACEPARENT] = traceparent
+        return fields
 
 
 def form_submitted(
@@ -70,37 +80,41 @@ def form_submitted(
     org_id: str,
     data: dict[str, Any],
     submitted_at: datetime,
+    traceparent: str | None = None,
 ) -> Event:
-    return Event(
-        event_id,
-        FORM_SUBMITTED,
-        {
-            "event_id": str(event_id),
-            "event_type": FORM_SUBMITTED,
-            "submission_id": str(submission_id),
-            "template_id": template_id,
-            "org_id": org_id,
-            "data": data,
-            "submitted_at": submitted_at.isoformat(),
-        },
-    )
+    payload = {
+        "event_id": str(event_id),
+        "event_type": FORM_SUBMITTED,
+        "submission_id": str(submission_id),
+        "template_id": template_id,
+        "org_id": org_id,
+        "data": data,
+        "submitted_at": submitted_at.isoformat(),
+    }
+    if traceparent is not None:
+        payload[TRACEPARENT] = traceparent
+    return Event(event_id, FORM_SUBMITTED, payload)
 
 
 def posted(
-    event_id: UUID, event_type: str, org_id: str, data: dict[str, Any], received_at: datetime
+    event_id: UUID,
+    event_type: str,
+    org_id: str,
+    data: dict[str, Any],
+    received_at: datetime,
+    traceparent: str | None = None,
 ) -> Event:
     """An event posted to /events (its `event_type` checked by `event_type_problem`)."""
-    return Event(
-        event_id,
-        POSTED,
-        {
-            "event_id": str(event_id),
-            "event_type": event_type,
-            "org_id": org_id,
-            "data": data,
-            "received_at": received_at.isoformat(),
-        },
-    )
+    payload = {
+        "event_id": str(event_id),
+        "event_type": event_type,
+        "org_id": org_id,
+        "data": data,
+        "received_at": received_at.isoformat(),
+    }
+    if traceparent is not None:
+        payload[TRACEPARENT] = traceparent
+    return Event(event_id, POSTED, payload)
 
 
 def run_resume(event_id: UUID, run_id: UUID, cause: str, **details: Any) -> Event:

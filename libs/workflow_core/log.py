@@ -9,6 +9,8 @@ too, which would otherwise install its own plain-text handlers.
 
 Context variables (`bound(...)`) put ids on every line of a piece of work: the worker binds an
 event's `event_id` / `submission_id` and each run's `run_id`, the API a submission's ids.
+With OTEL_ENABLED, a line logged inside a span carries its `trace_id` and `span_id` too
+(workflow_core/tracing.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import orjson
 import structlog
 from structlog.contextvars import bound_contextvars
 from structlog.types import Processor
+
+from workflow_core.tracing import add_trace_id
 
 bound = bound_contextvars
 """`with bound(run_id=...):` every line logged inside carries the ids (this task only)."""
@@ -44,6 +48,7 @@ def _renderer(fmt: str) -> Processor:
 def _shared() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,  # a no-op unless OTEL_ENABLED
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # How often each process reads the shared gauges (outbox, stream, runs by status).
     metrics_sample_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
 
+    # Traces (OpenTelemetry): off unless asked for. Where they go, the service name and the
+    # sampler are the SDK's standard OTEL_* variables, read from the environment by the SDK.
+    otel_enabled: bool = False
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -12,6 +12,7 @@ import uvicorn
 from services.api import cli
 from services.api.app import create_app
 from services.api.http_protocol import OneWritePerResponse
+from workflow_core import tracing
 from workflow_core.log import configure_logging, logging_config
 from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.runtime import freeze_startup_objects
@@ -59,6 +60,7 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     refuse_to_be_open(settings)
+    tracing.configure(settings.otel_enabled, "flowline-api")
     # Before uvicorn: a database that cannot be used stops the process with one line (inside
     # uvicorn's start-up it would be a page of traceback).
     asyncio.run(migrate_at_start(settings))
@@ -77,7 +79,10 @@ def main() -> None:
     server = _Server(config)
     config.load()  # import and build everything now, then keep it out of the collector's way
     freeze_startup_objects()
-    server.run()
+    try:
+        server.run()
+    finally:
+        tracing.shutdown()  # the last spans go out before the process ends
     sys.exit(0 if server.started else 3)  # 3: it never started (uvicorn's convention)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from fastapi import Depends, Header, Query, Request
 from pydantic import AfterValidator
 
 from services.api.intake import Intake
+from workflow_core import tracing
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.errors import Unavailable
 from workflow_core.events import Event
@@ -49,6 +51,8 @@ class Database:
         """Store a submission with its event, then have the event published at once (if that
         fails, the outbox relay publishes it). A form whose organisation used its idempotency
         key in the last 24 hours stores and publishes nothing: it gets the first answer."""
+        if tracing.ENABLED:
+            return await self._store_traced(form)
         async with translate_errors():
             accepted = await self._intake(form)
         if accepted.event is not None:
@@ -65,6 +69,24 @@ class Database:
         if stored.event is not None:
             self._publisher.soon(stored.event)
         return stored
+
+    async def _store_traced(self, form: NewSubmission) -> Accepted:
+        """The intake in a child span of the request's, whose trace context the event carries
+        to the worker."""
+        with tracing.span("intake", {"flowline.org_id": form.org_id}):
+            form = replace(form, traceparent=tracing.traceparent())
+            async with translate_errors():
+                accepted = await self._intake(form)
+            tracing.annotate(
+                {
+                    "flowline.submission_id": accepted.submission_id,
+                    "flowline.event_id": accepted.event_id,
+                    "flowline.replayed": accepted.replayed,
+                }
+            )
+            if accepted.event is not None:
+                self._publisher.soon(accepted.event)
+            return accepted
 
     @asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:

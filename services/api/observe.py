@@ -5,7 +5,8 @@ count and a duration by method, route template and status, and one access log li
 middleware gives (401, 413) and clears the log context at each request's start. Labels are
 bounded: the route is the matched template (`/runs/{run_id}`, never the raw path), `unmatched`
 when none matched; an unknown method is `OTHER`. The access line names the API key's id
-(`request.state.key_id`) when authentication set one, never the key itself.
+(`request.state.key_id`) when authentication set one, never the key itself. With
+OTEL_ENABLED each request is also a span (`POST /submit`), and its lines carry its trace_id.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import clear_contextvars
 
 from services.api.openapi import ASSETS, STATIC_DIR
-from workflow_core import metrics
+from workflow_core import metrics, tracing
 from workflow_core.log import get_logger
 
 log = get_logger("services.api.access")
@@ -91,6 +92,13 @@ class Observe:
             await self.app(scope, receive, send)
             return
         clear_contextvars()
+        if tracing.ENABLED:
+            await self._traced(scope, receive, send)
+        else:
+            await self._observed(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> tuple[str, int]:
+        """Answer the request, then count and log it; its (route template, status)."""
         started = time.perf_counter()
         status = 500  # what the server answers when the app raised before answering
 
@@ -103,9 +111,25 @@ class Observe:
         try:
             await self.app(scope, receive, watching_send)
         finally:
-            self._record(scope, status, time.perf_counter() - started)
+            route = self._record(scope, status, time.perf_counter() - started)
+        return route, status
 
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The request in a span of its own (OTEL_ENABLED), continuing the client's trace
+        when it sent a `traceparent`; named `<method> <route template>` once routed."""
+        method = scope["method"] if scope["method"] in METHODS else "OTHER"
+        attributes = {"http.request.method": method, "url.path": scope.get("path", "")}
+        with tracing.span(
+            method, attributes, kind=tracing.SpanKind.SERVER, parent=_traceparent(scope)
+        ) as span:
+            route, status = await self._observed(scope, receive, send)
+            if span is not None:
+                span.update_name(f"{method} {route}")
+                span.set_attributes({"http.route": route, "http.response.status_code": status})
+                if status >= 500:
+                    span.set_status(tracing.Status(tracing.StatusCode.ERROR, f"HTTP {status}"))
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> str:
         method = scope["method"] if scope["method"] in METHODS else "OTHER"
         route = self._template(scope)
         key = (method, route, status)
@@ -131,6 +155,7 @@ class Observe:
             duration_ms=round(seconds * 1000, 3),
             **fields,
         )
+        return route
 
     def _template(self, scope: Scope) -> str:
         """The route template the request matched, or the one it would have matched when it was
@@ -142,3 +167,10 @@ class Observe:
             self._patterns = [(compile_path(t)[0], t) for t in self._templates()]
         path = scope["path"]
         return next((t for pattern, t in self._patterns if pattern.match(path)), UNMATCHED)
+
+
+def _traceparent(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"traceparent":
+            return bytes(value).decode("latin-1")
+    return None

@@ -23,7 +23,7 @@ from services.worker.scheduler import TimerScheduler
 from services.worker.store import RunStore
 from services.worker.stretch import Stretches
 from services.worker.worker import Worker
-from workflow_core import events, metrics
+from workflow_core import events, metrics, tracing
 from workflow_core.actions.base import ActionDeps
 from workflow_core.adapters import streams
 from workflow_core.adapters.http import HttpxClient
@@ -274,6 +274,7 @@ def main() -> None:
     ).parse_args()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    tracing.configure(settings.otel_enabled, "flowline-worker")
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -287,7 +288,10 @@ def main() -> None:
             loop.add_signal_handler(signum, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        tracing.shutdown()  # the last spans go out before the process ends
     sys.exit(0)
 
 

@@ -2,7 +2,8 @@
 its error becomes a decision (the retry policy), and where the attempt enters the run's
 journal. The runner acts on the decision: go on, wait for a retry, or fail the step. Each
 attempt is counted here too (`flowline_action_attempts_total`, its duration, and for emails
-`flowline_emails_total` by outcome): counters in memory, no I/O."""
+`flowline_emails_total` by outcome): counters in memory, no I/O. With OTEL_ENABLED each
+attempt is a span (`action send_email`) with its outcome."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from workflow_core import actions, metrics
+from workflow_core import actions, metrics, tracing
 from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.actions.registry import ActionType
 from workflow_core.definitions.models import ActionSpec, RetryPolicy
@@ -75,12 +76,38 @@ async def execute_action(
         _count("unknown", AttemptStatus.FAILED, 0.0)
         return Failed(f"{where}: no executor for action type {spec.type!r}")
     clock = time.perf_counter()
-    outcome = await _attempt(call, spec, action_type, deps, policy, journal, now, label)
-    status = _status_of(outcome, call)
+    with tracing.span(f"action {spec.type}", _attributes(call, spec, label)):
+        outcome = await _attempt(call, spec, action_type, deps, policy, journal, now, label)
+        status = _status_of(outcome, call)
+        _trace(outcome, status)
     _count(spec.type, status, time.perf_counter() - clock)
     if spec.type == EMAIL_ACTION:
         _count_email(outcome, status)
     return outcome
+
+
+def _attributes(call: ActionCall, spec: ActionSpec, label: str | None) -> dict[str, Any] | None:
+    if not tracing.ENABLED:
+        return None
+    return {
+        "flowline.run_id": call.run_id,
+        "flowline.workflow_id": call.workflow_id,
+        "flowline.step_id": call.step_id,
+        "flowline.action_index": call.index,
+        "flowline.action_type": spec.type,
+        "flowline.action_label": label,
+        "flowline.attempt": call.attempt,
+    }
+
+
+def _trace(outcome: Outcome, status: AttemptStatus) -> None:
+    """The attempt's outcome on its span; a failure as the span's error (the exception that
+    made it was recorded where it was caught)."""
+    if not tracing.ENABLED:
+        return
+    tracing.annotate({"flowline.outcome": str(status)})
+    if isinstance(outcome, Failed):
+        tracing.fail(outcome.reason)
 
 
 def _status_of(outcome: Outcome, call: ActionCall) -> AttemptStatus:
@@ -126,6 +153,7 @@ async def _attempt(
         journal.attempt(call, name, AttemptStatus.WAITING, started, now(), error=error.message)
         return Retry(error.retry_after or EFFECT_BUSY_POLL_SECONDS, call.attempt)
     except RetryableActionError as error:
+        tracing.record_error(error)
         plan = next_attempt(call.attempt, spec.retry or policy, retry_after=error.retry_after)
         if isinstance(plan, GiveUp):
             message = f"{error.message} ({plan.reason})"
@@ -141,6 +169,7 @@ async def _attempt(
         )
         return Retry(plan.seconds, call.attempt + 1)
     except (PermanentActionError, ValidationError) as error:
+        tracing.record_error(error)
         message = error.message if isinstance(error, PermanentActionError) else str(error)
         journal.attempt(call, name, AttemptStatus.FAILED, started, now(), error=message)
         return Failed(f"{where} failed: {message}")

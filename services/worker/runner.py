@@ -18,7 +18,7 @@ from uuid import UUID
 from services.worker.catalog import ActiveWorkflow, Catalog
 from services.worker.store import RunStore
 from services.worker.stretch import Resumption, Stretches
-from workflow_core import actions, events
+from workflow_core import actions, events, tracing
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine
 from workflow_core.engine.context import initial_context, posted_event_context
@@ -75,6 +75,7 @@ class RunDriver:
                 partial(self._begin, workflow, inserted, deliveries),
                 again=partial(self._carry_on, run_id, deliveries),
                 fresh=new.record,
+                workflow_id=workflow.id,
             )
         return len(matched)
 
@@ -242,13 +243,15 @@ class RunDriver:
         *,
         again: Work | None = None,
         fresh: RunRecord | None = None,
+        workflow_id: UUID | None = None,
     ) -> None:
         """Do `work` on the run (and `again`, after losing a race on it to another worker); an
         error of the run's own fails it with the reason (the event goes on to its other runs
         and is acknowledged). The database being away, or the run's failure not being
         recordable, is raised: the event is delivered again."""
+        attributes = {"flowline.run_id": run_id, "flowline.workflow_id": workflow_id}
         try:
-            with bound(run_id=str(run_id)):
+            with bound(run_id=str(run_id)), tracing.span("run", attributes):
                 await self._exclusively(run_id, work, again or work)
         except (Unavailable, runs.StaleRun):
             raise

@@ -22,6 +22,7 @@ from uuid import UUID
 from services.worker.execution import Failed, Retry, execute_action
 from services.worker.notify import assignee_email
 from services.worker.store import RunStore
+from workflow_core import tracing
 from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.definitions.models import RetryPolicy
@@ -82,7 +83,19 @@ class Stretches:
         ledger: Ledger,
         journal: Journal | None = None,
     ) -> RunRecord:
-        journal = journal or Journal()
+        """Drive the run to its next resting point and record it there; the run as recorded."""
+        run = await self._drive(run, definition, resumption, ledger, journal or Journal())
+        _trace_run(run)
+        return run
+
+    async def _drive(
+        self,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        resumption: Resumption,
+        ledger: Ledger,
+        journal: Journal,
+    ) -> RunRecord:
         decision = resumption.decision
         first_action, attempt = resumption.first_action, resumption.attempt
         # A cancelled run goes no further. Before each step: the caller loaded the run unfinished
@@ -94,7 +107,9 @@ class Stretches:
             run = replace(run, status=RunStatus.RUNNING, current_step_id=step.id, step_seq=seq)
             if first_action == 0 and attempt == 1:
                 journal.step_entered(run.id, seq, step, now)
-            outcome = await self._run_actions(run, step, ledger, journal, first_action, attempt)
+            with tracing.span(f"step {step.id}", _step_attributes(run, step)):
+                outcome = await self._run_actions(run, step, ledger, journal, first_action, attempt)
+                _trace_step(outcome)
             await self._ledger.release_held(run.id)
             first_action, attempt = 0, 1
             if isinstance(outcome, Cancelled):
@@ -245,6 +260,38 @@ class Stretches:
                 run.id, "notify", {**payload, "attempt": outcome.attempt}, after=outcome.delay
             )
         await self._store.record(run, journal)
+
+
+def _step_attributes(run: RunRecord, step: StepSpec) -> dict[str, Any] | None:
+    if not tracing.ENABLED:
+        return None
+    return {
+        "flowline.run_id": run.id,
+        "flowline.workflow_id": run.workflow_id,
+        "flowline.step_id": step.id,
+        "flowline.step_seq": run.step_seq,
+    }
+
+
+def _trace_step(outcome: list[dict[str, Any]] | Failed | Retry | Cancelled) -> None:
+    if not tracing.ENABLED:
+        return
+    if isinstance(outcome, Failed):
+        tracing.annotate({"flowline.outcome": "failed"})
+        tracing.fail(outcome.reason)
+    elif isinstance(outcome, Cancelled):
+        tracing.annotate({"flowline.outcome": "cancelled"})
+    else:
+        tracing.annotate({"flowline.outcome": "retry" if isinstance(outcome, Retry) else "done"})
+
+
+def _trace_run(run: RunRecord) -> None:
+    """Where the stretch left the run, on the run's span."""
+    if not tracing.ENABLED:
+        return
+    tracing.annotate({"flowline.workflow_id": run.workflow_id, "flowline.outcome": str(run.status)})
+    if run.status == RunStatus.FAILED:
+        tracing.fail(run.error or "failed")
 
 
 def _call(

@@ -34,6 +34,7 @@ from ipaddress import ip_address
 import httpcore
 import httpx
 
+from workflow_core import tracing
 from workflow_core.actions.base import HttpResponse, is_json_media_type
 from workflow_core.destinations import SETTING, Address, AllowedHosts, refusal
 from workflow_core.errors import PermanentActionError, RetryableActionError
@@ -195,6 +196,34 @@ class HttpxClient:
         timeout: float,
     ) -> HttpResponse:
         where = f"{method} {_shown(url)}"
+        if tracing.ENABLED:
+            return await self._traced(method, url, headers, content, timeout)
+        return await self._request(where, method, url, headers, content, timeout)
+
+    async def _traced(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        timeout: float,
+    ) -> HttpResponse:
+        """The call in a client span; the receiver gets its `traceparent` to go on with."""
+        shown = _shown(url)
+        attributes = {"http.request.method": method, "url.full": shown}
+        with tracing.span(method, attributes, kind=tracing.SpanKind.CLIENT):
+            headers = {**headers, **tracing.carried()}
+            return await self._request(f"{method} {shown}", method, url, headers, content, timeout)
+
+    async def _request(
+        self,
+        where: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        timeout: float,
+    ) -> HttpResponse:
         try:
             async with asyncio.timeout(timeout):
                 host = _host(url)
@@ -230,6 +259,7 @@ class HttpxClient:
             raise RetryableActionError(f"{where} failed: RemoteProtocolError: {error}") from None
         except httpx.TransportError as error:
             raise RetryableActionError(f"{where} failed: {type(error).__name__}: {error}") from None
+        tracing.annotate({"http.response.status_code": response.status_code})  # a 5xx too
         return _judged(where, response, excerpt, body)
 
     async def _checked_addresses(self, where: str, host: str) -> list[str]:

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import re
 from collections import deque
-from typing import cast
+from typing import Any, cast
 
 import aiosmtplib
 from aiosmtplib.email import quote_address
@@ -40,7 +40,7 @@ from aiosmtplib.protocol import (
 from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import SMTPStatus
 
-from workflow_core import metrics
+from workflow_core import metrics, tracing
 from workflow_core.email_format import OutgoingEmail
 from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.log import get_logger
@@ -277,9 +277,22 @@ class SmtpMailer:
         except ValueError as error:
             raise classify(error, "envelope") from None
         content = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message.data)) + b".\r\n"
-        async with self._slots:
-            connection = await self._open_envelope(message, commands)
-            await self._deliver(connection, content)
+        with tracing.span(
+            "smtp send", self._span_attributes(message), kind=tracing.SpanKind.CLIENT
+        ):
+            async with self._slots:
+                connection = await self._open_envelope(message, commands)
+                await self._deliver(connection, content)
+
+    def _span_attributes(self, message: OutgoingEmail) -> dict[str, Any] | None:
+        if not tracing.ENABLED:
+            return None
+        return {
+            "server.address": self._host,
+            "server.port": self._port,
+            "flowline.recipients": len(message.recipients),
+            "flowline.message_bytes": len(message.data),
+        }
 
     async def _open_envelope(self, message: OutgoingEmail, commands: list[bytes]) -> _Connection:
         """A connection on which MAIL, RCPT and DATA were accepted: the server awaits content."""

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
+from workflow_core import tracing
 from workflow_core.actions.base import ActionCall
 from workflow_core.definitions import StepSpec
 from workflow_core.engine import machine
@@ -191,7 +192,11 @@ class Journal:
         at: datetime | None = None,
         after: timedelta | float | None = None,
     ) -> None:
-        """A wake-up at a moment (`at`, from the run's data) or after a while (`after`)."""
+        """A wake-up at a moment (`at`, from the run's data) or after a while (`after`). Its
+        event continues the current trace (OTEL_ENABLED): a retried action joins the trace
+        of its submission."""
+        if tracing.ENABLED:
+            payload = {**payload, **tracing.carried()}
         self.timers.append(
             {
                 "id": new_id(),

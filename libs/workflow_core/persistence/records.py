@@ -20,7 +20,7 @@ from uuid import UUID
 from sqlalchemy import ColumnElement, Select, Table, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB, insert
 
-from workflow_core import events
+from workflow_core import events, tracing
 from workflow_core.actions.base import ActionCall
 from workflow_core.errors import Conflict, NotFound, PermanentActionError
 from workflow_core.ids import new_id
@@ -270,6 +270,7 @@ async def complete_task(
             "task",
             task_id=str(task_id),
             step_seq=completed["step_seq"],
+            **tracing.carried(),  # the run goes on in the trace of the request that completed it
         )
         await outbox.add(conn, event, submission_id=completed["submission_id"])
     return completed

@@ -30,6 +30,9 @@ class NewSubmission:
     idempotency_key: str | None = None
     """The client's Idempotency-Key: within IDEMPOTENCY_WINDOW, a second form of the same
     organisation with the same key stores nothing and gets the first one's answer."""
+    traceparent: str | None = None
+    """The W3C trace context of the request that brought the form (OTEL_ENABLED): its event
+    carries it, so the worker's spans join the request's trace."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,13 @@ def prepare(forms: list[NewSubmission]) -> list[events.Event]:
     submissions up (`existing`)."""
     return [
         events.form_submitted(
-            new_id(), new_id(), form.template_id, form.org_id, form.data, form.received_at
+            new_id(),
+            new_id(),
+            form.template_id,
+            form.org_id,
+            form.data,
+            form.received_at,
+            form.traceparent,
         )
         for form in forms
     ]

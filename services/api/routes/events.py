@@ -14,7 +14,7 @@ from structlog.contextvars import bind_contextvars
 from services.api.access import acting_for, caller, needs
 from services.api.deps import Database, IdempotencyKey
 from services.api.schemas import EventAccepted, EventPost
-from workflow_core import events, metrics
+from workflow_core import events, metrics, tracing
 from workflow_core.adapters.ratelimit import SubmitRate
 from workflow_core.errors import Unprocessable
 from workflow_core.ids import new_id
@@ -64,7 +64,9 @@ async def post_event(
     submit_rate: SubmitRate = request.app.state.submit_rate
     await submit_rate.check(org_id)
     received_at = datetime.now(UTC)
-    event = events.posted(new_id(), body.type, org_id, body.data, received_at)
+    event = events.posted(
+        new_id(), body.type, org_id, body.data, received_at, tracing.traceparent()
+    )
     db: Database = request.app.state.database
     stored = await db.store_event(event, body.id or idempotency_key, received_at)
     return _accepted(stored)
