@@ -43,6 +43,9 @@ class Journal:
     events: list[Event] = field(default_factory=list)
     taken: list[UUID] = field(default_factory=list)
     """Events this stretch handled (a resume): marked taken with it."""
+    cancelled: list[dict[str, Any]] = field(default_factory=list)
+    """Step visits whose pending task and timers are cancelled (a parallel step's branches
+    left open when it ended)."""
 
     def clear(self) -> None:
         for rows in (
@@ -53,6 +56,7 @@ class Journal:
             self.timers,
             self.events,
             self.taken,
+            self.cancelled,
         ):
             rows.clear()
 
@@ -149,6 +153,21 @@ class Journal:
         }
         self.tasks.append(row)
         return row
+
+    def cancel_visits(self, run_id: UUID, seqs: list[int]) -> None:
+        """Cancel the pending task and the timers of these visits: those stored already when
+        the checkpoint is written, those of this journal at once."""
+        if not seqs:
+            return
+        for row in self.tasks:
+            if row["run_id"] == run_id and row["step_seq"] in seqs:
+                row["status"] = TaskStatus.CANCELLED
+        self.timers[:] = [
+            row
+            for row in self.timers
+            if row["run_id"] != run_id or row["payload"].get("step_seq") not in seqs
+        ]
+        self.cancelled.extend({"run_id": run_id, "seq": seq} for seq in seqs)
 
     def timer(
         self,

@@ -1,0 +1,147 @@
+"""Parallel steps on real PostgreSQL, Redis and SMTP with the worker in this process: both
+branches joined, a branch waiting on a task while the other goes on, a failing branch, and
+`any` cancelling the branch still waiting."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.integration.test_waiting_runs import complete_task
+from tests.support.examples import unique_email
+from tests.support.flows import create_workflow, publish_all, running_worker, submit
+from tests.support.parallel_flows import (
+    email_step,
+    parallel_definition,
+    review_step,
+    webhook_step,
+)
+from tests.support.smtp import SmtpServer
+from tests.support.waiting import eventually
+from workflow_core.persistence.tables import run_steps, runs, tasks, timers
+from workflow_core.settings import Settings
+
+
+async def _run(engine: AsyncEngine) -> Any:
+    async with engine.connect() as conn:
+        return (await conn.execute(select(runs))).one()
+
+
+def _status_is(engine: AsyncEngine, status: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        async with engine.connect() as conn:
+            return (await conn.execute(select(runs.c.status))).scalar() == status
+
+    return check
+
+
+async def _steps(engine: AsyncEngine) -> list[tuple[int, str, str]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(run_steps).order_by(run_steps.c.seq))
+        return [(row.seq, row.step_id, row.status) for row in rows]
+
+
+async def _tasks(engine: AsyncEngine) -> list[Any]:
+    async with engine.connect() as conn:
+        return list(await conn.execute(select(tasks)))
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_join_all_waits_for_every_branch_then_goes_on(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    """Branch `a` emails twice; branch `b` waits on a person: the run waits (a's emails sent)
+    until the task is completed, then joins and sends the final email."""
+    branches = {
+        "a": [email_step("a1", "a1", transitions=[{"to": "a2"}]), email_step("a2", "a2")],
+        "b": [review_step("b1", transitions=[{"to": "b2"}]), email_step("b2", "b2")],
+    }
+    await create_workflow(engine, parallel_definition(branches))
+    email = unique_email()
+    await submit(engine, {"email": email, "name": "Ada"}, template_id="parallel")
+    await publish_all(engine, settings)
+    async with running_worker(settings):
+        await eventually(lambda: len(smtp.to(email)) == 2, what="branch a's emails")
+        await eventually(_status_is(engine, "waiting"), what="the run to wait")
+        [task] = await _tasks(engine)
+        assert task.title == "Review Ada"
+        await complete_task(engine, task.id, "ok", {})
+        await eventually(_status_is(engine, "completed"), what="the run to complete")
+    subjects = [mail.message["Subject"] for mail in smtp.to(email)]
+    assert sorted(subjects[:3]) == ["a1", "a2", "b2"] and subjects[3:] == ["All checks done"]
+    run = await _run(engine)
+    state = run.context["steps"]["checks"]
+    assert state["status"] == "completed" and state["join"] == "all"
+    assert {name: b["status"] for name, b in state["branches"].items()} == {
+        "a": "completed",
+        "b": "completed",
+    }
+    assert state["branches"]["a"]["step"] == "a2" and "a1" in run.context["steps"]
+    assert run.context["task"]["outcome"] == "ok"
+    steps = await _steps(engine)
+    assert [s[1] for s in steps[:3]] == ["checks", "a1", "b1"]  # branches numbered in order
+    assert {s[1] for s in steps} == {"checks", "a1", "a2", "b1", "b2", "done"}
+    assert all(status == "completed" for _, _, status in steps)
+    assert len({seq for seq, _, _ in steps}) == 6 == run.step_seq
+
+
+async def test_a_failing_branch_fails_the_run_and_cancels_the_waiting_one(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    branches = {
+        "wait": [review_step("approve")],
+        "hook": [
+            email_step("hello", "hello", transitions=[{"to": "call"}]),
+            webhook_step("call", f"http://127.0.0.1:{_closed_port()}/hook"),
+        ],
+    }
+    await create_workflow(engine, parallel_definition(branches))
+    email = unique_email()
+    await submit(engine, {"email": email, "name": "Bo"}, template_id="parallel")
+    await publish_all(engine, settings)
+    async with running_worker(settings):
+        await eventually(_status_is(engine, "failed"), what="the run to fail")
+    run = await _run(engine)
+    assert "parallel step 'checks', branch 'hook'" in run.error
+    assert "call.actions[0] (webhook) failed" in run.error
+    assert [mail.message["Subject"] for mail in smtp.to(email)] == ["hello"]  # no final email
+    [task] = await _tasks(engine)
+    assert task.status == "cancelled"
+    branches_state = run.context["steps"]["checks"]["branches"]
+    assert branches_state["wait"]["status"] == "cancelled"
+    assert branches_state["hook"]["status"] == "failed"
+    assert ("checks", "failed") in [(s[1], s[2]) for s in await _steps(engine)]
+
+
+async def test_join_any_goes_on_with_the_first_branch_and_cancels_the_task(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    branches = {
+        "person": [
+            {**review_step("sign"), "config": {"title": "Sign", "due_in": "PT1H"}},
+        ],
+        "robot": [email_step("auto", "auto")],
+    }
+    await create_workflow(engine, parallel_definition(branches, join="any"))
+    email = unique_email()
+    await submit(engine, {"email": email, "name": "Cy"}, template_id="parallel")
+    await publish_all(engine, settings)
+    async with running_worker(settings):
+        await eventually(_status_is(engine, "completed"), what="the run to complete")
+    assert [mail.message["Subject"] for mail in smtp.to(email)] == ["auto", "All checks done"]
+    [task] = await _tasks(engine)
+    assert task.status == "cancelled"
+    async with engine.connect() as conn:
+        assert list(await conn.execute(select(timers).where(timers.c.fired_at.is_(None)))) == []
+    state = (await _run(engine)).context["steps"]["checks"]
+    assert state["branches"]["person"]["status"] == "cancelled"
+    assert state["branches"]["robot"]["status"] == "completed"
