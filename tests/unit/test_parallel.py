@@ -10,6 +10,7 @@ import pytest
 
 from tests.unit.factories import definition_dict, example_context, send_email, step
 from workflow_core.definitions.models import WorkflowDefinition
+from workflow_core.dryrun import dry_run
 from workflow_core.engine import machine, parallel
 from workflow_core.validation import validate_definition
 
@@ -200,3 +201,44 @@ def test_the_step_budget_counts_every_branch_step() -> None:
         definition, definition.step("a1"), 2, entered(definition, 3), NOW, 3, last_seq=3
     )
     assert isinstance(decision, machine.Fail) and "entered 3 steps (limit 3)" in decision.reason
+
+
+# the dry run
+
+
+def test_the_dry_run_walks_every_branch_then_the_join() -> None:
+    raw = two_branches()
+    raw["steps"][0]["branches"][0]["steps"][0] = step("a1", "human_task", to=("a2",))
+    report = dry_run(
+        WorkflowDefinition.model_validate(raw),
+        form={"template_id": "t", "org_id": "o", "data": {}},
+        now=NOW,
+    )
+    assert report["status"] == "waiting" and "task_outcomes.a1" in report["waiting_for"]
+    assert report["path"] == ["checks", "a1", "b1"]
+    assert report["steps"][0]["branches"] == {"a": "waiting", "b": "completed"}
+    assert report["steps"][2]["branch"] == "b"
+
+    done = dry_run(
+        WorkflowDefinition.model_validate(raw),
+        form={"template_id": "t", "org_id": "o", "data": {}},
+        now=NOW,
+        task_outcomes={"a1": {"outcome": "ok"}},
+    )
+    assert done["status"] == "completed" and "waiting_for" not in done
+    assert done["path"] == ["checks", "a1", "a2", "b1", "done"]
+    assert [entry["seq"] for entry in done["steps"]] == [1, 2, 4, 3, 5]
+    assert done["steps"][0]["next"] == "done"
+
+
+def test_the_dry_run_of_join_any_goes_on_past_a_waiting_branch() -> None:
+    raw = two_branches("any")
+    raw["steps"][0]["branches"][0]["steps"][0] = step("a1", "human_task", to=("a2",))
+    report = dry_run(
+        WorkflowDefinition.model_validate(raw),
+        form={"template_id": "t", "org_id": "o", "data": {}},
+        now=NOW,
+    )
+    assert report["status"] == "completed" and "waiting_for" not in report
+    assert report["steps"][0]["branches"] == {"a": "cancelled", "b": "completed"}
+    assert report["context"]["steps"]["checks"]["status"] == "completed"
