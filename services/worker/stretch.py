@@ -141,18 +141,25 @@ class Stretches:
                 journal.step_left(run.id, seq, step, entered, self._now(), self._now())
                 return replace(run, step_seq=seq), entered
             run = replace(run, context=entered, step_seq=seq + len(step.branches))
-        while (cursor := parallel.next_branch(run.context, step.id)) is not None:
+        stepped = False
+        while (ended := self._joined(definition, step, run)) is None:
+            cursor = parallel.next_branch(run.context, step.id)
+            if cursor is None:
+                return run, None
+            if stepped:
+                run = await self._store.checkpoint(run, journal)  # progress survives a crash
             first_action, attempt = retry[1:] if retry[0] == cursor.branch else (0, 1)
             retry = (None, 0, 1)
             run = await self._branch_step(
                 run, definition, step, cursor, ledger, journal, first_action, attempt
             )
-            ended = parallel.outcome(definition, step, run.context, run.step_seq, self._budget)
-            if ended is not None:
-                return self._end_parallel(run, step, ended, journal), ended
-            if parallel.next_branch(run.context, step.id) is not None:
-                run = await self._store.checkpoint(run, journal)  # progress survives a crash
-        return run, None
+            stepped = True
+        return self._end_parallel(run, step, ended, journal), ended
+
+    def _joined(
+        self, definition: WorkflowDefinition, step: StepSpec, run: RunRecord
+    ) -> machine.Decision | None:
+        return parallel.outcome(definition, step, run.context, run.step_seq, self._budget)
 
     async def _branch_step(
         self,

@@ -8,12 +8,19 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.conftest import SettingsFactory
 from tests.integration.test_waiting_runs import complete_task
 from tests.support.examples import unique_email
-from tests.support.flows import create_workflow, publish_all, running_worker, submit
+from tests.support.flows import (
+    create_workflow,
+    publish_all,
+    run_worker_until_drained,
+    running_worker,
+    submit,
+)
 from tests.support.parallel_flows import (
     email_step,
     parallel_definition,
@@ -145,3 +152,72 @@ async def test_join_any_goes_on_with_the_first_branch_and_cancels_the_task(
     state = (await _run(engine)).context["steps"]["checks"]
     assert state["branches"]["person"]["status"] == "cancelled"
     assert state["branches"]["robot"]["status"] == "completed"
+
+
+async def test_a_branch_left_running_by_a_dead_worker_goes_on_without_sending_twice(
+    engine: AsyncEngine, make_settings: SettingsFactory, smtp: SmtpServer
+) -> None:
+    """Branch `a` sent both its emails; the worker died before it recorded that a2 was done
+    (as if: the run is `running`, branch a still in a2, a2's email in the ledger). The sweep
+    wakes the run: a2's email is not sent again, branch a completes, the run waits for b's
+    task, and its completion joins the branches."""
+    settings = make_settings(event_reconcile_seconds=1)
+    branches = {
+        "a": [email_step("a1", "a1", transitions=[{"to": "a2"}]), email_step("a2", "a2")],
+        "b": [review_step("b1")],
+    }
+    await create_workflow(engine, parallel_definition(branches))
+    email = unique_email()
+    await submit(engine, {"email": email, "name": "Di"}, template_id="parallel")
+    await publish_all(engine, settings)
+    await run_worker_until_drained(settings)
+    run = await _run(engine)
+    assert run.status == "waiting" and len(smtp.to(email)) == 2
+    state = run.context["steps"]["checks"]
+    assert state["branches"]["a"] == {"status": "completed", "step": "a2", "seq": 4}
+    state["branches"]["a"]["status"] = "running"
+    quiet = func.now() - func.make_interval(0, 0, 0, 0, 0, 0, 5)
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(runs)
+            .where(runs.c.id == run.id)
+            .values(status="running", owner="died/0", updated_at=quiet, context=run.context)
+        )
+
+    async with running_worker(settings):
+        await eventually(_status_is(engine, "waiting"), timeout=30, what="the sweep's recovery")
+        [task] = await _tasks(engine)
+        await complete_task(engine, task.id, "ok", {})
+        await eventually(_status_is(engine, "completed"), what="the run to complete")
+    assert [mail.message["Subject"] for mail in smtp.to(email)] == ["a1", "a2", "All checks done"]
+    branches_state = (await _run(engine)).context["steps"]["checks"]["branches"]
+    assert [b["status"] for b in branches_state.values()] == ["completed", "completed"]
+
+
+async def test_branches_retrying_their_emails_both_go_on_and_join(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    """Both branches' emails meet a passing refusal: each branch waits on its own retry timer,
+    the two wake-ups come together (one worker at a time drives the run, the other is put
+    off), and each email is sent once before the join's."""
+    retry = {"max_attempts": 5, "initial_delay": 0.3, "max_delay": 0.3}
+
+    def retried(step_id: str) -> dict[str, Any]:
+        step = email_step(step_id, step_id)
+        step["actions"][0]["retry"] = retry
+        return step
+
+    await create_workflow(engine, parallel_definition({"a": [retried("a1")], "b": [retried("b1")]}))
+    email = unique_email()
+    await submit(engine, {"email": email, "name": "Ed"}, template_id="parallel")
+    await publish_all(engine, settings)
+    smtp.behaviour.refuse_rcpt = "451 4.3.0 try later"
+    try:
+        async with running_worker(settings):
+            await eventually(_status_is(engine, "waiting"), what="both branches to wait")
+            smtp.behaviour.refuse_rcpt = None
+            await eventually(_status_is(engine, "completed"), what="the run to complete")
+    finally:
+        smtp.behaviour.refuse_rcpt = None
+    subjects = [mail.message["Subject"] for mail in smtp.to(email)]
+    assert sorted(subjects[:2]) == ["a1", "b1"] and subjects[2:] == ["All checks done"]
