@@ -137,18 +137,22 @@ class RunDriver:
             await self._store.taken(event.event_id)
             return
         run = await self._store.load(run_id)
-        if run is None or run.finished:
+        if run is not None and not run.finished and _maybe_in_parallel(run):
+            definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
+            step = definition.step(run.current_step_id or definition.initial_step_id)
+            if step.type == "parallel":
+                await self._resume_branch(run, definition, step, event, deliveries)
+                return
+        if (
+            run is None
+            or run.status != RunStatus.WAITING
+            or payload.get("step_seq") != run.step_seq
+        ):
+            log.debug("resume_ignored", run_id=str(run_id), cause=cause)
             await self._store.taken(event.event_id)
             return
         definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
         step = definition.step(run.current_step_id or definition.initial_step_id)
-        if step.type == "parallel":
-            await self._resume_branch(run, definition, step, event, deliveries)
-            return
-        if run.status != RunStatus.WAITING or payload.get("step_seq") != run.step_seq:
-            log.debug("resume_ignored", run_id=str(run_id), cause=cause)
-            await self._store.taken(event.event_id)
-            return
         if cause == "notify":
             await self._stretches.notify(
                 run, step, run.step_seq, UUID(payload["task_id"]), int(payload["attempt"])
@@ -337,6 +341,13 @@ class RunDriver:
                 del self._locks[run_id]
             else:
                 self._locks[run_id] = (lock, users - 1)
+
+
+def _maybe_in_parallel(run: RunRecord) -> bool:
+    """True when the run's current step looks like a parallel step under way (read from the
+    context alone, so that a stale wake-up of another run needs no definition)."""
+    state = parallel.state(run.context, run.current_step_id or "")
+    return state is not None and state.get("status") == parallel.RUNNING
 
 
 def _visit(run: RunRecord, step: StepSpec) -> int:

@@ -64,6 +64,13 @@ async def test_parallel_branches_join_fail_and_cancel(stack: Stack, smtp: SmtpSe
     stack.start_api()
     stack.start_worker()
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        # A branch that jumps out of itself is refused with the path of the transition.
+        leaking = parallel_definition({"a": [email_step("a1", "a1", transitions=[{"to": "done"}])]})
+        refused = await client.post("/workflows", json={"name": "leak", "definition": leaking})
+        assert refused.status_code == 422
+        paths = [error["path"] for error in refused.json()["detail"]]
+        assert "steps[0].branches[0].steps[0].transitions[0].to" in paths, refused.json()
+
         # The README's example, as written: both branches email, then the welcome.
         workflow, form = readme_bodies()
         run = await run_of(client, workflow, form)
