@@ -90,6 +90,9 @@ class Stretches:
                 run, ended = await self._parallel(run, definition, decision, ledger, journal, retry)
                 first_action, attempt = 0, 1
                 if ended is None:  # every open branch waits
+                    state = parallel.state(run.context, step.id)
+                    assert state is not None
+                    journal.step_waiting(run.id, state["seq"], step, now)
                     return await self._store.checkpoint(
                         replace(run, status=RunStatus.WAITING), journal
                     )

@@ -81,6 +81,8 @@ async def test_join_all_waits_for_every_branch_then_goes_on(
         await eventually(_status_is(engine, "waiting"), what="the run to wait")
         [task] = await _tasks(engine)
         assert task.title == "Review Ada"
+        waiting = [(step_id, status) for _, step_id, status in await _steps(engine)]
+        assert ("checks", "waiting") in waiting and ("b1", "waiting") in waiting
         await complete_task(engine, task.id, "ok", {})
         await eventually(_status_is(engine, "completed"), what="the run to complete")
     subjects = [mail.message["Subject"] for mail in smtp.to(email)]

@@ -68,6 +68,10 @@ class Journal:
     def step_entered(self, run_id: UUID, seq: int, step: StepSpec, now: datetime) -> None:
         self.steps.append(_step_row(run_id, seq, step, StepStatus.RUNNING, now))
 
+    def step_waiting(self, run_id: UUID, seq: int, step: StepSpec, now: datetime) -> None:
+        """The step waits (a parallel step whose open branches all wait)."""
+        self.steps.append(_step_row(run_id, seq, step, StepStatus.WAITING, now))
+
     def step_failed(
         self, run_id: UUID, seq: int, step: StepSpec, entered: datetime, now: datetime, error: str
     ) -> None:
