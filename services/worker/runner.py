@@ -35,6 +35,8 @@ log = get_logger(__name__)
 
 Work = Callable[[], Awaitable[None]]
 PUT_OFF_SECONDS = 1.0
+# A wake-up's fields that its timer does not keep: the event writes them again when it fires.
+_ENVELOPE = frozenset({"event_id", "event_type", "run_id", "cause", "timer_id"})
 
 
 def utcnow() -> datetime:
@@ -255,11 +257,7 @@ class RunDriver:
 
     async def _put_off(self, run: RunRecord, event: events.Event) -> None:
         """Another worker drives the run's branches: wake this one again in a second."""
-        payload = {
-            key: value
-            for key, value in event.payload.items()
-            if key not in {"run_id", "cause", "timer_id"}
-        }
+        payload = {key: value for key, value in event.payload.items() if key not in _ENVELOPE}
         journal = Journal()
         journal.timer(run.id, event.payload["cause"], payload, after=PUT_OFF_SECONDS)
         await self._store.record(run, journal)

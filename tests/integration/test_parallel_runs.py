@@ -223,3 +223,35 @@ async def test_branches_retrying_their_emails_both_go_on_and_join(
         smtp.behaviour.refuse_rcpt = None
     subjects = [mail.message["Subject"] for mail in smtp.to(email)]
     assert sorted(subjects[:2]) == ["a1", "b1"] and subjects[2:] == ["All checks done"]
+
+
+async def test_a_wake_up_finding_the_run_driven_elsewhere_is_put_off(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    """While another worker drives the run (`running`), a branch's wake-up waits on a timer of
+    its own, again and again, and goes on once the run rests."""
+    branches = {"a": [email_step("a1", "a1")], "b": [review_step("b1")]}
+    await create_workflow(engine, parallel_definition(branches))
+    email = unique_email()
+    await submit(engine, {"email": email, "name": "Flo"}, template_id="parallel")
+    await publish_all(engine, settings)
+    await run_worker_until_drained(settings)
+    run = await _run(engine)
+    assert run.status == "waiting"
+    async with engine.begin() as conn:  # as if another worker were driving it
+        await conn.execute(update(runs).where(runs.c.id == run.id).values(status="running"))
+
+    async def put_off() -> bool:
+        async with engine.connect() as conn:
+            kinds = (await conn.execute(select(timers.c.kind))).scalars().all()
+        return kinds.count("task") >= 2  # put off at least twice
+
+    async with running_worker(settings):
+        [task] = await _tasks(engine)
+        await complete_task(engine, task.id, "ok", {})
+        await eventually(put_off, what="the wake-up to be put off")
+        assert (await _run(engine)).status == "running"
+        async with engine.begin() as conn:  # the other worker is done with it
+            await conn.execute(update(runs).where(runs.c.id == run.id).values(status="waiting"))
+        await eventually(_status_is(engine, "completed"), what="the run to complete")
+    assert [mail.message["Subject"] for mail in smtp.to(email)] == ["a1", "All checks done"]
