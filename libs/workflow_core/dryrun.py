@@ -82,12 +82,10 @@ def dry_run(
     )
     walk = _Walk(definition, report, task_outcomes or {}, now, step_budget, limits)
     decision, context = walk.chain(machine.start(definition), context)
-    if isinstance(decision, machine.Complete):
-        report["status"] = RunStatus.COMPLETED
-    elif isinstance(decision, machine.Fail):
-        report["status"], report["error"] = RunStatus.FAILED, decision.reason
-    elif decision is None:
+    if decision is None:
         report["status"] = RunStatus.WAITING
+    else:
+        _settle_status(report, decision, now)
     report["path"] = [entry["step_id"] for entry in report["steps"]]
     walk.answer.add(context, ("context",))
     report["context"] = context
@@ -140,6 +138,9 @@ class _Walk:
         for cursor in parallel.cursors(context, step.id):
             first = machine.RunStep(self.definition.step(cursor.step), cursor.seq)
             ended, context = self.chain(first, context, cursor.branch)
+            if isinstance(ended, machine.AwaitEvent):  # says which event, as a run's end would
+                _settle_status(self.report, ended, self.now)
+                ended = None
             context = (
                 parallel.waiting(context, step.id, cursor.branch)
                 if ended is None
@@ -237,6 +238,30 @@ def _step_locs(definition: WorkflowDefinition) -> dict[str, tuple[str | int, ...
                 loc = ("steps", index, "branches", b_index, "steps", s_index)
                 locs.setdefault(inner.id, loc)
     return locs
+
+
+def _settle_status(report: dict[str, Any], decision: machine.Decision, now: datetime) -> None:
+    """The report's status where the run stopped: done, failed, or waiting for an event (a
+    dry run does not wait for one: it says which, and stops there)."""
+    if isinstance(decision, machine.Complete):
+        report["status"] = RunStatus.COMPLETED
+    elif isinstance(decision, machine.Fail):
+        report["status"], report["error"] = RunStatus.FAILED, decision.reason
+    elif isinstance(decision, machine.AwaitEvent):
+        report["steps"][-1]["waits_for_event"] = _awaited(decision, now)
+        report["status"] = RunStatus.WAITING
+        report["waiting_for"] = (
+            f"an event of type {decision.event_type!r} (step {decision.step.id!r}); a dry run "
+            "does not wait for events"
+        )
+
+
+def _awaited(decision: machine.AwaitEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "event": decision.event_type,
+        "match": ({"path": decision.path, "equals": decision.expected} if decision.path else None),
+        "timeout_at": (now + decision.timeout).isoformat() if decision.timeout else None,
+    }
 
 
 class _Answer:

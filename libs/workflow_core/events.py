@@ -1,11 +1,14 @@
 """The events that travel through the outbox and the stream, and how they are encoded.
 
-`form_submitted` starts the runs whose trigger matches; `run.resume` wakes one run (a task was
-completed, a timer fired). On the stream an entry has the fields `type`, `event_id` and
-`payload` (JSON of the whole event)."""
+`form_submitted` starts the runs whose trigger matches; `event` (POST /events) carries an event
+of any type the client names (`order.paid`): it starts the runs whose trigger has that type and
+resumes the runs waiting for it (`wait_for_event` steps); `run.resume` wakes one run (a task was
+completed, a timer fired, an awaited event came). On the stream an entry has the fields `type`,
+`event_id` and `payload` (JSON of the whole event)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +18,31 @@ import orjson
 
 FORM_SUBMITTED = "form_submitted"
 RUN_RESUME = "run.resume"
-EVENT_TYPES = frozenset({FORM_SUBMITTED, RUN_RESUME})
+POSTED = "event"
+"""The stream kind of an event posted to /events; its own type is the payload's `event_type`."""
+EVENT_TYPES = frozenset({FORM_SUBMITTED, RUN_RESUME, POSTED})
+
+EVENT_TYPE_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+"""An event type a client may name: lower-case words, dotted namespaces (`order.paid`)."""
+MAX_EVENT_TYPE_LENGTH = 200
+RESERVED_EVENT_TYPES = frozenset({FORM_SUBMITTED, RUN_RESUME})
+"""Types only Flowline sends: `form_submitted` is what /submit sends, with a submission."""
+
+
+def event_type_problem(name: object) -> str | None:
+    """Why `name` cannot be the type of a posted event, or None when it can."""
+    if not isinstance(name, str) or not name:
+        return "an event type is a non-empty string"
+    if len(name) > MAX_EVENT_TYPE_LENGTH:
+        return f"an event type has at most {MAX_EVENT_TYPE_LENGTH} characters"
+    if not EVENT_TYPE_NAME.fullmatch(name):
+        return (
+            f"{name[:80]!r} is not an event type: use lower-case letters, digits, `_` and `-`, "
+            "in dot-separated parts (`order.paid`)"
+        )
+    if name in RESERVED_EVENT_TYPES:
+        return f"{name!r} is reserved: only Flowline sends it (POST /submit sends form_submitted)"
+    return None
 
 
 class MalformedEvent(ValueError):
@@ -59,6 +86,23 @@ def form_submitted(
     )
 
 
+def posted(
+    event_id: UUID, event_type: str, org_id: str, data: dict[str, Any], received_at: datetime
+) -> Event:
+    """An event posted to /events (its `event_type` checked by `event_type_problem`)."""
+    return Event(
+        event_id,
+        POSTED,
+        {
+            "event_id": str(event_id),
+            "event_type": event_type,
+            "org_id": org_id,
+            "data": data,
+            "received_at": received_at.isoformat(),
+        },
+    )
+
+
 def run_resume(event_id: UUID, run_id: UUID, cause: str, **details: Any) -> Event:
     return Event(
         event_id,
@@ -71,6 +115,13 @@ def run_resume(event_id: UUID, run_id: UUID, cause: str, **details: Any) -> Even
             **details,
         },
     )
+
+
+_REQUIRED = {
+    FORM_SUBMITTED: ("submission_id", "template_id", "org_id", "data"),
+    POSTED: ("event_type", "org_id", "data"),
+    RUN_RESUME: ("run_id", "cause"),
+}
 
 
 def from_fields(fields: dict[str, str] | None) -> Event:
@@ -90,11 +141,7 @@ def from_fields(fields: dict[str, str] | None) -> Event:
         raise MalformedEvent(f"unknown event type {event_type!r}")
     if not isinstance(payload, dict):
         raise MalformedEvent("the payload is not a JSON object")
-    required = (
-        ("submission_id", "template_id", "org_id", "data")
-        if event_type == FORM_SUBMITTED
-        else ("run_id", "cause")
-    )
+    required = _REQUIRED[event_type]
     missing = [name for name in required if name not in payload]
     if missing:
         raise MalformedEvent(f"{event_type} event lacks {', '.join(missing)}")

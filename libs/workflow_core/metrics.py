@@ -37,6 +37,11 @@ SUBMISSIONS_ACCEPTED = Counter(
     "Submissions stored with their event (202); a repeated Idempotency-Key is not counted",
     registry=REGISTRY,
 )
+EVENTS_ACCEPTED = Counter(
+    "flowline_events_accepted",
+    "Events posted to /events and stored (202); a repeated id is not counted",
+    registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     "flowline_http_requests",
     "HTTP requests answered, by method, route template and status",

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     outbox_poll_seconds: PositiveFloat = 1.0
     outbox_grace_seconds: Annotated[float, Field(ge=0)] = 2.0
     outbox_retention_seconds: Annotated[float, Field(ge=0)] = 7 * 24 * 3600.0
+    # Events posted to /events are kept this long (at least a day, like an Idempotency-Key):
+    # a wait_for_event step finds an event that came before it only while it is kept.
+    event_retention_seconds: Annotated[float, Field(ge=86_400, le=10 * 366 * 86_400)] = (
+        7 * 24 * 3600.0
+    )
     # An event published and taken by no worker within this long is published again.
     event_reconcile_seconds: PositiveFloat = 60.0
 

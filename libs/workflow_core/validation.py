@@ -16,13 +16,22 @@ from typing import Any
 from pydantic import ValidationError
 
 from workflow_core import actions
-from workflow_core.definitions.models import STEP_CONFIGS, StepSpec, WaitConfig, WorkflowDefinition
+from workflow_core.definitions.models import (
+    STEP_CONFIGS,
+    StepSpec,
+    WaitConfig,
+    WaitForEventConfig,
+    WorkflowDefinition,
+)
 from workflow_core.destinations import ALLOWED_HOSTS, AllowedHosts
 from workflow_core.engine.conditions import COMBINATORS, OPERATORS
 from workflow_core.engine.context import CONTEXT_ROOTS
 from workflow_core.engine.durations import parse_duration
 from workflow_core.engine.templates import placeholders
-from workflow_core.events import FORM_SUBMITTED
+from workflow_core.events import FORM_SUBMITTED, event_type_problem
+
+EVENT_ROOTS = ("event_id", "event_type", "org_id", "data", "received_at")
+"""What a wait_for_event step's `match.path` can start with: the parts of a posted event."""
 
 Loc = tuple[str | int, ...]
 
@@ -248,13 +257,28 @@ def _check_step_config(step_loc: Loc, step: StepSpec) -> Iterator[Problem]:
             "`until_path` (a path to a timestamp)",
             "wait_config",
         )
-    for name in ("for_", "due_in"):
+    if isinstance(config, WaitForEventConfig):
+        yield from _check_wait_for_event(config, loc)
+    for name in ("for_", "due_in", "timeout"):
         value = getattr(config, name, None)
         if value is not None:
             try:
                 parse_duration(value)
             except ValueError as error:
                 yield Problem((*loc, name.rstrip("_")), str(error), "duration")
+
+
+def _check_wait_for_event(config: WaitForEventConfig, loc: Loc) -> Iterator[Problem]:
+    problem = event_type_problem(config.event)
+    if problem:
+        yield Problem((*loc, "event"), problem, "event_type")
+    if config.match is not None and config.match.path.split(".")[0] not in EVENT_ROOTS:
+        yield Problem(
+            (*loc, "match", "path"),
+            f"{config.match.path!r} is not in an event: a path starts with one of "
+            f"{', '.join(EVENT_ROOTS)}",
+            "event_path",
+        )
 
 
 def _check_conditions(definition: WorkflowDefinition) -> Iterator[Problem]:
@@ -346,12 +370,14 @@ def _check_actions(
 
 
 def _unknown_trigger_type(definition: WorkflowDefinition) -> Iterator[Problem]:
-    """A trigger type no event has (a typo, most often) saves fine and never starts a run."""
-    if definition.trigger.type != FORM_SUBMITTED:
+    """A trigger type no event can have (a typo, most often) saves fine and never starts a
+    run: forms send `form_submitted`, POST /events any well-formed type name."""
+    name = definition.trigger.type
+    problem = None if name == FORM_SUBMITTED else event_type_problem(name)
+    if problem:
         yield Problem(
             ("trigger", "type"),
-            f"no event has type {definition.trigger.type!r}: only {FORM_SUBMITTED!r} starts "
-            "runs, so this workflow will never run",
+            f"no event has type {name!r} ({problem}), so this workflow will never run",
             "trigger_type",
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
@@ -18,6 +19,7 @@ from services.api.keys import KeyRing
 from services.api.routes import (
     api_keys,
     dead_letters,
+    events,
     health,
     runs,
     submissions,
@@ -75,7 +77,10 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
         stop = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
         prune_task = asyncio.create_task(
-            intake.forget_expired_keys(pool, stop), name="idempotency-key-prune"
+            intake.forget_expired_keys(
+                pool, stop, events_kept=timedelta(seconds=settings.event_retention_seconds)
+            ),
+            name="idempotency-key-prune",
         )
         hearing = asyncio.create_task(
             app.state.key_ring.hear_revocations(stop), name="key-revocations"
@@ -114,7 +119,17 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     # Added last, so it runs first: a refused request is never read.
     app.add_middleware(Authenticate)
     errors.install(app)
-    for module in (submissions, workflows, runs, tickets, tasks, dead_letters, api_keys, health):
+    for module in (
+        submissions,
+        events,
+        workflows,
+        runs,
+        tickets,
+        tasks,
+        dead_letters,
+        api_keys,
+        health,
+    ):
         _document_common_answers(module.router)
         app.include_router(module.router)
     # Outside authentication: /metrics and the docs' assets are open (CONTRACT section 7).

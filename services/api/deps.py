@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated
 
 import redis.asyncio as aioredis
@@ -15,7 +16,10 @@ from pydantic import AfterValidator
 from services.api.intake import Intake
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.errors import Unavailable
+from workflow_core.events import Event
+from workflow_core.persistence import posted_events
 from workflow_core.persistence.pool import Connection, Pool, translate_errors
+from workflow_core.persistence.posted_events import StoredEvent
 from workflow_core.persistence.submissions import Accepted, NewSubmission
 from workflow_core.relay import FastPublisher
 from workflow_core.settings import Settings
@@ -50,6 +54,17 @@ class Database:
         if accepted.event is not None:
             self._publisher.soon(accepted.event)
         return accepted
+
+    async def store_event(
+        self, event: Event, dedup_key: str | None, received_at: datetime
+    ) -> StoredEvent:
+        """Keep a posted event with its outbox row (one statement), then have it published at
+        once (else the relay does). A repeated `dedup_key` stores and publishes nothing."""
+        async with self.transaction() as conn:
+            stored = await posted_events.store(conn, event, dedup_key, received_at)
+        if stored.event is not None:
+            self._publisher.soon(stored.event)
+        return stored
 
     @asynccontextmanager
     async def _bounded(self) -> AsyncIterator[None]:

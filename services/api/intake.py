@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
@@ -23,7 +24,7 @@ import asyncpg
 from workflow_core.errors import Unavailable
 from workflow_core.events import Event
 from workflow_core.log import get_logger
-from workflow_core.persistence import submissions
+from workflow_core.persistence import posted_events, submissions
 from workflow_core.persistence.pool import Pool, PoolConnection, is_unavailable
 from workflow_core.persistence.submissions import Accepted, NewSubmission
 from workflow_core.runtime.coalesce import Coalescer
@@ -31,6 +32,7 @@ from workflow_core.runtime.coalesce import Coalescer
 log = get_logger(__name__)
 
 KEY_PRUNE_SECONDS = 600.0
+EVENT_PRUNE_BATCH = 10_000
 """How often each API process deletes idempotency keys older than 24 hours."""
 
 # What a claim its request gave up on gets (nobody reads it: the coalescer skips it).
@@ -191,15 +193,22 @@ class Intake:
 
 
 async def forget_expired_keys(
-    pool: Pool, stop: asyncio.Event, *, every: float = KEY_PRUNE_SECONDS
+    pool: Pool,
+    stop: asyncio.Event,
+    *,
+    every: float = KEY_PRUNE_SECONDS,
+    events_kept: timedelta | None = None,
 ) -> None:
-    """Delete idempotency keys past their 24 hours, at start and then every `every` seconds,
-    until `stop` is set. Only housekeeping: an old key is taken over by the next form that
-    brings it anyway."""
+    """Delete idempotency keys past their 24 hours (and posted events older than
+    `events_kept`), at start and then every `every` seconds, until `stop` is set. Only
+    housekeeping: an old key is taken over by the next form that brings it anyway."""
     while not stop.is_set():
         try:
             while await submissions.forget_expired_keys(pool) == submissions.KEY_PRUNE_BATCH:
                 pass
+            if events_kept is not None:
+                while await posted_events.forget_old(pool, events_kept) == EVENT_PRUNE_BATCH:
+                    pass
         except Exception as error:  # the database is away: next time
             log.warning("idempotency_key_prune_failed", error=f"{type(error).__name__}: {error}")
         with contextlib.suppress(TimeoutError):

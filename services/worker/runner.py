@@ -21,11 +21,11 @@ from services.worker.stretch import Resumption, Stretches
 from workflow_core import actions, events
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine, parallel
-from workflow_core.engine.context import initial_context
+from workflow_core.engine.context import initial_context, posted_event_context
 from workflow_core.errors import Unavailable
 from workflow_core.ids import effect_key, run_id_for
 from workflow_core.log import bound, get_logger
-from workflow_core.persistence import human_tasks, runs
+from workflow_core.persistence import human_tasks, posted_events, runs
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.runs import RunRecord
@@ -37,6 +37,9 @@ Work = Callable[[], Awaitable[None]]
 PUT_OFF_SECONDS = 1.0
 # A wake-up's fields that its timer does not keep: the event writes them again when it fires.
 _ENVELOPE = frozenset({"event_id", "event_type", "run_id", "cause", "timer_id"})
+
+EVENT_WAKEUPS = frozenset({"event_check", "event", "event_timeout"})
+"""Wake-ups of a run in a wait_for_event step (persistence/posted_events.py)."""
 
 
 def utcnow() -> datetime:
@@ -63,6 +66,8 @@ class RunDriver:
     async def start_runs(self, event: events.Event, deliveries: int) -> int:
         """Start (or, on redelivery, continue) one run per matching workflow; returns how many.
         The runs are created, and the event marked taken, in one statement."""
+        if event.type == events.POSTED:  # the runs waiting for it, before it counts as taken
+            await self._store.settle_waits(event.payload)
         matched = await self._catalog.matching(event.payload)
         fresh = [self._new_run(event, workflow, deliveries) for workflow in matched]
         stored = await self._store.start(runs.EventStart(event.event_id, tuple(fresh)))
@@ -87,16 +92,14 @@ class RunDriver:
             id=run_id,
             workflow_id=workflow.id,
             workflow_version=workflow.version,
-            submission_id=UUID(payload["submission_id"]),
+            submission_id=UUID(payload["submission_id"]) if "submission_id" in payload else None,
             event_id=event.event_id,
             org_id=payload.get("org_id"),
             status=RunStatus.RUNNING,
             current_step_id=first.step.id,
             step_seq=first.seq,
             deliveries=deliveries,
-            context=initial_context(
-                submission=payload, workflow_id=str(workflow.id), run_id=str(run_id)
-            ),
+            context=_first_context(event, str(workflow.id), str(run_id)),
         )
         return runs.NewRun(record, _leading_emails(run_id, first))
 
@@ -172,6 +175,49 @@ class RunDriver:
             run, definition, resumption, await self._store.effects(run.id), journal
         )
 
+    async def _after_waiting(
+        self, run: RunRecord, step: StepSpec, seq: int, payload: dict[str, Any], cause: str
+    ) -> RunRecord | None:
+        """The run with what visit `seq` waited for in its context; None when this wake-up is
+        not the one to carry it on (its task is still pending, the other outcome of its event
+        wait came first, an unknown cause)."""
+        if cause == "wait":
+            return run
+        if cause in {"task", "task_due"}:
+            task = await self._settled_task(
+                UUID(payload["task_id"]), run, seq, time_out=cause == "task_due"
+            )
+            if task is None:
+                return None
+            return replace(
+                run, context=machine.with_task_result(run.context, human_tasks.as_context(task))
+            )
+        if cause in EVENT_WAKEUPS:
+            return await self._awaited_event(run, step, seq, cause)
+        log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
+        return None
+
+    async def _awaited_event(
+        self, run: RunRecord, step: StepSpec, seq: int, cause: str
+    ) -> RunRecord | None:
+        """The run with its wait_for_event step's outcome in its context, when this wake-up is
+        the one to carry it on: an `event_check` that found an event received before the wait
+        began, the `event` that settled it, or the `event_timeout` that did. None otherwise
+        (the wait is still open, or the other outcome won)."""
+        wait = await self._store.event_wait(
+            run.id,
+            seq,
+            look_back=cause == "event_check",
+            time_out=cause == "event_timeout",
+        )
+        if wait is None or wait["settled_at"] is None:
+            return None
+        timed_out = wait["outcome"] == posted_events.TIMED_OUT
+        if timed_out != (cause == "event_timeout"):
+            return None
+        event = None if timed_out else wait["event"]
+        return replace(run, context=machine.with_event_result(run.context, step.id, event))
+
     async def _woken(
         self,
         definition: WorkflowDefinition,
@@ -190,20 +236,10 @@ class RunDriver:
                 attempt=int(payload["attempt"]),
             )
             return run, resumption
-        if cause in {"task", "task_due"}:
-            task = await self._settled_task(
-                UUID(payload["task_id"]), run, seq, time_out=cause == "task_due"
-            )
-            if task is None:
-                return None
-            run = replace(
-                run, context=machine.with_task_result(run.context, human_tasks.as_context(task))
-            )
-            return run, self._after_wait(definition, step, seq, run, journal)
-        if cause == "wait":
-            return run, self._after_wait(definition, step, seq, run, journal)
-        log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
-        return None
+        waited = await self._after_waiting(run, step, seq, payload, cause)
+        if waited is None:
+            return None
+        return waited, self._after_wait(definition, step, seq, waited, journal)
 
     async def _resume_branch(
         self,
@@ -352,6 +388,12 @@ def _visit(run: RunRecord, step: StepSpec) -> int:
     """The visit of `step` the run is in: a parallel step's own number, not its branches'."""
     state = parallel.state(run.context, step.id) if step.type == "parallel" else None
     return state["seq"] if state is not None else run.step_seq
+
+
+def _first_context(event: events.Event, workflow_id: str, run_id: str) -> dict[str, Any]:
+    if event.type == events.POSTED:
+        return posted_event_context(event=event.payload, workflow_id=workflow_id, run_id=run_id)
+    return initial_context(submission=event.payload, workflow_id=workflow_id, run_id=run_id)
 
 
 def _leading_emails(run_id: UUID, first: machine.RunStep) -> tuple[str, ...]:

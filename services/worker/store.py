@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from workflow_core.persistence import checkpoints, effects, human_tasks, runs
+from workflow_core.persistence import checkpoints, effects, human_tasks, posted_events, runs
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pool import Pool, translate_errors
@@ -79,3 +79,20 @@ class RunStore:
         async with translate_errors():
             closed = await human_tasks.time_out(self._pool, task_id) if time_out else None
             return closed or await human_tasks.get(self._pool, task_id)
+
+    async def settle_waits(self, payload: dict[str, Any]) -> int:
+        """Settle the waits a posted event matches, queueing their runs' resumes."""
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            return await posted_events.settle_by_event(conn, payload)
+
+    async def event_wait(
+        self, run_id: UUID, step_seq: int, *, look_back: bool = False, time_out: bool = False
+    ) -> dict[str, Any] | None:
+        """A run's event wait; first settled with an event that came before it (`look_back`)
+        or as timed out (`time_out`) if it is still open."""
+        async with translate_errors(), self._pool.acquire() as conn:
+            if look_back:
+                await posted_events.settle_from_kept(conn, run_id, step_seq)
+            if time_out:
+                await posted_events.time_out(conn, run_id, step_seq)
+            return await posted_events.get_wait(conn, run_id, step_seq)

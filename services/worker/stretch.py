@@ -192,7 +192,7 @@ class Stretches:
             run = replace(run, context=machine.with_step_results(run.context, step.id, outcome))
             decision = self._after_actions(definition, step, seq, run, last_seq=run.step_seq)
             journal.step_left(run.id, seq, step, decision, now, self._now())
-            if isinstance(decision, machine.OpenTask | machine.Sleep):
+            if isinstance(decision, machine.OpenTask | machine.Sleep | machine.AwaitEvent):
                 self._wait_for(run, decision, journal)
             elif isinstance(decision, machine.RunStep):
                 run = replace(run, step_seq=decision.seq)
@@ -238,8 +238,8 @@ class Stretches:
     async def _rest(
         self, run: RunRecord, decision: machine.Decision, journal: Journal
     ) -> RunRecord:
-        """Record where the run stops: a task to wait for, a timer, the end."""
-        if isinstance(decision, machine.OpenTask | machine.Sleep):
+        """Record where the run stops: a task, a timer or an event to wait for, the end."""
+        if isinstance(decision, machine.OpenTask | machine.Sleep | machine.AwaitEvent):
             self._wait_for(run, decision, journal)
             return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
         if isinstance(decision, machine.Complete):
@@ -252,9 +252,14 @@ class Stretches:
 
     @staticmethod
     def _wait_for(
-        run: RunRecord, decision: machine.OpenTask | machine.Sleep, journal: Journal
+        run: RunRecord,
+        decision: machine.OpenTask | machine.Sleep | machine.AwaitEvent,
+        journal: Journal,
     ) -> None:
-        """The task and timers a step waits for (its run, or its branch)."""
+        """The task, event wait and timers a step waits for (its run, or its branch)."""
+        if isinstance(decision, machine.AwaitEvent):
+            journal.event_awaited(run, decision)
+            return
         if isinstance(decision, machine.OpenTask):
             task = journal.task_opened(run, decision)
             payload = {"step_seq": decision.seq, "task_id": str(task["id"])}

@@ -137,6 +137,10 @@ def _form(org_id: str | None = ORG_A) -> dict[str, Any]:
 MATRIX: dict[tuple[str, str], tuple[Call, set[int]]] = {
     ("POST", "/submit"): (
         lambda c, w, h: c.post("/submit", json=_form(), headers=h), {403}),
+    ("POST", "/events"): (
+        lambda c, w, h: c.post(
+            "/events", json={"type": "order.paid", "data": {}, "org_id": ORG_A}, headers=h),
+        {403}),
     ("GET", "/submissions/{submission_id}"): (
         lambda c, w, h: c.get(f"/submissions/{w.submission}", headers=h), {403, 404}),
     ("POST", "/workflows"): (

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import SettingsFactory
+from tests.integration.test_events import post_event
 from tests.integration.test_waiting_runs import complete_task
 from tests.support.examples import unique_email
 from tests.support.flows import (
@@ -29,7 +30,7 @@ from tests.support.parallel_flows import (
 )
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
-from workflow_core.persistence.tables import run_steps, runs, tasks, timers
+from workflow_core.persistence.tables import event_waits, run_steps, runs, tasks, timers
 from workflow_core.settings import Settings
 
 
@@ -255,3 +256,49 @@ async def test_a_wake_up_finding_the_run_driven_elsewhere_is_put_off(
             await conn.execute(update(runs).where(runs.c.id == run.id).values(status="waiting"))
         await eventually(_status_is(engine, "completed"), what="the run to complete")
     assert [mail.message["Subject"] for mail in smtp.to(email)] == ["a1", "All checks done"]
+
+
+def _confirmation(step_id: str) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "type": "wait_for_event",
+        "config": {
+            "event": "email.confirmed",
+            "match": {"path": "data.submission_id", "equals": "{submission_id}"},
+        },
+    }
+
+
+async def test_a_branch_waits_for_its_event_while_the_other_goes_on(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    branches = {"confirm": [_confirmation("confirmed")], "hello": [email_step("hi", "hi")]}
+    await create_workflow(engine, parallel_definition(branches))
+    email = unique_email()
+    submission_id, _ = await submit(engine, {"email": email, "name": "Gus"}, template_id="parallel")
+    await publish_all(engine, settings)
+    async with running_worker(settings):
+        await eventually(_status_is(engine, "waiting"), what="the run to wait for its event")
+        assert [mail.message["Subject"] for mail in smtp.to(email)] == ["hi"]
+        await post_event(engine, "email.confirmed", {"submission_id": str(submission_id)})
+        await publish_all(engine, settings)
+        await eventually(_status_is(engine, "completed"), what="the run to complete")
+    assert [mail.message["Subject"] for mail in smtp.to(email)] == ["hi", "All checks done"]
+    run = await _run(engine)
+    assert run.context["steps"]["confirmed"]["timed_out"] is False
+
+
+async def test_join_any_drops_the_event_wait_of_the_branch_it_cancels(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    branches = {"confirm": [_confirmation("confirmed")], "hello": [email_step("hi", "hi")]}
+    await create_workflow(engine, parallel_definition(branches, join="any"))
+    email = unique_email()
+    await submit(engine, {"email": email, "name": "Hal"}, template_id="parallel")
+    await publish_all(engine, settings)
+    async with running_worker(settings):
+        await eventually(_status_is(engine, "completed"), what="the run to complete")
+    assert [mail.message["Subject"] for mail in smtp.to(email)] == ["hi", "All checks done"]
+    async with engine.connect() as conn:
+        assert list(await conn.execute(select(event_waits))) == []
+        assert list(await conn.execute(select(timers).where(timers.c.fired_at.is_(None)))) == []

@@ -415,7 +415,9 @@ def test_a_warning_names_the_placeholder_and_its_exact_location() -> None:
 
 
 def test_a_trigger_type_no_event_has_is_a_warning() -> None:
-    result = valid(definition_dict(trigger={"type": "form_submited"}))
+    result = valid(definition_dict(trigger={"type": "Form Submitted"}))
     assert warning_paths(result) == ["trigger.type"]
-    assert "'form_submited'" in result.warnings[0].msg and "never run" in result.warnings[0].msg
+    assert "'Form Submitted'" in result.warnings[0].msg and "never run" in result.warnings[0].msg
+    assert warning_paths(valid(definition_dict(trigger={"type": "run.resume"}))) == ["trigger.type"]
     assert valid(definition_dict(trigger={"type": "form_submitted"})).warnings == []
+    assert valid(definition_dict(trigger={"type": "order.paid"})).warnings == []

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-StepType = Literal["auto_action", "human_task", "wait", "parallel"]
-STEP_TYPES: tuple[str, ...] = ("auto_action", "human_task", "wait", "parallel")
+StepType = Literal["auto_action", "human_task", "wait", "wait_for_event", "parallel"]
+STEP_TYPES: tuple[str, ...] = ("auto_action", "human_task", "wait", "wait_for_event", "parallel")
 JoinMode = Literal["all", "any"]
 
 
@@ -106,7 +106,25 @@ class WaitConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class EventMatch(_Strict):
+    """Which event a wait_for_event step takes: the value at `path` in the event (`data.x`,
+    `org_id`) equals `equals`, a template rendered when the run begins to wait."""
+
+    path: str = Field(min_length=1, max_length=500)
+    equals: StrictStr | StrictInt | StrictFloat | StrictBool
+
+
+class WaitForEventConfig(_Strict):
+    """`config` of a wait_for_event step: the event's type, which one (`match`; none -> the
+    first of that type), and how long to wait at most (`timeout`; none -> for ever)."""
+
+    event: str = Field(min_length=1, max_length=200)
+    match: EventMatch | None = None
+    timeout: str | StrictFloat | StrictInt | None = None
+
+
 STEP_CONFIGS: dict[str, type[_Strict]] = {
     "human_task": HumanTaskConfig,
     "wait": WaitConfig,
+    "wait_for_event": WaitForEventConfig,
 }

@@ -12,6 +12,8 @@ CONTEXT_ROOTS = frozenset(
         "data",
         "submitted_at",
         "event_type",
+        "event_id",
+        "received_at",
         "workflow_id",
         "run_id",
         "task",
@@ -35,6 +37,21 @@ def initial_context(
         "data": submission["data"],
         "submitted_at": submission.get("submitted_at"),
         "event_type": event_type,
+        "workflow_id": workflow_id,
+        "run_id": run_id,
+        "steps": {},
+    }
+
+
+def posted_event_context(*, event: dict[str, Any], workflow_id: str, run_id: str) -> dict[str, Any]:
+    """The context of a run started by an event posted to /events: its type, id, organisation,
+    `data`, and when it was received (there is no submission)."""
+    return {
+        "event_id": event["event_id"],
+        "event_type": event["event_type"],
+        "org_id": event["org_id"],
+        "data": event["data"],
+        "received_at": event.get("received_at"),
         "workflow_id": workflow_id,
         "run_id": run_id,
         "steps": {},

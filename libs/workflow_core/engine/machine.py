@@ -5,8 +5,8 @@ worker carries decisions out (runs actions, opens tasks, sets timers, records th
 
 A run enters a step (`RunStep`), the worker runs the step's actions, then `after_actions`
 says what follows: a human task to open (`OpenTask`), a timer to wait for (`Sleep`), the next
-step, or the end (`Complete`). A run that waited (its task settled, its time came) goes
-on through `next_step`.
+step, an event to wait for (`AwaitEvent`), or the end (`Complete`). A run that waited (its task
+settled, its time came, its event came or did not) goes on through `next_step`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from workflow_core.definitions.models import (
     HumanTaskConfig,
     StepSpec,
     WaitConfig,
+    WaitForEventConfig,
     WorkflowDefinition,
 )
 from workflow_core.engine.conditions import evaluate
@@ -62,6 +65,21 @@ class Sleep:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitEvent:
+    """Wait for an event of `event_type` in the run's organisation, received since `since` (the
+    run's own event was received), whose value at `path` equals `expected` (no path: any);
+    for `timeout` at most (counted from when the wait is stored), else for ever."""
+
+    step: StepSpec
+    seq: int
+    event_type: str
+    path: str | None
+    expected: str | None
+    since: datetime | None
+    timeout: timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
 class Complete:
     """No transition holds: the run is done."""
 
@@ -71,7 +89,7 @@ class Fail:
     reason: str
 
 
-Decision = RunStep | OpenTask | Sleep | Complete | Fail
+Decision = RunStep | OpenTask | Sleep | AwaitEvent | Complete | Fail
 
 
 def start(definition: WorkflowDefinition) -> Decision:
@@ -106,6 +124,8 @@ def after_actions(
     `next_step`."""
     if step.type == "human_task":
         return _open_task(step, seq, context, rendered_bytes)
+    if step.type == "wait_for_event":
+        return await_event(step, seq, context, rendered_bytes)
     if step.type == "wait":
         until = wake_time(step, context, now)
         if isinstance(until, Fail):
@@ -159,6 +179,44 @@ def wake_time(
             "100 years away"
         )
     return until
+
+
+def await_event(
+    step: StepSpec, seq: int, context: Mapping[str, Any], limit: int = DEFAULT_RENDERED_BYTES
+) -> AwaitEvent:
+    """What a wait_for_event step waits for: its `match.equals` rendered with the context.
+    The lookback starts when the run's own event was received (`received_at` of a posted
+    event, `submitted_at` of a form)."""
+    config = WaitForEventConfig.model_validate(step.config)
+    match = config.match
+    return AwaitEvent(
+        step=step,
+        seq=seq,
+        event_type=config.event,
+        path=match.path if match else None,
+        expected=match_value(match.equals, context, limit) if match else None,
+        since=parse_timestamp(context.get("received_at") or context.get("submitted_at")),
+        timeout=parse_duration(config.timeout) if config.timeout is not None else None,
+    )
+
+
+def match_value(equals: str | float | bool, context: Mapping[str, Any], limit: int) -> str:
+    """The text an event's value must have: a template rendered with the context; a number or
+    a boolean as JSON writes it (`5`, `true`), as the database reads it from the event."""
+    if isinstance(equals, str):
+        return render(equals, context, limit=limit)
+    return orjson.dumps(equals).decode()
+
+
+def with_event_result(
+    context: Mapping[str, Any], step_id: str, event: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The context after a wait_for_event step: `steps.<id>.event` holds the event (type, data,
+    ...), or `steps.<id>.timed_out` is true and `event` null."""
+    steps = dict(context.get("steps", {}))
+    outcome = {"event": dict(event) if event is not None else None, "timed_out": event is None}
+    steps[step_id] = {**steps.get(step_id, {}), **outcome}
+    return {**context, "steps": steps}
 
 
 def _open_task(step: StepSpec, seq: int, context: Mapping[str, Any], limit: int) -> OpenTask:

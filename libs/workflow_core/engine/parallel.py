@@ -101,7 +101,7 @@ def moved(
     if isinstance(decision, machine.RunStep):
         entry = {"status": RUNNING, "step": decision.step.id, "seq": decision.seq}
         return _with_branch(context, step_id, branch, entry)
-    if isinstance(decision, machine.OpenTask | machine.Sleep):
+    if isinstance(decision, machine.OpenTask | machine.Sleep | machine.AwaitEvent):
         return _with_branch(context, step_id, branch, {"status": WAITING})
     if isinstance(decision, machine.Fail):
         return _with_branch(context, step_id, branch, {"status": FAILED, "error": decision.reason})

@@ -1,6 +1,7 @@
 """A run's checkpoint: one statement holding the run's new state and everything its journal
 says happened since the last one (steps entered and left, action attempts, effects done, tasks
-and timers created, events to publish, events taken). Concurrent runs share it: it takes lists.
+and timers created, event waits begun, events to publish, events taken). Concurrent runs share
+it: it takes lists.
 
 The statement is built once from the schema in tables.py: every journal part is a CTE reading
 its rows from a JSON parameter with the table's own columns and types, so the SQL never lists
@@ -20,7 +21,15 @@ from workflow_core.persistence import sql
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pool import Executor, json_text
 from workflow_core.persistence.runs import RunRecord, StaleRun
-from workflow_core.persistence.tables import effects, outbox, run_actions, run_steps, runs, tasks
+from workflow_core.persistence.tables import (
+    effects,
+    event_waits,
+    outbox,
+    run_actions,
+    run_steps,
+    runs,
+    tasks,
+)
 from workflow_core.persistence.tables import timers as timers_table
 
 
@@ -96,14 +105,20 @@ _TIMERS = _Part(
     tail="ON CONFLICT DO NOTHING",
 )
 _QUEUED = _Part("queued", outbox, ["event_id", "event_type", "payload"])
-_PARTS = (_STEPS, _ATTEMPTS, _DONE, _TASKS, _TIMERS, _QUEUED)
+_WAITS = _Part(
+    "awaited",
+    event_waits,
+    ["run_id", "step_seq", "org_id", "event_type", "path", "expected", "since"],
+    tail="ON CONFLICT DO NOTHING",
+)
+_PARTS = (_STEPS, _ATTEMPTS, _DONE, _TASKS, _TIMERS, _QUEUED, _WAITS)
 _FACTS = (_ATTEMPTS, _DONE, _TIMERS)
 _MOVED = ["id", "revision", "status", "current_step_id", "step_seq", "context", "error"]
 _MOVED += ["deliveries"]
 
 
 # Only when a journal cancels visits (a parallel step ended with branches open): their pending
-# tasks are cancelled and their unfired timers dropped.
+# tasks are cancelled, their unfired timers and open event waits dropped.
 _CANCELLING = [
     "cancelled AS (UPDATE tasks SET status = 'cancelled', updated_at = now() "
     "FROM jsonb_to_recordset(${n}::jsonb) AS c(owner uuid, seq int) "
@@ -112,6 +127,9 @@ _CANCELLING = [
     "unset AS (DELETE FROM timers USING jsonb_to_recordset(${n}::jsonb) AS c(owner uuid, seq int) "
     "WHERE timers.fired_at IS NULL AND timers.run_id = c.owner "
     "AND timers.payload->>'step_seq' = c.seq::text AND c.owner IN (SELECT id FROM moved))",
+    "unwaited AS (DELETE FROM event_waits USING jsonb_to_recordset(${n}::jsonb) AS c(owner uuid, "
+    "seq int) WHERE event_waits.run_id = c.owner AND event_waits.step_seq = c.seq "
+    "AND event_waits.settled_at IS NULL AND c.owner IN (SELECT id FROM moved))",
 ]
 
 
@@ -184,6 +202,7 @@ def _journal_parts(run: RunRecord, journal: Journal) -> tuple[list[dict[str, Any
         journal.tasks,
         journal.timers,
         queued,
+        journal.waits,
     )
     return tuple(_owned(run, rows) for rows in parts)
 

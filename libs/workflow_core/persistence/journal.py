@@ -1,7 +1,7 @@
 """What one stretch of a run did, as rows for its checkpoint (persistence/runs.py): steps
-entered and left, action attempts, effects done, tasks and timers created, events to publish,
-and events handled. The row builders live here, so the runner says what happened, not how it
-is stored.
+entered and left, action attempts, effects done, tasks and timers created, event waits begun,
+events to publish, and events handled. The row builders live here, so the runner says what
+happened, not how it is stored.
 
 Timer and task rows carry their due time as seconds (`delay`, `due_in`), which the checkpoint
 counts from the database's clock, or as an absolute `due_at` taken from the run's data: a
@@ -41,6 +41,8 @@ class Journal:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     timers: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    waits: list[dict[str, Any]] = field(default_factory=list)
+    """Event waits begun (wait_for_event steps)."""
     taken: list[UUID] = field(default_factory=list)
     """Events this stretch handled (a resume): marked taken with it."""
     cancelled: list[dict[str, Any]] = field(default_factory=list)
@@ -55,6 +57,7 @@ class Journal:
             self.tasks,
             self.timers,
             self.events,
+            self.waits,
             self.taken,
             self.cancelled,
         ):
@@ -89,7 +92,7 @@ class Journal:
         now: datetime,
     ) -> None:
         """The step's actions are done and `decision` says what follows."""
-        if isinstance(decision, machine.OpenTask | machine.Sleep):
+        if isinstance(decision, machine.OpenTask | machine.Sleep | machine.AwaitEvent):
             row = _step_row(run_id, seq, step, StepStatus.WAITING, entered)
         elif isinstance(decision, machine.Fail):
             row = _step_row(
@@ -159,8 +162,8 @@ class Journal:
         return row
 
     def cancel_visits(self, run_id: UUID, seqs: list[int]) -> None:
-        """Cancel the pending task and the timers of these visits: those stored already when
-        the checkpoint is written, those of this journal at once."""
+        """Cancel the pending task, the timers and the event wait of these visits: those stored
+        already when the checkpoint is written, those of this journal at once."""
         if not seqs:
             return
         for row in self.tasks:
@@ -171,7 +174,29 @@ class Journal:
             for row in self.timers
             if row["run_id"] != run_id or row["payload"].get("step_seq") not in seqs
         ]
+        self.waits[:] = [
+            row for row in self.waits if row["run_id"] != run_id or row["step_seq"] not in seqs
+        ]
         self.cancelled.extend({"run_id": run_id, "seq": seq} for seq in seqs)
+
+    def event_awaited(self, run: RunLike, decision: machine.AwaitEvent) -> None:
+        """The run waits for an event: its wait's row, a check for an event that came first
+        (due at once), and its timeout."""
+        self.waits.append(
+            {
+                "run_id": run.id,
+                "step_seq": decision.seq,
+                "org_id": run.org_id or "",
+                "event_type": decision.event_type,
+                "path": decision.path,
+                "expected": decision.expected,
+                "since": decision.since,
+            }
+        )
+        payload = {"step_seq": decision.seq}
+        self.timer(run.id, "event_check", payload, after=0)
+        if decision.timeout is not None:
+            self.timer(run.id, "event_timeout", payload, after=decision.timeout)
 
     def timer(
         self,

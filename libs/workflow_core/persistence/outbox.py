@@ -9,10 +9,13 @@ from uuid import UUID
 
 from sqlalchemy import func, insert, update
 
-from workflow_core.events import FORM_SUBMITTED, Event
+from workflow_core.events import FORM_SUBMITTED, POSTED, Event
 from workflow_core.persistence import sql
 from workflow_core.persistence.pool import Connection, Executor, Pool
 from workflow_core.persistence.tables import outbox
+
+FAST_PATH_KINDS = [FORM_SUBMITTED, POSTED]
+"""Events the API publishes itself right after storing them (the relay's grace period)."""
 
 CHANNEL = "flowline_outbox"
 """NOTIFY channel: a trigger on the outbox signals it after every insert."""
@@ -47,14 +50,14 @@ async def claim_unpublished(
 ) -> list[tuple[int, Any, str, Any]]:
     """The oldest unpublished events as (row id, event id, type, payload), locked for the
     caller's transaction; rows another relay holds are skipped, so relays in several processes
-    share the work without publishing twice. A submission's event younger than
-    `grace_seconds` is left to the fast path."""
+    share the work without publishing twice. A submission's (or a posted event's) event
+    younger than `grace_seconds` is left to the fast path."""
     rows = await conn.fetch(
         "SELECT id, event_id, event_type, payload FROM outbox WHERE published_at IS NULL "
-        "AND (event_type <> $2 OR created_at < now() - make_interval(secs => $3)) "
+        "AND (event_type <> ALL($2::text[]) OR created_at < now() - make_interval(secs => $3)) "
         "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit,
-        FORM_SUBMITTED,
+        FAST_PATH_KINDS,
         grace_seconds,
     )
     return [(row[0], row[1], row[2], row[3]) for row in rows]

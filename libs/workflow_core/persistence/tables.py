@@ -283,3 +283,51 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Index("ix_api_keys_org_created", "org_id", "created_at"),
 )
+
+# Events posted to POST /events, kept EVENT_RETENTION_SECONDS: a wait_for_event step that
+# begins after its event came finds it here (events of its type and organisation received
+# since its run's own event was). `dedup_key` is the client's `id` (or Idempotency-Key): a
+# repeat of it within the organisation stores nothing and gets the first answer.
+received_events = Table(
+    "received_events",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("org_id", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("dedup_key", Text, nullable=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_received_events_org_type_received", "org_id", "type", "received_at"),
+    Index("ix_received_events_received", "received_at"),
+    Index(
+        "uq_received_events_org_dedup",
+        "org_id",
+        "dedup_key",
+        unique=True,
+        postgresql_where=text("dedup_key IS NOT NULL"),
+    ),
+)
+
+# A run waiting in a wait_for_event step (one row per step visit): what it waits for (the
+# correlation rendered when it began to wait), and how the wait ended: settled once, by the
+# first matching event (`event`) or by its timeout, in the transaction that queues the run's
+# resume event.
+event_waits = Table(
+    "event_waits",
+    metadata,
+    Column("run_id", UUID(as_uuid=True), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("step_seq", Integer, nullable=False),
+    Column("org_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("path", Text, nullable=True),
+    Column("expected", Text, nullable=True),
+    Column("since", DateTime(timezone=True), nullable=True),
+    _created(),
+    Column("settled_at", DateTime(timezone=True), nullable=True),
+    Column("outcome", Text, nullable=True),  # 'event' | 'timed_out'
+    Column("event", JSONB, nullable=True),
+    PrimaryKeyConstraint("run_id", "step_seq"),
+    Index(
+        "ix_event_waits_open", "org_id", "event_type", postgresql_where=text("settled_at IS NULL")
+    ),
+)
