@@ -242,3 +242,25 @@ def test_the_dry_run_of_join_any_goes_on_past_a_waiting_branch() -> None:
     assert report["status"] == "completed" and "waiting_for" not in report
     assert report["steps"][0]["branches"] == {"a": "cancelled", "b": "completed"}
     assert report["context"]["steps"]["checks"]["status"] == "completed"
+
+
+def test_the_dry_run_says_which_event_a_branch_would_wait_for() -> None:
+    raw = two_branches()
+    raw["steps"][0]["branches"][0]["steps"][0] = step(
+        "a1", "wait_for_event", to=("a2",), config={"event": "email.confirmed"}
+    )
+    report = dry_run(
+        WorkflowDefinition.model_validate(raw),
+        form={"template_id": "t", "org_id": "o", "data": {}},
+        now=NOW,
+    )
+    assert report["status"] == "waiting" and "'email.confirmed'" in report["waiting_for"]
+    assert report["steps"][1]["waits_for_event"]["event"] == "email.confirmed"
+    assert report["steps"][0]["branches"] == {"a": "waiting", "b": "completed"}
+    raw["steps"][0]["join"] = "any"
+    report = dry_run(
+        WorkflowDefinition.model_validate(raw),
+        form={"template_id": "t", "org_id": "o", "data": {}},
+        now=NOW,
+    )
+    assert report["status"] == "completed" and "waiting_for" not in report
