@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from workflow_core import actions
 from workflow_core.definitions import StepSpec, WorkflowDefinition
-from workflow_core.engine import machine
+from workflow_core.engine import machine, parallel
 from workflow_core.engine.conditions import evaluate
 from workflow_core.engine.context import initial_context
 from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
@@ -80,76 +80,164 @@ def dry_run(
     context: dict[str, Any] = initial_context(
         submission=event, workflow_id=workflow_id, run_id=DRY_RUN_ID
     )
-    outcomes = task_outcomes or {}
-    answer = _Answer(limits.dry_run_bytes)
-    emails = _Emails(limits.emails_per_run)
-    positions = {step.id: index for index, step in enumerate(definition.steps)}
-    decision = machine.start(definition)
-    while isinstance(decision, machine.RunStep):
-        step, seq = decision.step, decision.seq
-        loc = ("steps", positions[step.id])
-        rendered, results, failure = _preview_actions(step, context, limits, emails, loc)
-        context = machine.with_step_results(context, step.id, results)
-        entry: dict[str, Any] = {
-            "seq": seq,
-            "step_id": step.id,
-            "type": step.type,
-            "actions": rendered,
+    walk = _Walk(definition, report, task_outcomes or {}, now, step_budget, limits)
+    decision, context = walk.chain(machine.start(definition), context)
+    if decision is None:
+        report["status"] = RunStatus.WAITING
+    else:
+        _settle_status(report, decision, now)
+    report["path"] = [entry["step_id"] for entry in report["steps"]]
+    walk.answer.add(context, ("context",))
+    report["context"] = context
+    return report
+
+
+class _Walk:
+    """The steps a dry run goes through, entry by entry into `report`. A parallel step's
+    branches are walked one after another (a real run interleaves them; their effects are the
+    same); a branch that would wait for a person stops there while the others go on."""
+
+    def __init__(
+        self,
+        definition: WorkflowDefinition,
+        report: dict[str, Any],
+        outcomes: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+        step_budget: int,
+        limits: Limits,
+    ) -> None:
+        self.definition, self.report, self.outcomes = definition, report, outcomes
+        self.now, self.budget, self.limits = now, step_budget, limits
+        self.answer = _Answer(limits.dry_run_bytes)
+        self.emails = _Emails(limits.emails_per_run)
+        self.locs = _step_locs(definition)
+        self.last_seq = 0
+
+    def chain(
+        self, first: machine.Decision, context: dict[str, Any], branch: str | None = None
+    ) -> tuple[machine.Decision | None, dict[str, Any]]:
+        """Follow the steps from `first` until the end, a failure, or a wait (None)."""
+        decision: machine.Decision | None = first
+        while isinstance(decision, machine.RunStep):
+            self.last_seq = max(self.last_seq, decision.seq)
+            if decision.step.type == "parallel":
+                decision, context = self.parallel(decision.step, decision.seq, context)
+            else:
+                decision, context = self.visit(decision.step, decision.seq, context, branch)
+        return decision, context
+
+    def parallel(
+        self, step: StepSpec, seq: int, context: dict[str, Any]
+    ) -> tuple[machine.Decision | None, dict[str, Any]]:
+        entry: dict[str, Any] = {"seq": seq, "step_id": step.id, "type": step.type}
+        self.report["steps"].append(entry)
+        started = parallel.enter(step, seq, context, self.budget)
+        if isinstance(started, machine.Fail):
+            return started, context
+        context, self.last_seq = started, seq + len(step.branches)
+        for cursor in parallel.cursors(context, step.id):
+            first = machine.RunStep(self.definition.step(cursor.step), cursor.seq)
+            ended, context = self.chain(first, context, cursor.branch)
+            if isinstance(ended, machine.AwaitEvent):  # says which event, as a run's end would
+                _settle_status(self.report, ended, self.now)
+                ended = None
+            context = (
+                parallel.waiting(context, step.id, cursor.branch)
+                if ended is None
+                else parallel.moved(context, step.id, cursor.branch, ended)
+            )
+        decision = parallel.outcome(self.definition, step, context, self.last_seq, self.budget)
+        status = parallel.FAILED if isinstance(decision, machine.Fail) else parallel.COMPLETED
+        if decision is not None:  # a branch that waits is cancelled: nobody waits for it
+            context = parallel.closed(context, step.id, status)
+            self.report.pop("waiting_for", None)
+        entry["branches"] = {
+            cursor.branch: cursor.status for cursor in parallel.cursors(context, step.id)
         }
-        report["steps"].append(entry)
-        answer.add(entry, loc)
+        entry["next"] = decision.step.id if isinstance(decision, machine.RunStep) else None
+        self.answer.add(entry, self.locs[step.id])
+        return decision, context
+
+    def visit(
+        self, step: StepSpec, seq: int, context: dict[str, Any], branch: str | None
+    ) -> tuple[machine.Decision | None, dict[str, Any]]:
+        """One step: its actions previewed, then what follows it."""
+        loc = self.locs[step.id]
+        rendered, results, failure = _preview_actions(step, context, self.limits, self.emails, loc)
+        context = machine.with_step_results(context, step.id, results)
+        entry: dict[str, Any] = {"seq": seq, "step_id": step.id, "type": step.type}
+        if branch is not None:
+            entry["branch"] = branch
+        entry["actions"] = rendered
+        self.report["steps"].append(entry)
+        self.answer.add(entry, loc)
         if failure is not None:
-            decision = machine.Fail(failure)
-            break
+            return machine.Fail(failure), context
         try:
             decision = machine.after_actions(
-                definition,
+                self.definition,
                 step,
                 seq,
                 context,
-                now,
-                step_budget,
-                rendered_bytes=limits.rendered_bytes,
+                self.now,
+                self.budget,
+                rendered_bytes=self.limits.rendered_bytes,
+                last_seq=self.last_seq,
             )
         except TooLarge as error:
             raise TooLarge(error.message, loc) from None
         if isinstance(decision, machine.OpenTask) and decision.assignee_email:
-            refused = emails.refusal()
+            refused = self.emails.refusal()
             if refused is not None:
                 entry["error"] = refused
-                decision = machine.Fail(f"{step.id} (the assignee's email): {refused}")
-                break
+                return machine.Fail(f"{step.id} (the assignee's email): {refused}"), context
         if isinstance(decision, machine.OpenTask):
-            entry["task"] = {
-                "title": decision.title,
-                "description": decision.description,
-                "assignee": decision.assignee,
-                "assignee_email": decision.assignee_email,
-                "due_at": (now + decision.due_in).isoformat() if decision.due_in else None,
-            }
-            if step.id not in outcomes:
-                report["status"] = RunStatus.WAITING
-                report["waiting_for"] = (
+            entry["task"] = _task_entry(decision, self.now)
+            if step.id not in self.outcomes:
+                self.report["waiting_for"] = (
                     f"a person to complete the task of step {step.id!r}; "
                     f"pass task_outcomes.{step.id} to go on"
                 )
-                break
-            settled = {"outcome": None, "data": {}, **outcomes[step.id]}
+                return None, context
+            settled = {"outcome": None, "data": {}, **self.outcomes[step.id]}
             context = machine.with_task_result(context, settled)
             entry["task"]["completed_with"] = settled
-            decision = machine.next_step(definition, step, seq, context, step_budget)
+            decision = self._after_wait(step, seq, context)
         elif isinstance(decision, machine.Sleep):
             until = decision.until
             entry["waits_until"] = (
-                until if isinstance(until, datetime) else now + until
+                until if isinstance(until, datetime) else self.now + until
             ).isoformat()
-            decision = machine.next_step(definition, step, seq, context, step_budget)
+            decision = self._after_wait(step, seq, context)
         entry["next"] = decision.step.id if isinstance(decision, machine.RunStep) else None
-    _settle_status(report, decision, now)
-    report["path"] = [entry["step_id"] for entry in report["steps"]]
-    answer.add(context, ("context",))
-    report["context"] = context
-    return report
+        return decision, context
+
+    def _after_wait(self, step: StepSpec, seq: int, context: dict[str, Any]) -> machine.Decision:
+        return machine.next_step(
+            self.definition, step, seq, context, self.budget, last_seq=self.last_seq
+        )
+
+
+def _task_entry(decision: machine.OpenTask, now: datetime) -> dict[str, Any]:
+    return {
+        "title": decision.title,
+        "description": decision.description,
+        "assignee": decision.assignee,
+        "assignee_email": decision.assignee_email,
+        "due_at": (now + decision.due_in).isoformat() if decision.due_in else None,
+    }
+
+
+def _step_locs(definition: WorkflowDefinition) -> dict[str, tuple[str | int, ...]]:
+    """Each step's path in the definition, a branch's steps included."""
+    locs: dict[str, tuple[str | int, ...]] = {}
+    for index, step in enumerate(definition.steps):
+        locs.setdefault(step.id, ("steps", index))
+        for b_index, branch in enumerate(step.branches):
+            for s_index, inner in enumerate(branch.steps):
+                loc = ("steps", index, "branches", b_index, "steps", s_index)
+                locs.setdefault(inner.id, loc)
+    return locs
 
 
 def _settle_status(report: dict[str, Any], decision: machine.Decision, now: datetime) -> None:

@@ -98,59 +98,146 @@ def _is_union_tag(part: str | int) -> bool:
     )
 
 
-def _check_steps(definition: WorkflowDefinition) -> Iterator[Problem]:
-    first_index: dict[str, int] = {}
+@dataclass(frozen=True, slots=True)
+class _Located:
+    """A step with its path, and the branch holding it (None: a top-level step)."""
+
+    loc: Loc
+    step: StepSpec
+    branch: tuple[str, str] | None = None  # (parallel step id, branch id)
+
+
+def _located_steps(definition: WorkflowDefinition) -> list[_Located]:
+    found: list[_Located] = []
     for index, step in enumerate(definition.steps):
-        if step.id in first_index:
+        found.append(_Located(("steps", index), step))
+        for b_index, branch in enumerate(step.branches):
+            for s_index, inner in enumerate(branch.steps):
+                loc: Loc = ("steps", index, "branches", b_index, "steps", s_index)
+                found.append(_Located(loc, inner, (step.id, branch.id)))
+    return found
+
+
+def _check_steps(definition: WorkflowDefinition) -> Iterator[Problem]:
+    located = _located_steps(definition)
+    first: dict[str, _Located] = {}
+    for item in located:
+        if item.step.id in first:
             yield Problem(
-                ("steps", index, "id"),
-                f"duplicate step id {step.id!r} (also steps[{first_index[step.id]}])",
+                (*item.loc, "id"),
+                f"duplicate step id {item.step.id!r} (also {format_path(first[item.step.id].loc)})",
                 "duplicate_step_id",
             )
         else:
-            first_index[step.id] = index
-    known = ", ".join(repr(step_id) for step_id in first_index)
-    if definition.initial_step_id not in first_index:
+            first[item.step.id] = item
+    top = [item.step.id for item in located if item.branch is None]
+    if definition.initial_step_id not in top:
+        where = "a top-level step" if definition.initial_step_id in first else "no step"
         yield Problem(
             ("initial_step_id",),
-            f"no step has id {definition.initial_step_id!r} (steps: {known})",
+            f"{where} has id {definition.initial_step_id!r}; the run starts at one of "
+            f"{', '.join(map(repr, top))}",
             "unknown_step",
         )
-    for index, step in enumerate(definition.steps):
-        for t_index, transition in enumerate(step.transitions):
-            if transition.to not in first_index:
-                yield Problem(
-                    ("steps", index, "transitions", t_index, "to"),
-                    f"no step has id {transition.to!r} (steps: {known})",
-                    "unknown_step",
-                )
-        yield from _check_step_config(index, step)
-    if definition.initial_step_id in first_index:
-        reachable = _reachable(definition)
-        for index, step in enumerate(definition.steps):
-            if step.id not in reachable and first_index.get(step.id) == index:
-                yield Problem(
-                    ("steps", index),
-                    f"step {step.id!r} cannot be reached from the initial step "
-                    f"{definition.initial_step_id!r}",
-                    "unreachable_step",
-                )
+    for item in located:
+        yield from _check_transitions(item, first)
+        yield from _check_step_config(item.loc, item.step)
+        yield from _check_parallel(item)
+    yield from _unreachable(definition, located, first)
 
 
-def _reachable(definition: WorkflowDefinition) -> set[str]:
-    targets = {step.id: [t.to for t in step.transitions] for step in definition.steps}
+def _check_transitions(item: _Located, first: dict[str, _Located]) -> Iterator[Problem]:
+    """A transition goes to a step of its own scope: a branch's steps go to steps of the same
+    branch (the branch ends where no transition holds), top-level steps to top-level steps."""
+    for t_index, transition in enumerate(item.step.transitions):
+        loc: Loc = (*item.loc, "transitions", t_index, "to")
+        target = first.get(transition.to)
+        if target is None:
+            scope = [i.step.id for i in first.values() if i.branch == item.branch]
+            yield Problem(
+                loc,
+                f"no step has id {transition.to!r} (steps: {', '.join(map(repr, scope))})",
+                "unknown_step",
+            )
+        elif target.branch != item.branch:
+            yield Problem(loc, _scope_message(item, target), "transition_scope")
+
+
+def _scope_message(item: _Located, target: _Located) -> str:
+    where = (
+        f"inside branch {target.branch[1]!r} of parallel step {target.branch[0]!r}"
+        if target.branch
+        else "a top-level step"
+    )
+    source = f"branch {item.branch[1]!r}" if item.branch else "a top-level step"
+    return f"step {target.step.id!r} is {where}: a transition of {source} cannot go there"
+
+
+def _check_parallel(item: _Located) -> Iterator[Problem]:
+    step, loc = item.step, item.loc
+    if step.type != "parallel":
+        if step.branches:
+            yield Problem((*loc, "branches"), "only parallel steps have branches", "branches")
+        if "join" in step.model_fields_set:
+            yield Problem((*loc, "join"), "only parallel steps have `join`", "branches")
+        return
+    if item.branch is not None:
+        yield Problem(
+            (*loc, "type"), "a parallel step cannot be inside a branch (no nesting)", "nested"
+        )
+    if step.actions:
+        yield Problem(
+            (*loc, "actions"),
+            "a parallel step has no actions of its own: put them in its branches",
+            "branches",
+        )
+    if not step.branches:
+        yield Problem((*loc, "branches"), "a parallel step needs at least one branch", "branches")
     seen: set[str] = set()
-    todo = [definition.initial_step_id]
+    for b_index, branch in enumerate(step.branches):
+        if branch.id in seen:
+            yield Problem(
+                (*loc, "branches", b_index, "id"), f"duplicate branch id {branch.id!r}", "branches"
+            )
+        seen.add(branch.id)
+        if not branch.steps:
+            yield Problem(
+                (*loc, "branches", b_index, "steps"), "a branch needs at least one step", "branches"
+            )
+
+
+def _unreachable(
+    definition: WorkflowDefinition, located: list[_Located], first: dict[str, _Located]
+) -> Iterator[Problem]:
+    """Top-level steps are reached from the initial step, a branch's from its first step."""
+    starts = [definition.initial_step_id]
+    starts += [b.steps[0].id for s in definition.steps for b in s.branches if b.steps]
+    targets = {item.step.id: [t.to for t in item.step.transitions] for item in located}
+    seen: set[str] = set()
+    todo = [start for start in starts if start in first]
     while todo:
         step_id = todo.pop()
         if step_id not in seen and step_id in targets:
             seen.add(step_id)
             todo.extend(targets[step_id])
-    return seen
+    if definition.initial_step_id not in first:
+        return
+    for item in located:
+        if item.step.id not in seen and first.get(item.step.id) is item:
+            start = (
+                f"the initial step {definition.initial_step_id!r}"
+                if item.branch is None
+                else f"the first step of branch {item.branch[1]!r}"
+            )
+            yield Problem(
+                item.loc,
+                f"step {item.step.id!r} cannot be reached from {start}",
+                "unreachable_step",
+            )
 
 
-def _check_step_config(index: int, step: StepSpec) -> Iterator[Problem]:
-    loc: Loc = ("steps", index, "config")
+def _check_step_config(step_loc: Loc, step: StepSpec) -> Iterator[Problem]:
+    loc: Loc = (*step_loc, "config")
     model = STEP_CONFIGS.get(step.type)
     if model is None:
         for key in step.config:
@@ -196,10 +283,10 @@ def _check_wait_for_event(config: WaitForEventConfig, loc: Loc) -> Iterator[Prob
 
 def _check_conditions(definition: WorkflowDefinition) -> Iterator[Problem]:
     yield from check_condition(definition.trigger.conditions, ("trigger", "conditions"))
-    for index, step in enumerate(definition.steps):
-        for t_index, transition in enumerate(step.transitions):
+    for item in _located_steps(definition):
+        for t_index, transition in enumerate(item.step.transitions):
             yield from check_condition(
-                transition.conditions, ("steps", index, "transitions", t_index, "conditions")
+                transition.conditions, (*item.loc, "transitions", t_index, "conditions")
             )
 
 
@@ -264,9 +351,9 @@ def _check_actions(
     definition: WorkflowDefinition, allowed_hosts: AllowedHosts | None
 ) -> Iterator[Problem]:
     context = None if allowed_hosts is None else {ALLOWED_HOSTS: allowed_hosts}
-    for index, step in enumerate(definition.steps):
-        for a_index, action in enumerate(step.actions):
-            loc: Loc = ("steps", index, "actions", a_index)
+    for item in _located_steps(definition):
+        for a_index, action in enumerate(item.step.actions):
+            loc: Loc = (*item.loc, "actions", a_index)
             action_type = actions.get(action.type)
             if action_type is None:
                 yield Problem(
@@ -296,8 +383,8 @@ def _unknown_trigger_type(definition: WorkflowDefinition) -> Iterator[Problem]:
 
 
 def _unresolvable_placeholders(definition: WorkflowDefinition) -> Iterator[Problem]:
-    step_ids = {step.id for step in definition.steps}
-    has_task = any(step.type == "human_task" for step in definition.steps)
+    step_ids = {step.id for step in definition.all_steps()}
+    has_task = any(step.type == "human_task" for step in definition.all_steps())
     for loc, text in _template_strings(definition):
         for path in placeholders(text):
             reason = _never_resolves(path, step_ids, has_task)
@@ -311,10 +398,10 @@ def _unresolvable_placeholders(definition: WorkflowDefinition) -> Iterator[Probl
 
 def _template_strings(definition: WorkflowDefinition) -> Iterator[tuple[Loc, str]]:
     """Every string that is rendered as a template: step configs and action configs."""
-    for index, step in enumerate(definition.steps):
-        yield from _strings(step.config, ("steps", index, "config"))
-        for a_index, action in enumerate(step.actions):
-            yield from _strings(action.config, ("steps", index, "actions", a_index, "config"))
+    for item in _located_steps(definition):
+        yield from _strings(item.step.config, (*item.loc, "config"))
+        for a_index, action in enumerate(item.step.actions):
+            yield from _strings(action.config, (*item.loc, "actions", a_index, "config"))
 
 
 def _never_resolves(path: str, step_ids: set[str], has_task: bool) -> str | None:

@@ -20,7 +20,7 @@ from services.worker.store import RunStore
 from services.worker.stretch import Resumption, Stretches
 from workflow_core import actions, events, tracing
 from workflow_core.definitions import StepSpec, WorkflowDefinition
-from workflow_core.engine import machine
+from workflow_core.engine import machine, parallel
 from workflow_core.engine.context import initial_context, posted_event_context
 from workflow_core.errors import Unavailable
 from workflow_core.ids import effect_key, run_id_for
@@ -34,6 +34,9 @@ from workflow_core.statuses import SETTLED_TASKS, RunStatus
 log = get_logger(__name__)
 
 Work = Callable[[], Awaitable[None]]
+PUT_OFF_SECONDS = 1.0
+# A wake-up's fields that its timer does not keep: the event writes them again when it fires.
+_ENVELOPE = frozenset({"event_id", "event_type", "run_id", "cause", "timer_id"})
 
 EVENT_WAKEUPS = frozenset({"event_check", "event", "event_timeout"})
 """Wake-ups of a run in a wait_for_event step (persistence/posted_events.py)."""
@@ -122,7 +125,7 @@ class RunDriver:
         await self._stretches.drive(
             run,
             definition,
-            Resumption(machine.RunStep(step, run.step_seq)),
+            Resumption(machine.RunStep(step, _visit(run, step))),
             await self._store.effects(run.id),
         )
 
@@ -140,6 +143,12 @@ class RunDriver:
             await self._store.taken(event.event_id)
             return
         run = await self._store.load(run_id)
+        if run is not None and not run.finished and _maybe_in_parallel(run):
+            definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
+            step = definition.step(run.current_step_id or definition.initial_step_id)
+            if step.type == "parallel":
+                await self._resume_branch(run, definition, step, event, deliveries)
+                return
         if (
             run is None
             or run.status != RunStatus.WAITING
@@ -152,40 +161,32 @@ class RunDriver:
         step = definition.step(run.current_step_id or definition.initial_step_id)
         if cause == "notify":
             await self._stretches.notify(
-                run, step, UUID(payload["task_id"]), int(payload["attempt"])
+                run, step, run.step_seq, UUID(payload["task_id"]), int(payload["attempt"])
             )
             await self._store.taken(event.event_id)
             return
         run = replace(run, status=RunStatus.RUNNING, deliveries=max(run.deliveries, deliveries))
         journal = Journal(taken=[event.event_id])
-        if cause == "retry":
-            resumption = Resumption(
-                machine.RunStep(step, run.step_seq),
-                first_action=int(payload["action_index"]),
-                attempt=int(payload["attempt"]),
-            )
-        else:
-            waited = await self._after_waiting(run, step, payload, cause)
-            if waited is None:
-                await self._store.taken(event.event_id)
-                return
-            run = waited
-            resumption = self._after_wait(definition, step, run, journal)
+        woken = await self._woken(definition, step, run.step_seq, run, event, journal)
+        if woken is None:
+            await self._store.taken(event.event_id)
+            return
+        run, resumption = woken
         await self._stretches.drive(
             run, definition, resumption, await self._store.effects(run.id), journal
         )
 
     async def _after_waiting(
-        self, run: RunRecord, step: StepSpec, payload: dict[str, Any], cause: str
+        self, run: RunRecord, step: StepSpec, seq: int, payload: dict[str, Any], cause: str
     ) -> RunRecord | None:
-        """The run with what it waited for in its context; None when this wake-up is not the
-        one to carry it on (its task is still pending, the other outcome of its event wait
-        came first, an unknown cause)."""
+        """The run with what visit `seq` waited for in its context; None when this wake-up is
+        not the one to carry it on (its task is still pending, the other outcome of its event
+        wait came first, an unknown cause)."""
         if cause == "wait":
             return run
         if cause in {"task", "task_due"}:
             task = await self._settled_task(
-                UUID(payload["task_id"]), run, time_out=cause == "task_due"
+                UUID(payload["task_id"]), run, seq, time_out=cause == "task_due"
             )
             if task is None:
                 return None
@@ -193,18 +194,20 @@ class RunDriver:
                 run, context=machine.with_task_result(run.context, human_tasks.as_context(task))
             )
         if cause in EVENT_WAKEUPS:
-            return await self._awaited_event(run, step, cause)
+            return await self._awaited_event(run, step, seq, cause)
         log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
         return None
 
-    async def _awaited_event(self, run: RunRecord, step: StepSpec, cause: str) -> RunRecord | None:
+    async def _awaited_event(
+        self, run: RunRecord, step: StepSpec, seq: int, cause: str
+    ) -> RunRecord | None:
         """The run with its wait_for_event step's outcome in its context, when this wake-up is
         the one to carry it on: an `event_check` that found an event received before the wait
         began, the `event` that settled it, or the `event_timeout` that did. None otherwise
         (the wait is still open, or the other outcome won)."""
         wait = await self._store.event_wait(
             run.id,
-            run.step_seq,
+            seq,
             look_back=cause == "event_check",
             time_out=cause == "event_timeout",
         )
@@ -216,22 +219,110 @@ class RunDriver:
         event = None if timed_out else wait["event"]
         return replace(run, context=machine.with_event_result(run.context, step.id, event))
 
+    async def _woken(
+        self,
+        definition: WorkflowDefinition,
+        step: StepSpec,
+        seq: int,
+        run: RunRecord,
+        event: events.Event,
+        journal: Journal,
+    ) -> tuple[RunRecord, Resumption] | None:
+        """Where a woken visit `seq` of `step` goes on (None: the wake-up changes nothing)."""
+        payload, cause = event.payload, event.payload["cause"]
+        if cause == "retry":
+            resumption = Resumption(
+                machine.RunStep(step, seq),
+                first_action=int(payload["action_index"]),
+                attempt=int(payload["attempt"]),
+            )
+            return run, resumption
+        waited = await self._after_waiting(run, step, seq, payload, cause)
+        if waited is None:
+            return None
+        return waited, self._after_wait(definition, step, seq, waited, journal)
+
+    async def _resume_branch(
+        self,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        step: StepSpec,
+        event: events.Event,
+        deliveries: int,
+    ) -> None:
+        """Wake one branch of a parallel step. The run is first claimed (moved to `running`,
+        with the woken branch's new place) so that one worker at a time drives its branches;
+        a wake-up that finds it driven elsewhere is put off by a second, on a timer."""
+        payload, cause = event.payload, event.payload["cause"]
+        cursor = parallel.waiting_at(run.context, step.id, int(payload.get("step_seq", -1)))
+        if cursor is None:
+            log.debug("resume_ignored", run_id=str(run.id), cause=cause)
+            await self._store.taken(event.event_id)
+            return
+        branch_step = definition.step(cursor.step)
+        if cause == "notify":
+            await self._stretches.notify(
+                run, branch_step, cursor.seq, UUID(payload["task_id"]), int(payload["attempt"])
+            )
+            await self._store.taken(event.event_id)
+            return
+        if run.status != RunStatus.WAITING:
+            await self._put_off(run, event)
+            return
+        run = replace(run, status=RunStatus.RUNNING, deliveries=max(run.deliveries, deliveries))
+        journal = Journal(taken=[event.event_id])
+        woken = await self._woken(definition, branch_step, cursor.seq, run, event, journal)
+        if woken is None:
+            await self._store.taken(event.event_id)
+            return
+        run, resumption = woken
+        decision = resumption.decision
+        if isinstance(decision, machine.RunStep) and decision.seq == cursor.seq:
+            context = parallel.resumed(run.context, step.id, cursor.branch)  # an action's retry
+        else:
+            context = parallel.moved(run.context, step.id, cursor.branch, decision)
+        if isinstance(decision, machine.RunStep):
+            run = replace(run, step_seq=max(run.step_seq, decision.seq))
+        run = await self._store.checkpoint(replace(run, context=context), journal)
+        entry = machine.RunStep(step, _visit(run, step))
+        await self._stretches.drive(
+            run,
+            definition,
+            replace(resumption, decision=entry, branch=cursor.branch),
+            await self._store.effects(run.id),
+        )
+
+    async def _put_off(self, run: RunRecord, event: events.Event) -> None:
+        """Another worker drives the run's branches: wake this one again in a second."""
+        payload = {key: value for key, value in event.payload.items() if key not in _ENVELOPE}
+        journal = Journal()
+        journal.timer(run.id, event.payload["cause"], payload, after=PUT_OFF_SECONDS)
+        await self._store.record(run, journal)
+        await self._store.taken(event.event_id)
+
     async def _settled_task(
-        self, task_id: UUID, run: RunRecord, *, time_out: bool
+        self, task_id: UUID, run: RunRecord, seq: int, *, time_out: bool
     ) -> dict[str, Any] | None:
-        """The run's task once completed or timed out (closing it first when its deadline
-        fired); None while it is still pending or when it is not this run's."""
+        """The task of the run's visit `seq` once completed or timed out (closing it first when
+        its deadline fired); None while it is still pending or when it is not that visit's."""
         task = await self._store.task(task_id, time_out=time_out)
-        if task is None or task["run_id"] != run.id or task["step_seq"] != run.step_seq:
+        if task is None or task["run_id"] != run.id or task["step_seq"] != seq:
             return None
         return task if task["status"] in SETTLED_TASKS else None
 
     def _after_wait(
-        self, definition: WorkflowDefinition, step: StepSpec, run: RunRecord, journal: Journal
+        self,
+        definition: WorkflowDefinition,
+        step: StepSpec,
+        seq: int,
+        run: RunRecord,
+        journal: Journal,
     ) -> Resumption:
-        decision = machine.next_step(definition, step, run.step_seq, run.context, self._budget)
+        decision = machine.next_step(
+            definition, step, seq, run.context, self._budget, last_seq=run.step_seq
+        )
         now = self._now()
-        journal.step_left(run.id, run.step_seq, step, decision, now, now)
+        journal.step_left(run.id, seq, step, decision, now, now)
         return Resumption(decision)
 
     # -- one run at a time, and its failures its own ------------------------------------------
@@ -287,6 +378,19 @@ class RunDriver:
                 del self._locks[run_id]
             else:
                 self._locks[run_id] = (lock, users - 1)
+
+
+def _maybe_in_parallel(run: RunRecord) -> bool:
+    """True when the run's current step looks like a parallel step under way (read from the
+    context alone, so that a stale wake-up of another run needs no definition)."""
+    state = parallel.state(run.context, run.current_step_id or "")
+    return state is not None and state.get("status") == parallel.RUNNING
+
+
+def _visit(run: RunRecord, step: StepSpec) -> int:
+    """The visit of `step` the run is in: a parallel step's own number, not its branches'."""
+    state = parallel.state(run.context, step.id) if step.type == "parallel" else None
+    return state["seq"] if state is not None else run.step_seq
 
 
 def _first_context(event: events.Event, workflow_id: str, run_id: str) -> dict[str, Any]:

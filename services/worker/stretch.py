@@ -26,7 +26,7 @@ from workflow_core import tracing
 from workflow_core.actions.base import ActionCall, ActionDeps
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.definitions.models import RetryPolicy
-from workflow_core.engine import machine
+from workflow_core.engine import machine, parallel
 from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
 from workflow_core.errors import LimitExceeded
 from workflow_core.ids import effect_key
@@ -55,6 +55,9 @@ class Resumption:
     decision: machine.Decision
     first_action: int = 0
     attempt: int = 1
+    branch: str | None = None
+    """In a parallel step (`decision` enters it again): the branch `first_action` and
+    `attempt` are for."""
 
 
 class Stretches:
@@ -104,11 +107,34 @@ class Stretches:
         # again, and left alone). Before each later action of a step, the run is looked at.
         while isinstance(decision, machine.RunStep):
             step, seq, now = decision.step, decision.seq, self._now()
+            if step.type == "parallel":
+                retry = (resumption.branch, first_action, attempt)
+                try:
+                    run, ended = await self._parallel(
+                        run, definition, decision, ledger, journal, retry
+                    )
+                except _BranchCancelled as cancelled:
+                    return await self._stop(cancelled.run, journal)
+                first_action, attempt = 0, 1
+                if ended is None:  # every open branch waits
+                    state = parallel.state(run.context, step.id)
+                    assert state is not None
+                    journal.step_waiting(run.id, state["seq"], step, now)
+                    return await self._store.checkpoint(
+                        replace(run, status=RunStatus.WAITING), journal
+                    )
+                decision = ended
+                if isinstance(decision, machine.RunStep):  # joined: the run moves on
+                    moved_on = replace(run, current_step_id=decision.step.id, step_seq=decision.seq)
+                    run = await self._store.checkpoint(moved_on, journal)
+                continue
             run = replace(run, status=RunStatus.RUNNING, current_step_id=step.id, step_seq=seq)
             if first_action == 0 and attempt == 1:
                 journal.step_entered(run.id, seq, step, now)
             with tracing.span(f"step {step.id}", _step_attributes(run, step)):
-                outcome = await self._run_actions(run, step, ledger, journal, first_action, attempt)
+                outcome = await self._run_actions(
+                    run, step, seq, ledger, journal, first_action, attempt
+                )
                 _trace_step(outcome)
             await self._ledger.release_held(run.id)
             first_action, attempt = 0, 1
@@ -138,8 +164,107 @@ class Stretches:
             await self._store.taken(event_id)
         return replace(run, status=RunStatus.CANCELLED)
 
+    # -- parallel steps -------------------------------------------------------------------------
+
+    async def _parallel(
+        self,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        entry: machine.RunStep,
+        ledger: Ledger,
+        journal: Journal,
+        retry: tuple[str | None, int, int],
+    ) -> tuple[RunRecord, machine.Decision | None]:
+        """Enter a parallel step (or go on in the visit under way) and move its branches until
+        it ends (its decision) or every open branch waits (None)."""
+        step, seq = entry.step, entry.seq
+        run = replace(run, status=RunStatus.RUNNING, current_step_id=step.id)
+        if not parallel.is_open(run.context, step, seq):
+            journal.step_entered(run.id, seq, step, self._now())
+            entered = parallel.enter(step, seq, run.context, self._budget)
+            if isinstance(entered, machine.Fail):
+                journal.step_left(run.id, seq, step, entered, self._now(), self._now())
+                return replace(run, step_seq=seq), entered
+            run = replace(run, context=entered, step_seq=seq + len(step.branches))
+        stepped = False
+        while (ended := self._joined(definition, step, run)) is None:
+            cursor = parallel.next_branch(run.context, step.id)
+            if cursor is None:
+                return run, None
+            if stepped:
+                run = await self._store.checkpoint(run, journal)  # progress survives a crash
+            first_action, attempt = retry[1:] if retry[0] == cursor.branch else (0, 1)
+            retry = (None, 0, 1)
+            run = await self._branch_step(
+                run, definition, step, cursor, ledger, journal, first_action, attempt
+            )
+            stepped = True
+        return self._end_parallel(run, step, ended, journal), ended
+
+    def _joined(
+        self, definition: WorkflowDefinition, step: StepSpec, run: RunRecord
+    ) -> machine.Decision | None:
+        return parallel.outcome(definition, step, run.context, run.step_seq, self._budget)
+
+    async def _branch_step(
+        self,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        parallel_step: StepSpec,
+        cursor: parallel.Cursor,
+        ledger: Ledger,
+        journal: Journal,
+        first_action: int,
+        attempt: int,
+    ) -> RunRecord:
+        """One step of one branch: its actions, then where the branch goes."""
+        step, seq, now = definition.step(cursor.step), cursor.seq, self._now()
+        if first_action == 0 and attempt == 1:
+            journal.step_entered(run.id, seq, step, now)
+        outcome = await self._run_actions(run, step, seq, ledger, journal, first_action, attempt)
+        await self._ledger.release_held(run.id)
+        if isinstance(outcome, Cancelled):
+            journal.step_cancelled(run.id, seq, step, now, self._now())
+            raise _BranchCancelled(run)
+        if isinstance(outcome, Retry):  # its timer is in the journal
+            return replace(
+                run, context=parallel.waiting(run.context, parallel_step.id, cursor.branch)
+            )
+        if isinstance(outcome, Failed):
+            journal.step_failed(run.id, seq, step, now, self._now(), outcome.reason)
+            decision: machine.Decision = machine.Fail(outcome.reason)
+        else:
+            run = replace(run, context=machine.with_step_results(run.context, step.id, outcome))
+            decision = self._after_actions(definition, step, seq, run, last_seq=run.step_seq)
+            journal.step_left(run.id, seq, step, decision, now, self._now())
+            if isinstance(decision, machine.OpenTask | machine.Sleep | machine.AwaitEvent):
+                self._wait_for(run, decision, journal)
+            elif isinstance(decision, machine.RunStep):
+                run = replace(run, step_seq=decision.seq)
+        context = parallel.moved(run.context, parallel_step.id, cursor.branch, decision)
+        return replace(run, context=context)
+
+    def _end_parallel(
+        self, run: RunRecord, step: StepSpec, ended: machine.Decision, journal: Journal
+    ) -> RunRecord:
+        """The parallel step joined (or a branch failed): the branches still open are cancelled,
+        their tasks and timers with them."""
+        journal.cancel_visits(run.id, parallel.open_visits(run.context, step.id))
+        status = parallel.FAILED if isinstance(ended, machine.Fail) else parallel.COMPLETED
+        state = parallel.state(run.context, step.id)
+        assert state is not None
+        now = self._now()
+        journal.step_left(run.id, state["seq"], step, ended, now, now)
+        return replace(run, context=parallel.closed(run.context, step.id, status))
+
     def _after_actions(
-        self, definition: WorkflowDefinition, step: StepSpec, seq: int, run: RunRecord
+        self,
+        definition: WorkflowDefinition,
+        step: StepSpec,
+        seq: int,
+        run: RunRecord,
+        *,
+        last_seq: int | None = None,
     ) -> machine.Decision:
         try:
             return machine.after_actions(
@@ -150,6 +275,7 @@ class Stretches:
                 self._now(),
                 self._budget,
                 rendered_bytes=self._limits.rendered_bytes,
+                last_seq=last_seq,
             )
         except LimitExceeded as error:  # a human task's text over MAX_RENDERED_BYTES
             return machine.Fail(f"{step.id}: {error.message}")
@@ -158,25 +284,8 @@ class Stretches:
         self, run: RunRecord, decision: machine.Decision, journal: Journal
     ) -> RunRecord:
         """Record where the run stops: a task, a timer or an event to wait for, the end."""
-        if isinstance(decision, machine.OpenTask):
-            task = journal.task_opened(run, decision)
-            payload = {"step_seq": decision.seq, "task_id": str(task["id"])}
-            if decision.due_in is not None:
-                journal.timer(run.id, "task_due", payload, after=decision.due_in)
-            if decision.assignee_email:
-                # Its first attempt on a timer due at once: it outlives this worker, like any
-                # wake-up, and goes through the ledger like any email (`notify`).
-                journal.timer(run.id, "notify", {**payload, "attempt": 1}, after=0)
-            return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
-        if isinstance(decision, machine.Sleep):
-            until, payload = decision.until, {"step_seq": decision.seq}
-            if isinstance(until, datetime):
-                journal.timer(run.id, "wait", payload, at=until)
-            else:
-                journal.timer(run.id, "wait", payload, after=until)
-            return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
-        if isinstance(decision, machine.AwaitEvent):
-            journal.event_awaited(run, decision)
+        if isinstance(decision, machine.OpenTask | machine.Sleep | machine.AwaitEvent):
+            self._wait_for(run, decision, journal)
             return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
         if isinstance(decision, machine.Complete):
             done = replace(run, status=RunStatus.COMPLETED, error=None)
@@ -186,10 +295,37 @@ class Stretches:
         failed = replace(run, status=RunStatus.FAILED, error=decision.reason)
         return await self._store.checkpoint(failed, journal)
 
+    @staticmethod
+    def _wait_for(
+        run: RunRecord,
+        decision: machine.OpenTask | machine.Sleep | machine.AwaitEvent,
+        journal: Journal,
+    ) -> None:
+        """The task, event wait and timers a step waits for (its run, or its branch)."""
+        if isinstance(decision, machine.AwaitEvent):
+            journal.event_awaited(run, decision)
+            return
+        if isinstance(decision, machine.OpenTask):
+            task = journal.task_opened(run, decision)
+            payload = {"step_seq": decision.seq, "task_id": str(task["id"])}
+            if decision.due_in is not None:
+                journal.timer(run.id, "task_due", payload, after=decision.due_in)
+            if decision.assignee_email:
+                # Its first attempt on a timer due at once: it outlives this worker, like any
+                # wake-up, and goes through the ledger like any email (`notify`).
+                journal.timer(run.id, "notify", {**payload, "attempt": 1}, after=0)
+            return
+        until, payload = decision.until, {"step_seq": decision.seq}
+        if isinstance(until, datetime):
+            journal.timer(run.id, "wait", payload, at=until)
+        else:
+            journal.timer(run.id, "wait", payload, after=until)
+
     async def _run_actions(
         self,
         run: RunRecord,
         step: StepSpec,
+        seq: int,
         ledger: Ledger,
         journal: Journal,
         first_action: int,
@@ -203,7 +339,7 @@ class Stretches:
         acted = False  # the run was looked at just before this step (or when it was loaded)
         for index, spec in enumerate(step.actions):
             call = _call(
-                run, step, index, attempt if index == first_action else 1, self._limits, sent
+                run, step, seq, index, attempt if index == first_action else 1, self._limits, sent
             )
             prior = ledger.get(call.key)
             if prior is not None and prior.state == effects.DONE:
@@ -216,7 +352,7 @@ class Stretches:
                 call, spec, self._deps, policy=self._retry_policy, journal=journal, now=self._now
             )
             if isinstance(outcome, Retry):
-                payload = {"step_seq": run.step_seq, "action_index": index}
+                payload = {"step_seq": seq, "action_index": index}
                 journal.timer(
                     run.id, "retry", {**payload, "attempt": outcome.attempt}, after=outcome.delay
                 )
@@ -228,15 +364,18 @@ class Stretches:
             results.append(outcome.result)
         return results
 
-    async def notify(self, run: RunRecord, step: StepSpec, task_id: UUID, attempt: int) -> None:
-        """Email the assignee about the run's open task, through the effect ledger like any
-        email; a passing failure is tried again on a timer of its own while the run waits."""
-        key = f"{run.id}/{run.step_seq}/notify"
+    async def notify(
+        self, run: RunRecord, step: StepSpec, seq: int, task_id: UUID, attempt: int
+    ) -> None:
+        """Email the assignee about the open task of visit `seq`, through the effect ledger like
+        any email; a passing failure is tried again on a timer of its own while it waits."""
+        key = f"{run.id}/{seq}/notify"
         # Its text is the stored task's, never rendered again: no context.
         recorded = await self._store.effects(run.id)
         sent = effects.emails_done(recorded)
         call = replace(
-            _call(run, step, len(step.actions), attempt, self._limits, sent, key), context={}
+            _call(run, step, seq, len(step.actions), attempt, self._limits, sent, key),
+            context={},
         )
         prior = recorded.get(call.key)
         if prior is not None and prior.state == effects.DONE:
@@ -255,7 +394,7 @@ class Stretches:
             label="notify_assignee",
         )
         if isinstance(outcome, Retry):
-            payload = {"step_seq": run.step_seq, "task_id": str(task_id)}
+            payload = {"step_seq": seq, "task_id": str(task_id)}
             journal.timer(
                 run.id, "notify", {**payload, "attempt": outcome.attempt}, after=outcome.delay
             )
@@ -271,6 +410,14 @@ def _step_attributes(run: RunRecord, step: StepSpec) -> dict[str, Any] | None:
         "flowline.step_id": step.id,
         "flowline.step_seq": run.step_seq,
     }
+
+
+class _BranchCancelled(Exception):
+    """The run was cancelled while one of its parallel branches acted: the stretch stops."""
+
+    def __init__(self, run: RunRecord) -> None:
+        super().__init__(str(run.id))
+        self.run = run
 
 
 def _trace_step(outcome: list[dict[str, Any]] | Failed | Retry | Cancelled) -> None:
@@ -297,6 +444,7 @@ def _trace_run(run: RunRecord) -> None:
 def _call(
     run: RunRecord,
     step: StepSpec,
+    seq: int,
     index: int,
     attempt: int,
     limits: Limits,
@@ -309,10 +457,10 @@ def _call(
         org_id=run.org_id,
         submission_id=run.submission_id,
         step_id=step.id,
-        step_seq=run.step_seq,
+        step_seq=seq,
         index=index,
         attempt=attempt,
-        key=key or effect_key(run.id, run.step_seq, index),
+        key=key or effect_key(run.id, seq, index),
         context=run.context,
         limits=limits,
         emails_sent=emails_sent,

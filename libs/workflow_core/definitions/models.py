@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-StepType = Literal["auto_action", "human_task", "wait", "wait_for_event"]
-STEP_TYPES: tuple[str, ...] = ("auto_action", "human_task", "wait", "wait_for_event")
+StepType = Literal["auto_action", "human_task", "wait", "wait_for_event", "parallel"]
+STEP_TYPES: tuple[str, ...] = ("auto_action", "human_task", "wait", "wait_for_event", "parallel")
+JoinMode = Literal["all", "any"]
 
 
 class _Strict(BaseModel):
@@ -42,6 +43,18 @@ class StepSpec(_Strict):
     actions: list[ActionSpec] = Field(default_factory=list)
     transitions: list[TransitionSpec] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
+    join: JoinMode = "all"
+    """parallel steps: go on when every branch completed (`all`) or the first one (`any`)."""
+    branches: list[BranchSpec] = Field(default_factory=list)
+    """parallel steps: the chains of steps started together."""
+
+
+class BranchSpec(_Strict):
+    """One branch of a parallel step: a chain of steps starting at the first one, whose
+    transitions stay inside the branch."""
+
+    id: str = Field(min_length=1, max_length=200)
+    steps: list[StepSpec] = Field(default_factory=list)
 
 
 class TriggerSpec(_Strict):
@@ -55,10 +68,23 @@ class WorkflowDefinition(_Strict):
     steps: list[StepSpec] = Field(min_length=1)
 
     def step(self, step_id: str) -> StepSpec:
+        """A step by id, a branch's step included (ids are unique across the workflow)."""
         for step in self.steps:
             if step.id == step_id:
                 return step
+        for step in self.all_steps():
+            if step.id == step_id:
+                return step
         raise KeyError(step_id)
+
+    def all_steps(self) -> list[StepSpec]:
+        """Every step: the top-level ones, each followed by its branches' steps."""
+        found: list[StepSpec] = []
+        for step in self.steps:
+            found.append(step)
+            for branch in step.branches:
+                found.extend(branch.steps)
+        return found
 
 
 class HumanTaskConfig(_Strict):

@@ -117,9 +117,11 @@ def after_actions(
     step_budget: int,
     *,
     rendered_bytes: int = DEFAULT_RENDERED_BYTES,
+    last_seq: int | None = None,
 ) -> Decision:
     """What follows once the actions of `step` have all succeeded. A human task's texts are
-    rendered here: one larger than `rendered_bytes` raises `TooLarge`."""
+    rendered here: one larger than `rendered_bytes` raises `TooLarge`. `last_seq`: see
+    `next_step`."""
     if step.type == "human_task":
         return _open_task(step, seq, context, rendered_bytes)
     if step.type == "wait_for_event":
@@ -130,7 +132,7 @@ def after_actions(
             return until
         if until > now if isinstance(until, datetime) else until > timedelta(0):
             return Sleep(step, seq, until)
-    return next_step(definition, step, seq, context, step_budget)
+    return next_step(definition, step, seq, context, step_budget, last_seq=last_seq)
 
 
 def next_step(
@@ -139,16 +141,21 @@ def next_step(
     seq: int,
     context: Mapping[str, Any],
     step_budget: int,
+    *,
+    last_seq: int | None = None,
 ) -> Decision:
-    """The first transition whose condition holds, in order; none -> the run completes."""
+    """The first transition whose condition holds, in order; none -> the run completes (or,
+    in a branch of a parallel step, the branch). The next visit is numbered after `last_seq`,
+    the last number the run gave (branches share the count), which defaults to `seq`."""
+    last = seq if last_seq is None else last_seq
     for transition in step.transitions:
         if evaluate(transition.conditions, context):
-            if seq >= step_budget:
+            if last >= step_budget:
                 return Fail(
-                    f"step budget exhausted: the run entered {seq} steps (limit "
+                    f"step budget exhausted: the run entered {last} steps (limit "
                     f"{step_budget}); is there a loop without an exit?"
                 )
-            return RunStep(definition.step(transition.to), seq + 1)
+            return RunStep(definition.step(transition.to), last + 1)
     return Complete()
 
 

@@ -117,10 +117,26 @@ _MOVED = ["id", "revision", "status", "current_step_id", "step_seq", "context", 
 _MOVED += ["deliveries"]
 
 
+# Only when a journal cancels visits (a parallel step ended with branches open): their pending
+# tasks are cancelled, their unfired timers and open event waits dropped.
+_CANCELLING = [
+    "cancelled AS (UPDATE tasks SET status = 'cancelled', updated_at = now() "
+    "FROM jsonb_to_recordset(${n}::jsonb) AS c(owner uuid, seq int) "
+    "WHERE tasks.run_id = c.owner AND tasks.step_seq = c.seq AND tasks.status = 'pending' "
+    "AND c.owner IN (SELECT id FROM moved))",
+    "unset AS (DELETE FROM timers USING jsonb_to_recordset(${n}::jsonb) AS c(owner uuid, seq int) "
+    "WHERE timers.fired_at IS NULL AND timers.run_id = c.owner "
+    "AND timers.payload->>'step_seq' = c.seq::text AND c.owner IN (SELECT id FROM moved))",
+    "unwaited AS (DELETE FROM event_waits USING jsonb_to_recordset(${n}::jsonb) AS c(owner uuid, "
+    "seq int) WHERE event_waits.run_id = c.owner AND event_waits.step_seq = c.seq "
+    "AND event_waits.settled_at IS NULL AND c.owner IN (SELECT id FROM moved))",
+]
+
+
 @functools.cache
-def _checkpoint_statement() -> str:
+def _checkpoint_statement(cancelling: bool = False) -> str:
     """Moves the runs (each only if its revision still matches), writes their journals, marks
-    the events they handled taken. Prepared once per connection."""
+    the events they handled taken. Prepared once per connection (in each of its two forms)."""
     spec = ", ".join([*sql.typed_columns(runs, _MOVED), "finished boolean"])
     ctes = [
         f"input AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS u({spec}))",
@@ -139,6 +155,8 @@ def _checkpoint_statement() -> str:
         f"taken AS (UPDATE outbox SET taken_at = now() "
         f"WHERE event_id = ANY(${4 + len(_PARTS)}::uuid[]) AND taken_at IS NULL)",
     ]
+    if cancelling:
+        ctes += [cte.replace("{n}", str(5 + len(_PARTS))) for cte in _CANCELLING]
     return f"WITH {', '.join(ctes)} SELECT id, revision FROM moved"
 
 
@@ -204,13 +222,19 @@ async def checkpoint_many(
         list(itertools.chain.from_iterable(rows))
         for rows in zip(*(_journal_parts(run, journal) for run, journal in items), strict=True)
     ]
+    cancelled = [
+        {"owner": row["run_id"], "seq": row["seq"]}
+        for _, journal in items
+        for row in journal.cancelled
+    ]
     rows = await pg.fetch(
-        _checkpoint_statement(),
+        _checkpoint_statement(bool(cancelled)),
         json_text([_move(run) for run, _ in items]),
         [run.id for run, _ in items],
         owner,
         *(json_text(part) for part in parts),
         [event_id for _, journal in items for event_id in journal.taken],
+        *([json_text(cancelled)] if cancelled else []),
     )
     revisions = {row["id"]: row["revision"] for row in rows}
     answer: list[RunRecord | StaleRun] = []

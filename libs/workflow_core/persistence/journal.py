@@ -46,6 +46,9 @@ class Journal:
     """Event waits begun (wait_for_event steps)."""
     taken: list[UUID] = field(default_factory=list)
     """Events this stretch handled (a resume): marked taken with it."""
+    cancelled: list[dict[str, Any]] = field(default_factory=list)
+    """Step visits whose pending task and timers are cancelled (a parallel step's branches
+    left open when it ended)."""
 
     def clear(self) -> None:
         for rows in (
@@ -57,6 +60,7 @@ class Journal:
             self.events,
             self.waits,
             self.taken,
+            self.cancelled,
         ):
             rows.clear()
 
@@ -67,6 +71,10 @@ class Journal:
 
     def step_entered(self, run_id: UUID, seq: int, step: StepSpec, now: datetime) -> None:
         self.steps.append(_step_row(run_id, seq, step, StepStatus.RUNNING, now))
+
+    def step_waiting(self, run_id: UUID, seq: int, step: StepSpec, now: datetime) -> None:
+        """The step waits (a parallel step whose open branches all wait)."""
+        self.steps.append(_step_row(run_id, seq, step, StepStatus.WAITING, now))
 
     def step_failed(
         self, run_id: UUID, seq: int, step: StepSpec, entered: datetime, now: datetime, error: str
@@ -163,6 +171,24 @@ class Journal:
         }
         self.tasks.append(row)
         return row
+
+    def cancel_visits(self, run_id: UUID, seqs: list[int]) -> None:
+        """Cancel the pending task, the timers and the event wait of these visits: those stored
+        already when the checkpoint is written, those of this journal at once."""
+        if not seqs:
+            return
+        for row in self.tasks:
+            if row["run_id"] == run_id and row["step_seq"] in seqs:
+                row["status"] = TaskStatus.CANCELLED
+        self.timers[:] = [
+            row
+            for row in self.timers
+            if row["run_id"] != run_id or row["payload"].get("step_seq") not in seqs
+        ]
+        self.waits[:] = [
+            row for row in self.waits if row["run_id"] != run_id or row["step_seq"] not in seqs
+        ]
+        self.cancelled.extend({"run_id": run_id, "seq": seq} for seq in seqs)
 
     def event_awaited(self, run: RunLike, decision: machine.AwaitEvent) -> None:
         """The run waits for an event: its wait's row, a check for an event that came first
