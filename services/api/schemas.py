@@ -147,6 +147,9 @@ class Problem(BaseModel):
 
 class WorkflowOut(BaseModel):
     id: UUID
+    key: str | None = Field(
+        default=None, description="what names it in a file (`workflows apply`), if set"
+    )
     name: str
     org_id: str | None
     all_organisations: bool = Field(

@@ -18,7 +18,7 @@ from services.worker.config import WorkerConfig
 from services.worker.handler import EventHandler
 from services.worker.heartbeat import Heartbeat, LivenessFile
 from services.worker.runner import RunDriver, utcnow
-from services.worker.scheduler import TimerScheduler
+from services.worker.scheduler import ScheduleFirer, TimerScheduler
 from services.worker.store import RunStore
 from services.worker.stretch import Stretches
 from services.worker.worker import Worker
@@ -203,10 +203,16 @@ async def _consume(
         on_redis_reset=relay.reconcile_soon,
     )
     scheduler = TimerScheduler(parts.pool, parts.listener.channel(timers.CHANNEL))
+    firer = ScheduleFirer(
+        parts.pool,
+        poll_seconds=settings.schedule_poll_seconds,
+        catch_up_limit=settings.schedule_catch_up_limit,
+    )
     background_stop = asyncio.Event()
     background = [
         asyncio.create_task(relay.run(background_stop), name="relay"),
         asyncio.create_task(scheduler.run(background_stop), name="timers"),
+        asyncio.create_task(firer.run(background_stop), name="schedules"),
         asyncio.create_task(heartbeat.run(background_stop), name="heartbeat"),
         asyncio.create_task(
             Sampler(parts.pool, parts.redis, parts.keys).run(

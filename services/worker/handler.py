@@ -22,7 +22,7 @@ class EventHandler:
             if isinstance(value := event.payload.get(name), str):
                 ids[name] = value
         with bound(**ids):
-            if event.type == events.FORM_SUBMITTED:
+            if event.type in events.STARTING:
                 await self._driver.start_runs(event, entry.deliveries)
             else:
                 await self._driver.resume(event, entry.deliveries)

@@ -84,7 +84,7 @@ class RunDriver:
             id=run_id,
             workflow_id=workflow.id,
             workflow_version=workflow.version,
-            submission_id=UUID(payload["submission_id"]),
+            submission_id=UUID(payload["submission_id"]) if payload.get("submission_id") else None,
             event_id=event.event_id,
             org_id=payload.get("org_id"),
             status=RunStatus.RUNNING,
@@ -92,7 +92,10 @@ class RunDriver:
             step_seq=first.seq,
             deliveries=deliveries,
             context=initial_context(
-                submission=payload, workflow_id=str(workflow.id), run_id=str(run_id)
+                submission=payload,
+                workflow_id=str(workflow.id),
+                run_id=str(run_id),
+                event_type=event.type,
             ),
         )
         return runs.NewRun(record, _leading_emails(run_id, first))

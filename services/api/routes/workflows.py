@@ -24,7 +24,7 @@ from services.api.schemas import (
     WorkflowVersionOut,
 )
 from workflow_core.definitions import WorkflowDefinition
-from workflow_core.dryrun import dry_run
+from workflow_core.dryrun import dry_run, schedule_preview
 from workflow_core.errors import Conflict, DefinitionInvalid, NotFound
 from workflow_core.ids import DRY_RUN_ID
 from workflow_core.persistence import workflows
@@ -54,6 +54,7 @@ def view(record: WorkflowRecord, result: ValidationResult | None = None) -> dict
     shown, hidden = secrets.without_secrets(record.definition)
     return {
         "id": record.id,
+        "key": record.key,
         "name": record.name,
         "org_id": record.org_id,
         "all_organisations": record.org_id is None,
@@ -127,7 +128,8 @@ async def validate_workflow(
     body: ValidateRequest, settings: AppSettings, principal: Caller
 ) -> dict[str, Any]:
     """Check a definition without saving it: its errors and warnings (each naming its JSON
-    path) and, with a sample `form`, a dry run of what it would do. 200 whether the definition
+    path), a schedule trigger's `next_fire_times` and, with a sample `form`, a dry run of what
+    it would do. 200 whether the definition
     is valid or not; 422 when the dry run would render more than the limits allow."""
     needs(principal, "admin")
     acting_for(principal, body.org_id)
@@ -139,6 +141,8 @@ async def validate_workflow(
         "errors": [p.as_dict(("body", "definition")) for p in result.errors],
         "warnings": [p.as_dict(("body", "definition")) for p in result.warnings],
     }
+    if result.definition is not None:
+        answer.update(schedule_preview(result.definition, datetime.now(UTC)))
     if result.definition is not None and body.form is not None:
         answer["dry_run"] = walk(
             result.definition, body.form, body.task_outcomes, body.org_id, settings
