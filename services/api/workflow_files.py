@@ -80,7 +80,16 @@ def load_all(paths: list[Path], allowed_hosts: AllowedHosts | None = None) -> li
 
 
 def load(path: Path, allowed_hosts: AllowedHosts | None = None) -> WorkflowFile:
-    document = _read(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise FileProblems([f"{path}: cannot be read: {error}"]) from None
+    return parse(path, text, allowed_hosts)
+
+
+def parse(path: Path, text: str, allowed_hosts: AllowedHosts | None = None) -> WorkflowFile:
+    """The workflow in `text` (the file `path`, whose suffix says JSON or YAML), checked."""
+    document = _document(path, text)
     problems = list(_shape_problems(document))
     if problems:
         raise FileProblems([f"{path}: {line}" for line in problems])
@@ -98,14 +107,11 @@ def load(path: Path, allowed_hosts: AllowedHosts | None = None) -> WorkflowFile:
     )
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _document(path: Path, text: str) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
         raw = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         # YAML's own types (dates, sets) become what JSON would carry.
         document = orjson.loads(orjson.dumps(raw, option=orjson.OPT_NON_STR_KEYS))
-    except (OSError, UnicodeDecodeError) as error:
-        raise FileProblems([f"{path}: cannot be read: {error}"]) from None
     except (orjson.JSONDecodeError, yaml.YAMLError, TypeError) as error:
         raise FileProblems([f"{path}: not valid {_kind(path)}: {error}"]) from None
     if not isinstance(document, dict):
