@@ -37,7 +37,7 @@ def cron_problem(expression: str) -> str | None:
             f"first); {expression!r} has {len(fields)}"
         )
     try:
-        CronSim(expression, datetime(2000, 1, 1, tzinfo=UTC))
+        next(CronSim(expression, datetime(2000, 1, 1, tzinfo=UTC)))
     except CronSimError as error:
         return f"invalid cron expression {expression!r}: {error}"
     return None
@@ -47,7 +47,7 @@ def timezone_problem(name: str) -> str | None:
     """Why `name` is not an IANA time zone (such as Europe/Berlin or UTC), or None."""
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, a name too long
         return f"unknown time zone {name!r}: use an IANA name such as Europe/Berlin or UTC"
     return None
 
