@@ -95,7 +95,12 @@ async def _diff(conn: Connection, item: WorkflowFile) -> None:
     before = normalized(current.name, current.definition)
     label = f"{item.key} (version {current.version}{'' if current.active else ', inactive'})"
     text = unified_diff(before, after, old_label=label, new_label=str(item.path))
-    print(text or f"# {item.path}: {item.key} unchanged", end="" if text else "\n")
+    if text:
+        print(text, end="")
+    elif secrets.carried_over(item.definition, current.definition) != current.definition:
+        print(f"# {item.path}: {item.key}: a secret differs (secrets are never shown)")
+    else:
+        print(f"# {item.path}: {item.key} unchanged")
     if not current.active:
         print(f"# {item.path}: {item.key} would be activated again")
 

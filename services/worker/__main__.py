@@ -202,24 +202,11 @@ async def _consume(
         database_probe=probe,
         on_redis_reset=relay.reconcile_soon,
     )
-    scheduler = TimerScheduler(parts.pool, parts.listener.channel(timers.CHANNEL))
-    firer = ScheduleFirer(
-        parts.pool,
-        poll_seconds=settings.schedule_poll_seconds,
-        catch_up_limit=settings.schedule_catch_up_limit,
-    )
     background_stop = asyncio.Event()
     background = [
         asyncio.create_task(relay.run(background_stop), name="relay"),
-        asyncio.create_task(scheduler.run(background_stop), name="timers"),
-        asyncio.create_task(firer.run(background_stop), name="schedules"),
         asyncio.create_task(heartbeat.run(background_stop), name="heartbeat"),
-        asyncio.create_task(
-            Sampler(parts.pool, parts.redis, parts.keys).run(
-                background_stop, settings.metrics_sample_seconds
-            ),
-            name="metrics-sampler",
-        ),
+        *_clocks(settings, parts, background_stop),
     ]
     try:
         await worker.run(stop, burst=burst)
@@ -230,6 +217,24 @@ async def _consume(
         await relay.drain(timeout=2.0)
         await heartbeat.retire()
     return worker
+
+
+def _clocks(settings: Settings, parts: _Parts, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """The tasks that act on time: durable timers, schedules, the metrics sampler."""
+    timers_due = TimerScheduler(parts.pool, parts.listener.channel(timers.CHANNEL))
+    schedules_due = ScheduleFirer(
+        parts.pool,
+        poll_seconds=settings.schedule_poll_seconds,
+        catch_up_limit=settings.schedule_catch_up_limit,
+    )
+    sampling = Sampler(parts.pool, parts.redis, parts.keys).run(
+        stop, settings.metrics_sample_seconds
+    )
+    return [
+        asyncio.create_task(timers_due.run(stop), name="timers"),
+        asyncio.create_task(schedules_due.run(stop), name="schedules"),
+        asyncio.create_task(sampling, name="metrics-sampler"),
+    ]
 
 
 async def fail_runs_of(pool: Pool, entry: Entry, reason: str) -> None:
