@@ -113,3 +113,28 @@ async def test_after_an_outage_catch_up_fires_each_missed_tick(pool: Pool) -> No
     caught_up = await _ticks_queued(pool, each)
     assert len(caught_up) == 3 and {tick["data"]["missed"] for tick in caught_up} == {3}
     assert len({tick["data"]["scheduled_for"] for tick in caught_up}) == 3
+
+
+class _Crash(Exception):
+    pass
+
+
+async def test_a_scheduler_that_dies_mid_transaction_leaves_the_tick_to_another(
+    pool: Pool,
+) -> None:
+    workflow_id = await _create(pool, scheduled())
+    await _make_due(pool, workflow_id)
+    due_at = (await schedules.get(pool, workflow_id)).next_fire_at  # type: ignore[union-attr]
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            queued = await schedules.fire_due(conn, limit=10, catch_up_limit=10)
+            assert len(queued) == 1
+            raise _Crash  # the process dies before its commit
+    except _Crash:
+        pass
+    assert await _ticks_queued(pool, workflow_id) == []
+    still = await schedules.get(pool, workflow_id)
+    assert still is not None and still.next_fire_at == due_at
+    await ScheduleFirer(pool).fire_due()
+    [tick] = await _ticks_queued(pool, workflow_id)
+    assert tick["data"]["scheduled_for"] == due_at.isoformat()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pytest
 
-from tests.unit.factories import definition_dict
+from tests.unit.factories import definition, definition_dict
+from workflow_core import events
+from workflow_core.engine.machine import matches_trigger
 from workflow_core.engine.schedule import (
     cron_problem,
     due_ticks,
@@ -151,3 +154,29 @@ def test_a_bad_schedule_is_refused_at_its_path(trigger: dict[str, object], path:
 def test_cron_on_a_form_trigger_is_refused() -> None:
     result = validate_definition(definition_dict(trigger={"type": "form_submitted", "cron": "*"}))
     assert [p.path for p in result.errors] == ["trigger.cron"]
+
+
+def test_a_tick_starts_only_the_workflow_it_names() -> None:
+    scheduled = definition(trigger={"type": "schedule", "cron": "* * * * *"})
+    mine, other = uuid4(), uuid4()
+    tick = events.schedule_tick(
+        mine, "org_1", utc(2026, 1, 1), cron="* * * * *", timezone="UTC", missed=0
+    ).payload
+    assert matches_trigger(scheduled, "org_1", tick, mine)
+    assert matches_trigger(scheduled, None, tick, mine)
+    assert not matches_trigger(scheduled, "org_1", tick, other)
+    assert not matches_trigger(definition(), None, tick, mine)  # a form trigger
+
+
+def test_a_tick_has_one_id_however_often_it_is_made() -> None:
+    workflow_id = uuid4()
+
+    def make(at: datetime) -> events.Event:
+        return events.schedule_tick(
+            workflow_id, None, at, cron="* * * * *", timezone="UTC", missed=0
+        )
+
+    assert make(utc(2026, 1, 1)).event_id == make(utc(2026, 1, 1)).event_id
+    assert make(utc(2026, 1, 1)).event_id != make(utc(2026, 1, 1, 0, 1)).event_id
+    decoded = events.from_fields(make(utc(2026, 1, 1)).to_fields())
+    assert decoded.type == events.SCHEDULE and decoded.payload["org_id"] is None
