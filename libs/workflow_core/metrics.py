@@ -83,6 +83,15 @@ EMAILS = Counter(
 EMAIL_OUTCOMES = ("sent", "deduplicated", "retried", "refused", "failed")
 for _outcome in EMAIL_OUTCOMES:  # every outcome shows from the start, at 0
     EMAILS.labels(_outcome)
+SCHEDULE_TICKS = Counter(
+    "flowline_schedule_ticks",
+    "Schedule ticks this worker handled, by outcome: fired (its event queued), skipped (missed "
+    "during an outage and not fired: catch_up is false, or past SCHEDULE_CATCH_UP_LIMIT)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in ("fired", "skipped"):
+    SCHEDULE_TICKS.labels(_outcome)
 SMTP_CONNECTION_FAILURES = Counter(
     "flowline_smtp_connection_failures",
     "SMTP connections that could not be opened (refused, timed out, greeting or login refused)",

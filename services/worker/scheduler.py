@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from workflow_core import metrics
 from workflow_core.log import get_logger
 from workflow_core.persistence import schedules, timers
 from workflow_core.persistence.listen import Channel
@@ -73,7 +74,11 @@ class ScheduleFirer:
                 conn, limit=self._batch_size, catch_up_limit=self._catch_up_limit
             )
         self.fired += len(queued)
-        return len({event.payload["workflow_id"] for event in queued})
+        # Each event of a schedule carries how many of its ticks were skipped.
+        skipped = {tick.payload["workflow_id"]: tick.payload["data"]["missed"] for tick in queued}
+        metrics.SCHEDULE_TICKS.labels("fired").inc(len(queued))
+        metrics.SCHEDULE_TICKS.labels("skipped").inc(sum(skipped.values()))
+        return len(skipped)
 
     async def _seconds_to_next(self) -> float:
         async with translate_errors():

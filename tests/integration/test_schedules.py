@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from services.worker.scheduler import ScheduleFirer
-from workflow_core import events
+from workflow_core import events, metrics
 from workflow_core.persistence import schedules, workflows
 from workflow_core.persistence.pool import Pool, create_pool
 from workflow_core.settings import Settings
@@ -43,6 +43,11 @@ async def _ticks_queued(pool: Pool, workflow_id: UUID) -> list[dict[str, Any]]:
         str(workflow_id),
     )
     return [row["payload"] for row in rows]
+
+
+def _ticks_counted(outcome: str) -> float:
+    value = metrics.REGISTRY.get_sample_value("flowline_schedule_ticks_total", {"outcome": outcome})
+    return value or 0.0
 
 
 async def test_a_schedule_follows_its_workflow(pool: Pool) -> None:
@@ -102,12 +107,16 @@ async def test_two_schedulers_fire_a_due_tick_once(pool: Pool, settings: Setting
 
 
 async def test_after_an_outage_catch_up_fires_each_missed_tick(pool: Pool) -> None:
-    once = await _create(pool, scheduled("* * * * *"))
-    each = await _create(pool, scheduled("* * * * *", catch_up=True))
+    # Daily ticks at midnight UTC (the test does not race a tick unless it runs at midnight).
+    once = await _create(pool, scheduled("0 0 * * *", timezone="UTC"))
+    each = await _create(pool, scheduled("0 0 * * *", timezone="UTC", catch_up=True))
     await pool.execute(
-        "UPDATE schedules SET next_fire_at = date_trunc('minute', now()) - interval '5 minutes'"
+        "UPDATE schedules SET next_fire_at = date_trunc('day', now()) - interval '5 days'"
     )
+    before = {outcome: _ticks_counted(outcome) for outcome in ("fired", "skipped")}
     await ScheduleFirer(pool, catch_up_limit=3).fire_due()
+    assert _ticks_counted("fired") - before["fired"] == 1 + 3
+    assert _ticks_counted("skipped") - before["skipped"] == 5 + 3
     [single] = await _ticks_queued(pool, once)
     assert single["data"]["missed"] == 5
     caught_up = await _ticks_queued(pool, each)
