@@ -88,3 +88,10 @@ async def test_two_workers_run_each_tick_once(stack: Stack, pool: Pool) -> None:
     last = max(datetime.fromisoformat(tick) for tick, _ in before)
     seconds = int((last - ticks[0]).total_seconds())
     assert ticks[: seconds + 1] == [ticks[0] + timedelta(seconds=n) for n in range(seconds + 1)]
+
+    run_id = await pool.fetchval("SELECT id FROM runs WHERE workflow_id = $1::uuid", workflow_id)
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        run = (await client.get(f"/runs/{run_id}")).json()
+    assert run["status"] == "completed" and run["submission_id"] is None, run
+    assert run["context"]["event_type"] == "schedule" and run["context"]["org_id"] is None
+    assert set(run["context"]["data"]) == {"scheduled_for", "cron", "timezone", "missed"}
