@@ -121,6 +121,16 @@ DefinitionDocument = Annotated[
 ]
 
 
+WorkflowKey = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="a stable name of the workflow, unique in its organisation: what a "
+        "workflow file (`workflows apply`) names it by",
+    ),
+]
+
+
 class WorkflowCreate(BaseModel):
     model_config = _examples(
         {"name": "Send Email on Form Submission", "definition": EXAMPLE_DEFINITION}
@@ -129,6 +139,7 @@ class WorkflowCreate(BaseModel):
     name: Text
     definition: DefinitionDocument
     org_id: OptionalText = None
+    key: WorkflowKey | None = None
 
 
 class WorkflowUpdate(BaseModel):

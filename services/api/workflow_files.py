@@ -26,7 +26,7 @@ from workflow_core.validation import format_path, validate_definition
 
 SUFFIXES = (".yaml", ".yml", ".json")
 FIELDS = frozenset({"key", "name", "org_id", "definition"})
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # as WorkflowKey (schemas.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,10 @@ def _may_change(principal: Principal, record: WorkflowRecord) -> None:
     response_model=WorkflowOut,
     responses={
         422: {"description": "the definition is invalid; each problem names its JSON path"},
-        409: {"description": "the organisation has MAX_WORKFLOWS_PER_ORG active workflows"},
+        409: {
+            "description": "the organisation has MAX_WORKFLOWS_PER_ORG active workflows, or "
+            "a workflow with this key"
+        },
     },
 )
 async def create_workflow(
@@ -103,16 +106,22 @@ async def create_workflow(
     async with db.transaction() as conn:
         active = await workflows.count_active_of(conn, org_id)
         if active >= settings.max_workflows_per_org:
-            whose = f"of organisation {org_id!r}" if org_id else "without an organisation"
             raise Conflict(
-                f"there are {active} active workflows {whose}, as many as "
+                f"there are {active} active workflows {_whose(org_id)}, as many as "
                 f"MAX_WORKFLOWS_PER_ORG ({settings.max_workflows_per_org}) allows: "
                 "delete one first"
             )
+        # The lock count_active_of took serializes creations in the organisation: no race.
+        if body.key is not None and await workflows.by_key(conn, org_id, body.key):
+            raise Conflict(f"a workflow {_whose(org_id)} already has key {body.key!r}")
         record = await workflows.create(
-            conn, name=body.name, org_id=org_id, definition=body.definition
+            conn, name=body.name, org_id=org_id, definition=body.definition, key=body.key
         )
     return view(record, result)
+
+
+def _whose(org_id: str | None) -> str:
+    return f"of organisation {org_id!r}" if org_id else "without an organisation"
 
 
 TOO_LARGE: dict[int | str, dict[str, Any]] = {
