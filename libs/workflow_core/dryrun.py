@@ -3,7 +3,8 @@
 webhook requests, tickets), follows the transitions, and stops where a real run would wait
 for a person unless the caller says how that task ends. Time is skipped, never waited for.
 
-Pure: it uses the action types' `preview`, which renders and never sends.
+Pure: it uses the action types' `preview`, which renders and never sends. A schedule trigger
+is walked from its next tick (the form is not used), and `next_fire_times` lists three.
 
 Bounded like a real run (engine/limits.py): an email over MAX_RECIPIENTS_PER_EMAIL, or one past
 MAX_EMAILS_PER_RUN, fails the dry run with the reason, as it would fail the run. A rendered
@@ -16,15 +17,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from pydantic import ValidationError
 
-from workflow_core import actions
+from workflow_core import actions, events
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine, parallel
 from workflow_core.engine.conditions import evaluate
 from workflow_core.engine.context import initial_context
 from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
+from workflow_core.engine.schedule import SCHEDULE, upcoming
 from workflow_core.engine.templates import json_size
 from workflow_core.errors import ActionFailed, LimitExceeded, TooLarge
 from workflow_core.ids import DRY_RUN_ID
@@ -38,7 +41,7 @@ def trigger_verdict(
     if definition.trigger.type != event.get("event_type"):
         return False, (
             f"trigger.type is {definition.trigger.type!r}; a submission is "
-            f"{event.get('event_type')!r}"
+            f"{events.FORM_SUBMITTED!r}"
         )
     if workflow_org_id is not None and workflow_org_id != event.get("org_id"):
         return False, (
@@ -48,6 +51,39 @@ def trigger_verdict(
     if not evaluate(definition.trigger.conditions, event):
         return False, "trigger.conditions do not hold for this form"
     return True, "the trigger matches"
+
+
+def schedule_preview(definition: WorkflowDefinition, now: datetime) -> dict[str, Any]:
+    """For a schedule trigger, `next_fire_times`: its next three ticks (UTC); else nothing."""
+    trigger = definition.trigger
+    if trigger.type != SCHEDULE or trigger.cron is None:
+        return {}
+    ticks = upcoming(trigger.cron, trigger.timezone, now, 3)
+    return {"next_fire_times": [tick.isoformat() for tick in ticks]}
+
+
+def _event(
+    definition: WorkflowDefinition,
+    form: Mapping[str, Any],
+    workflow_org_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The event the dry run starts from: the form, or for a schedule trigger its next tick
+    (the form's data is not used: a scheduled run's `data` says when it was due)."""
+    trigger = definition.trigger
+    if trigger.type == SCHEDULE and trigger.cron is not None:
+        tick = upcoming(trigger.cron, trigger.timezone, now, 1)[0]
+        tick_event = events.schedule_tick(
+            UUID(int=0), workflow_org_id, tick, cron=trigger.cron, timezone=trigger.timezone,
+            missed=0,
+        )  # fmt: skip
+        return tick_event.payload
+    return {
+        **form,
+        "event_type": events.FORM_SUBMITTED,
+        "submission_id": DRY_RUN_ID,
+        "submitted_at": now.isoformat(),
+    }
 
 
 def dry_run(
@@ -61,12 +97,7 @@ def dry_run(
     step_budget: int = 100,
     limits: Limits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
-    event = {
-        **form,
-        "event_type": "form_submitted",
-        "submission_id": DRY_RUN_ID,
-        "submitted_at": now.isoformat(),
-    }
+    event = _event(definition, form, workflow_org_id, now)
     matched, reason = trigger_verdict(definition, workflow_org_id, event)
     report: dict[str, Any] = {
         "matched": matched,
@@ -74,11 +105,12 @@ def dry_run(
         "status": "not started",
         "path": [],
         "steps": [],
+        **schedule_preview(definition, now),
     }
     if not matched:
         return report
     context: dict[str, Any] = initial_context(
-        submission=event, workflow_id=workflow_id, run_id=DRY_RUN_ID
+        submission=event, workflow_id=workflow_id, run_id=DRY_RUN_ID, event_type=event["event_type"]
     )
     walk = _Walk(definition, report, task_outcomes or {}, now, step_budget, limits)
     decision, context = walk.chain(machine.start(definition), context)

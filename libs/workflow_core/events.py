@@ -1,7 +1,8 @@
 """The events that travel through the outbox and the stream, and how they are encoded.
 
-`form_submitted` starts the runs whose trigger matches; `event` (POST /events) carries an event
-of any type the client names (`order.paid`): it starts the runs whose trigger has that type and
+`form_submitted` starts the runs whose trigger matches; `schedule` starts one run of the
+workflow it names (a tick of its schedule trigger); `event` (POST /events) carries an event of
+any type the client names (`order.paid`): it starts the runs whose trigger has that type and
 resumes the runs waiting for it (`wait_for_event` steps); `run.resume` wakes one run (a task was
 completed, a timer fired, an awaited event came). On the stream an entry has the fields `type`,
 `event_id` and `payload` (JSON of the whole event), and `traceparent` when the event continues
@@ -13,21 +14,25 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import orjson
 
 FORM_SUBMITTED = "form_submitted"
+SCHEDULE = "schedule"
 RUN_RESUME = "run.resume"
 POSTED = "event"
 """The stream kind of an event posted to /events; its own type is the payload's `event_type`."""
-EVENT_TYPES = frozenset({FORM_SUBMITTED, RUN_RESUME, POSTED})
+EVENT_TYPES = frozenset({FORM_SUBMITTED, SCHEDULE, RUN_RESUME, POSTED})
+STARTING = frozenset({FORM_SUBMITTED, SCHEDULE, POSTED})
+"""The event types that start runs (the others wake one)."""
 
 EVENT_TYPE_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 """An event type a client may name: lower-case words, dotted namespaces (`order.paid`)."""
 MAX_EVENT_TYPE_LENGTH = 200
-RESERVED_EVENT_TYPES = frozenset({FORM_SUBMITTED, RUN_RESUME})
-"""Types only Flowline sends: `form_submitted` is what /submit sends, with a submission."""
+RESERVED_EVENT_TYPES = frozenset({FORM_SUBMITTED, SCHEDULE, RUN_RESUME})
+"""Types only Flowline sends: `form_submitted` is what /submit sends, with a submission;
+`schedule` is a schedule's tick (a posted one would start scheduled workflows)."""
 
 
 def event_type_problem(name: object) -> str | None:
@@ -117,6 +122,39 @@ def posted(
     return Event(event_id, POSTED, payload)
 
 
+def schedule_tick(
+    workflow_id: UUID,
+    org_id: str | None,
+    scheduled_for: datetime,
+    *,
+    cron: str,
+    timezone: str,
+    missed: int,
+) -> Event:
+    """One tick of a workflow's schedule. Its id is derived from the workflow and the tick, so
+    a tick queued twice is one event, and starts one run."""
+    event_id = uuid5(_SCHEDULE_NAMESPACE, f"{workflow_id}:{scheduled_for.isoformat()}")
+    return Event(
+        event_id,
+        SCHEDULE,
+        {
+            "event_id": str(event_id),
+            "event_type": SCHEDULE,
+            "workflow_id": str(workflow_id),
+            "org_id": org_id,
+            "data": {
+                "scheduled_for": scheduled_for.isoformat(),
+                "cron": cron,
+                "timezone": timezone,
+                "missed": missed,
+            },
+        },
+    )
+
+
+_SCHEDULE_NAMESPACE = UUID("0c9b1f5e-3d0a-4c55-8f4e-51f1b0e0a9d2")
+
+
 def run_resume(event_id: UUID, run_id: UUID, cause: str, **details: Any) -> Event:
     return Event(
         event_id,
@@ -134,6 +172,7 @@ def run_resume(event_id: UUID, run_id: UUID, cause: str, **details: Any) -> Even
 _REQUIRED = {
     FORM_SUBMITTED: ("submission_id", "template_id", "org_id", "data"),
     POSTED: ("event_type", "org_id", "data"),
+    SCHEDULE: ("workflow_id", "org_id", "data"),
     RUN_RESUME: ("run_id", "cause"),
 }
 

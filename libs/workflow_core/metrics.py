@@ -93,6 +93,15 @@ RUNS_PURGED = Counter(
     "Finished runs deleted with their history by the retention purge (RUN_RETENTION_DAYS)",
     registry=REGISTRY,
 )
+SCHEDULE_TICKS = Counter(
+    "flowline_schedule_ticks",
+    "Schedule ticks this worker handled, by outcome: fired (its event queued), skipped (missed "
+    "during an outage and not fired: catch_up is false, or past SCHEDULE_CATCH_UP_LIMIT)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+for _outcome in ("fired", "skipped"):
+    SCHEDULE_TICKS.labels(_outcome)
 SMTP_CONNECTION_FAILURES = Counter(
     "flowline_smtp_connection_failures",
     "SMTP connections that could not be opened (refused, timed out, greeting or login refused)",

@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     # An event published and taken by no worker within this long is published again.
     event_reconcile_seconds: PositiveFloat = 60.0
 
+    # Schedules (every worker): how often a worker looks for due ticks at most, and how many
+    # missed ticks a `catch_up` schedule fires after an outage (the latest ones).
+    schedule_poll_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    schedule_catch_up_limit: Annotated[int, Field(ge=1, le=10_000)] = 100
+
     # Metrics (Prometheus): the API serves /metrics on its own port; each worker on this one.
     worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464  # 0: no server
     worker_metrics_host: Annotated[str, Field(min_length=1)] = "127.0.0.1"

@@ -27,6 +27,7 @@ from workflow_core.destinations import ALLOWED_HOSTS, AllowedHosts
 from workflow_core.engine.conditions import COMBINATORS, OPERATORS
 from workflow_core.engine.context import CONTEXT_ROOTS
 from workflow_core.engine.durations import parse_duration
+from workflow_core.engine.schedule import SCHEDULE, cron_problem, timezone_problem
 from workflow_core.engine.templates import placeholders
 from workflow_core.events import FORM_SUBMITTED, event_type_problem
 
@@ -79,6 +80,7 @@ def validate_definition(raw: Any, *, allowed_hosts: AllowedHosts | None = None) 
         *_check_steps(definition),
         *_check_conditions(definition),
         *_check_actions(definition, allowed_hosts),
+        *_check_schedule(definition),
     ]
     warnings = [*_unknown_trigger_type(definition), *_unresolvable_placeholders(definition)]
     return ValidationResult(None if errors else definition, errors, warnings)
@@ -369,11 +371,30 @@ def _check_actions(
                 yield from _pydantic_problems(error, (*loc, "config"))
 
 
+def _check_schedule(definition: WorkflowDefinition) -> Iterator[Problem]:
+    trigger = definition.trigger
+    if trigger.type != SCHEDULE:
+        if trigger.cron is not None:
+            yield Problem(
+                ("trigger", "cron"),
+                f"`cron` belongs to a {SCHEDULE!r} trigger, not to {trigger.type!r}",
+                "schedule",
+            )
+        return
+    if trigger.cron is None:
+        yield Problem(("trigger", "cron"), "a schedule trigger needs `cron`", "missing")
+    elif problem := cron_problem(trigger.cron):
+        yield Problem(("trigger", "cron"), problem, "cron")
+    if problem := timezone_problem(trigger.timezone):
+        yield Problem(("trigger", "timezone"), problem, "timezone")
+
+
 def _unknown_trigger_type(definition: WorkflowDefinition) -> Iterator[Problem]:
     """A trigger type no event can have (a typo, most often) saves fine and never starts a
-    run: forms send `form_submitted`, POST /events any well-formed type name."""
+    run: forms send `form_submitted`, schedules `schedule`, POST /events any well-formed type
+    name."""
     name = definition.trigger.type
-    problem = None if name == FORM_SUBMITTED else event_type_problem(name)
+    problem = None if name in (FORM_SUBMITTED, SCHEDULE) else event_type_problem(name)
     if problem:
         yield Problem(
             ("trigger", "type"),

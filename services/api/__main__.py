@@ -9,7 +9,7 @@ from types import FrameType
 
 import uvicorn
 
-from services.api import cli
+from services.api import cli, workflows_cli
 from services.api.app import create_app
 from services.api.http_protocol import OneWritePerResponse
 from workflow_core import tracing
@@ -55,6 +55,9 @@ class _Server(uvicorn.Server):
 def main() -> None:
     if sys.argv[1:2] == ["keys"]:
         cli.main(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["workflows"]:
+        workflows_cli.main(sys.argv[2:])
         return
     command_line("python -m services.api", "Serve Flowline's HTTP API.").parse_args()
     settings = load_settings()

@@ -182,6 +182,16 @@ DefinitionDocument = Annotated[
 ]
 
 
+WorkflowKey = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+        description="a stable name of the workflow, unique in its organisation: what a "
+        "workflow file (`workflows apply`) names it by",
+    ),
+]
+
+
 class WorkflowCreate(BaseModel):
     model_config = _examples(
         {"name": "Send Email on Form Submission", "definition": EXAMPLE_DEFINITION}
@@ -190,6 +200,7 @@ class WorkflowCreate(BaseModel):
     name: Text
     definition: DefinitionDocument
     org_id: OptionalText = None
+    key: WorkflowKey | None = None
 
 
 class WorkflowUpdate(BaseModel):
@@ -208,6 +219,9 @@ class Problem(BaseModel):
 
 class WorkflowOut(BaseModel):
     id: UUID
+    key: str | None = Field(
+        default=None, description="what names it in a file (`workflows apply`), if set"
+    )
     name: str
     org_id: str | None
     all_organisations: bool = Field(

@@ -19,7 +19,7 @@ from services.worker.handler import EventHandler
 from services.worker.heartbeat import Heartbeat, LivenessFile
 from services.worker.housekeeping import purge_old_runs
 from services.worker.runner import RunDriver, utcnow
-from services.worker.scheduler import TimerScheduler
+from services.worker.scheduler import ScheduleFirer, TimerScheduler
 from services.worker.store import RunStore
 from services.worker.stretch import Stretches
 from services.worker.worker import Worker
@@ -230,11 +230,18 @@ def _database_chores(
     settings: Settings, parts: _Parts, stop: asyncio.Event
 ) -> list[asyncio.Task[None]]:
     """The loops beside the consumers that only need PostgreSQL (and Redis for the sampler):
-    timers, the metrics sampler and, when RUN_RETENTION_DAYS is set, the purge of old runs."""
+    timers, schedules, the metrics sampler and, when RUN_RETENTION_DAYS is set, the purge of
+    old runs."""
     scheduler = TimerScheduler(parts.pool, parts.listener.channel(timers.CHANNEL))
+    schedules_due = ScheduleFirer(
+        parts.pool,
+        poll_seconds=settings.schedule_poll_seconds,
+        catch_up_limit=settings.schedule_catch_up_limit,
+    )
     sampler = Sampler(parts.pool, parts.redis, parts.keys)
     chores = [
         asyncio.create_task(scheduler.run(stop), name="timers"),
+        asyncio.create_task(schedules_due.run(stop), name="schedules"),
         asyncio.create_task(
             sampler.run(stop, settings.metrics_sample_seconds), name="metrics-sampler"
         ),

@@ -139,7 +139,7 @@ class Catalog:
             await asyncio.shield(self._reloading)
         if self._stale():
             await self.refresh()
-        found = [w for w in self._active if matches_trigger(w.definition, w.org_id, event)]
+        found = self._matching(event)
         if (
             not found
             and self._load_started < asked
@@ -150,8 +150,11 @@ class Catalog:
             self._missed_at = asked
             while self._load_started < asked:  # one begun before we were asked may miss it
                 await self.refresh()
-            found = [w for w in self._active if matches_trigger(w.definition, w.org_id, event)]
+            found = self._matching(event)
         return found
+
+    def _matching(self, event: Mapping[str, Any]) -> list[ActiveWorkflow]:
+        return [w for w in self._active if matches_trigger(w.definition, w.org_id, event, w.id)]
 
     async def definition(self, workflow_id: UUID, version: int) -> WorkflowDefinition:
         key = (workflow_id, version)

@@ -25,7 +25,7 @@ class EventHandler:
             if isinstance(value := event.payload.get(name), str):
                 ids[name] = value
         with bound(**ids), _span(event, entry):
-            if event.type in {events.FORM_SUBMITTED, events.POSTED}:
+            if event.type in events.STARTING:
                 await self._driver.start_runs(event, entry.deliveries)
             else:
                 await self._driver.resume(event, entry.deliveries)

@@ -93,7 +93,7 @@ class RunDriver:
             id=run_id,
             workflow_id=workflow.id,
             workflow_version=workflow.version,
-            submission_id=UUID(payload["submission_id"]) if "submission_id" in payload else None,
+            submission_id=UUID(payload["submission_id"]) if payload.get("submission_id") else None,
             event_id=event.event_id,
             org_id=payload.get("org_id"),
             status=RunStatus.RUNNING,
@@ -396,7 +396,9 @@ def _visit(run: RunRecord, step: StepSpec) -> int:
 def _first_context(event: events.Event, workflow_id: str, run_id: str) -> dict[str, Any]:
     if event.type == events.POSTED:
         return posted_event_context(event=event.payload, workflow_id=workflow_id, run_id=run_id)
-    return initial_context(submission=event.payload, workflow_id=workflow_id, run_id=run_id)
+    return initial_context(
+        submission=event.payload, workflow_id=workflow_id, run_id=run_id, event_type=event.type
+    )
 
 
 def _leading_emails(run_id: UUID, first: machine.RunStep) -> tuple[str, ...]:

@@ -1,15 +1,19 @@
 """Fires durable timers on time: sleeps until the next one is due (or a new one is announced
 by NOTIFY flowline_timers), then turns due timers into resume events. Several workers may run
 it at once; each timer fires once (FOR UPDATE SKIP LOCKED). Time is the database's: a timer is
-due when PostgreSQL's clock says so."""
+due when PostgreSQL's clock says so.
+
+Fires schedules the same way (`ScheduleFirer`): a due schedule's ticks become `schedule`
+events, queued in the outbox in the transaction that moves its next fire time on."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 
+from workflow_core import metrics
 from workflow_core.log import get_logger
-from workflow_core.persistence import timers
+from workflow_core.persistence import schedules, timers
 from workflow_core.persistence.listen import Channel
 from workflow_core.persistence.pool import Pool, translate_errors
 
@@ -48,3 +52,49 @@ class TimerScheduler:
             if wait > 0:
                 with contextlib.suppress(Exception):
                     await self._announced.wait(wait, stop)
+
+
+class ScheduleFirer:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        poll_seconds: float = 1.0,
+        catch_up_limit: int = 100,
+        batch_size: int = 100,
+    ) -> None:
+        self._pool, self._poll_seconds = pool, poll_seconds
+        self._catch_up_limit, self._batch_size = catch_up_limit, batch_size
+        self.fired = 0
+
+    async def fire_due(self) -> int:
+        """Fire the due schedules (up to a batch of them); how many schedules fired."""
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            queued = await schedules.fire_due(
+                conn, limit=self._batch_size, catch_up_limit=self._catch_up_limit
+            )
+        self.fired += len(queued)
+        # Each event of a schedule carries how many of its ticks were skipped.
+        skipped = {tick.payload["workflow_id"]: tick.payload["data"]["missed"] for tick in queued}
+        metrics.SCHEDULE_TICKS.labels("fired").inc(len(queued))
+        metrics.SCHEDULE_TICKS.labels("skipped").inc(sum(skipped.values()))
+        return len(skipped)
+
+    async def _seconds_to_next(self) -> float:
+        async with translate_errors():
+            due_in = await schedules.seconds_to_next(self._pool)
+        return self._poll_seconds if due_in is None else min(max(due_in, 0.0), self._poll_seconds)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                if await self.fire_due() == self._batch_size:
+                    continue
+                wait = await self._seconds_to_next()
+            except Exception as error:
+                log.warning("schedules_failed", error=f"{type(error).__name__}: {error}")
+                wait = self._poll_seconds
+            # A new or changed schedule is seen within the poll interval: it never fires
+            # sooner than its first tick after it was saved.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(wait, 0.01))

@@ -253,6 +253,20 @@ async def test_invalid_definitions_are_422_naming_the_path(
     assert path in _paths(response), response.text
 
 
+async def test_a_workflow_key_is_unique_in_its_organisation(client: httpx.AsyncClient) -> None:
+    key = f"nightly-{uuid.uuid4().hex[:8]}"
+    mine = await client.post("/workflows", json={**example_workflow(), "org_id": "o1", "key": key})
+    assert mine.status_code == 201 and mine.json()["key"] == key
+    again = await client.post("/workflows", json={**example_workflow(), "org_id": "o1", "key": key})
+    assert again.status_code == 409 and key in again.text
+    other = await client.post("/workflows", json={**example_workflow(), "org_id": "o2", "key": key})
+    assert other.status_code == 201
+    for bad in ("has space", "", "-dash-first", "x" * 101):
+        refused = await client.post("/workflows", json={**example_workflow(), "key": bad})
+        assert refused.status_code == 422, bad
+    assert (await client.post("/workflows", json=example_workflow())).json()["key"] is None
+
+
 async def test_workflow_needs_a_name_and_an_object_definition(client: httpx.AsyncClient) -> None:
     no_name = await client.post("/workflows", json={"definition": _definition()})
     assert no_name.status_code == 422 and "name" in _paths(no_name)

@@ -118,3 +118,40 @@ def test_a_loop_runs_into_the_step_budget() -> None:
     report = dry_run(definition, form=EXAMPLE_FORM, now=NOW, step_budget=5)
     assert report["status"] == "failed" and "budget" in report["error"]
     assert report["path"] == ["a"] * 5
+
+
+def test_a_schedule_is_walked_from_its_next_tick() -> None:
+    scheduled = _definition(
+        {
+            "trigger": {"type": "schedule", "cron": "0 9 * * MON-FRI", "timezone": "Europe/Berlin"},
+            "initial_step_id": "report",
+            "steps": [
+                {
+                    "id": "report",
+                    "type": "auto_action",
+                    "actions": [
+                        {
+                            "type": "send_email",
+                            "config": {
+                                "to": "team@example.com",
+                                "subject": "Report for {data.scheduled_for}",
+                                "body": "{event_type} {org_id}",
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    report = dry_run(scheduled, form=EXAMPLE_FORM, workflow_org_id="org_9", now=NOW)
+    friday, monday, tuesday = "2026-11-27", "2026-11-30", "2026-12-01"
+    assert report["next_fire_times"] == [
+        f"{monday}T08:00:00+00:00",
+        f"{tuesday}T08:00:00+00:00",
+        "2026-12-02T08:00:00+00:00",
+    ]
+    assert NOW.date().isoformat() == friday  # past nine: the next tick is Monday's
+    assert report["matched"] and report["status"] == "completed"
+    [email] = report["steps"][0]["actions"]
+    assert email["would"]["subject"] == f"Report for {monday}T08:00:00+00:00"
+    assert email["would"]["body"] == "schedule org_9"

@@ -60,6 +60,11 @@ class BranchSpec(_Strict):
 class TriggerSpec(_Strict):
     type: str = Field(min_length=1)
     conditions: Any = None
+    # A `schedule` trigger's: a cron expression read in an IANA time zone, and whether the
+    # ticks missed while no worker ran fire one by one (`catch_up`) or once.
+    cron: str | None = None
+    timezone: str = "UTC"
+    catch_up: bool = False
 
 
 class WorkflowDefinition(_Strict):

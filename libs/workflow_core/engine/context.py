@@ -29,11 +29,12 @@ def initial_context(
     run_id: str,
     event_type: str = "form_submitted",
 ) -> dict[str, Any]:
-    """The context a run starts with: the submission, who runs it, and room for step results."""
+    """The context a run starts with: the submission (or the schedule's tick, whose `data`
+    says when it was due), who runs it, and room for step results."""
     return {
-        "submission_id": submission["submission_id"],
-        "template_id": submission["template_id"],
-        "org_id": submission["org_id"],
+        "submission_id": submission.get("submission_id"),
+        "template_id": submission.get("template_id"),
+        "org_id": submission.get("org_id"),
         "data": submission["data"],
         "submitted_at": submission.get("submitted_at"),
         "event_type": event_type,

@@ -29,6 +29,7 @@ from workflow_core.engine.conditions import evaluate
 from workflow_core.engine.durations import MAX_DURATION, parse_duration, parse_timestamp
 from workflow_core.engine.limits import DEFAULT_RENDERED_BYTES
 from workflow_core.engine.paths import MISSING, resolve
+from workflow_core.engine.schedule import SCHEDULE
 from workflow_core.engine.templates import render, render_header
 
 
@@ -97,11 +98,17 @@ def start(definition: WorkflowDefinition) -> Decision:
 
 
 def matches_trigger(
-    definition: WorkflowDefinition, workflow_org_id: str | None, event: Mapping[str, Any]
+    definition: WorkflowDefinition,
+    workflow_org_id: str | None,
+    event: Mapping[str, Any],
+    workflow_id: object = None,
 ) -> bool:
     """A workflow starts for an event when the trigger type equals the event's type, the
-    workflow belongs to the event's organisation (or to none), and the conditions hold."""
+    workflow belongs to the event's organisation (or to none), and the conditions hold. An
+    schedule's tick starts only the workflow it names."""
     if definition.trigger.type != event.get("event_type"):
+        return False
+    if event.get("event_type") == SCHEDULE and event.get("workflow_id") != str(workflow_id):
         return False
     if workflow_org_id is not None and workflow_org_id != event.get("org_id"):
         return False

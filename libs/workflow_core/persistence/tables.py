@@ -50,7 +50,16 @@ workflows = Table(
     Column("current_version", Integer, nullable=False),
     _created(),
     _updated(),
+    # What names the workflow in a file (`workflows apply`): unique per organisation.
+    Column("key", Text, nullable=True),
     Index("ix_workflows_active_org", "active", "org_id"),
+    Index(
+        "ix_workflows_org_key",
+        func.coalesce(text("org_id"), ""),
+        "key",
+        unique=True,
+        postgresql_where=text("key IS NOT NULL"),
+    ),
 )
 
 workflow_versions = Table(
@@ -268,6 +277,30 @@ workers = Table(
     Column("consumer", Text, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The next tick of each active workflow whose trigger is a schedule. A worker claims a due row
+# (FOR UPDATE SKIP LOCKED), queues the tick's event and moves next_fire_at on, in one
+# transaction: each tick fires once however many workers run.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column(
+        "workflow_id",
+        UUID(as_uuid=True),
+        ForeignKey("workflows.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version", Integer, nullable=False),
+    Column("org_id", Text, nullable=True),
+    Column("cron", Text, nullable=False),
+    Column("timezone", Text, nullable=False),
+    Column("catch_up", Boolean, nullable=False),
+    Column("next_fire_at", DateTime(timezone=True), nullable=False),
+    Column("last_fired_at", DateTime(timezone=True), nullable=True),
+    _created(),
+    _updated(),
+    Index("ix_schedules_next_fire_at", "next_fire_at"),
 )
 
 # An organisation's API keys: a keyed hash of each key (its text is shown once, when it is made).

@@ -11,7 +11,7 @@ from uuid import UUID
 from sqlalchemy import func, select, tuple_, update
 
 from workflow_core.ids import new_id
-from workflow_core.persistence import sql
+from workflow_core.persistence import schedules, sql
 from workflow_core.persistence.pool import Executor
 from workflow_core.persistence.tables import workflow_versions, workflows
 
@@ -26,6 +26,8 @@ class WorkflowRecord:
     definition: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    key: str | None = None
+    """What names it in a file (`workflows apply`); unique per organisation."""
 
 
 _COLUMNS = (
@@ -37,6 +39,7 @@ _COLUMNS = (
     workflow_versions.c.definition,
     workflows.c.created_at,
     workflows.c.updated_at,
+    workflows.c.key,
 )
 
 
@@ -53,11 +56,20 @@ def _record(row: Any) -> WorkflowRecord:
 
 
 async def create(
-    db: Executor, *, name: str, org_id: str | None, definition: dict[str, Any]
+    db: Executor,
+    *,
+    name: str,
+    org_id: str | None,
+    definition: dict[str, Any],
+    key: str | None = None,
 ) -> WorkflowRecord:
+    """A new workflow at version 1 (with its schedule when its trigger is one)."""
     workflow_id = new_id()
     await sql.execute(
-        db, workflows.insert().values(id=workflow_id, name=name, org_id=org_id, current_version=1)
+        db,
+        workflows.insert().values(
+            id=workflow_id, name=name, org_id=org_id, current_version=1, key=key
+        ),
     )
     await sql.execute(
         db,
@@ -65,6 +77,7 @@ async def create(
             workflow_id=workflow_id, version=1, name=name, definition=definition
         ),
     )
+    await schedules.sync(db, workflow_id, 1, org_id, definition)
     record = await get(db, workflow_id)
     assert record is not None
     return record
@@ -162,7 +175,10 @@ async def add_version(
             workflow_id=workflow_id, version=version, name=name, definition=definition
         ),
     )
-    return await get(db, workflow_id)
+    record = await get(db, workflow_id)
+    if record is not None and record.active:
+        await schedules.sync(db, workflow_id, version, record.org_id, definition)
+    return record
 
 
 async def deactivate(db: Executor, workflow_id: UUID) -> bool:
@@ -172,17 +188,34 @@ async def deactivate(db: Executor, workflow_id: UUID) -> bool:
         .where(workflows.c.id == workflow_id)
         .values(active=False, updated_at=func.now()),
     )
+    await schedules.drop(db, workflow_id)
     return touched > 0
 
 
 async def activate(db: Executor, workflow_id: UUID) -> bool:
+    """Active again; a schedule fires next at its first tick from now (the ticks while it was
+    inactive never fire)."""
     touched = await sql.execute(
         db,
         update(workflows)
         .where(workflows.c.id == workflow_id)
         .values(active=True, updated_at=func.now()),
     )
+    record = await get(db, workflow_id)
+    if record is not None:
+        await schedules.sync(db, workflow_id, record.version, record.org_id, record.definition)
     return touched > 0
+
+
+async def set_key(db: Executor, workflow_id: UUID, key: str) -> None:
+    await sql.execute(db, update(workflows).where(workflows.c.id == workflow_id).values(key=key))
+
+
+async def by_key(db: Executor, org_id: str | None, key: str) -> WorkflowRecord | None:
+    """The workflow of this organisation (None: of every organisation) named `key`."""
+    owner = workflows.c.org_id.is_(None) if org_id is None else workflows.c.org_id == org_id
+    row = await sql.fetchrow(db, _current().where(owner, workflows.c.key == key))
+    return _record(row) if row else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from services.api.schemas import (
     WorkflowVersionOut,
 )
 from workflow_core.definitions import WorkflowDefinition
-from workflow_core.dryrun import dry_run
+from workflow_core.dryrun import dry_run, schedule_preview
 from workflow_core.errors import Conflict, DefinitionInvalid, NotFound
 from workflow_core.ids import DRY_RUN_ID
 from workflow_core.persistence import workflows
@@ -54,6 +54,7 @@ def view(record: WorkflowRecord, result: ValidationResult | None = None) -> dict
     shown, hidden = secrets.without_secrets(record.definition)
     return {
         "id": record.id,
+        "key": record.key,
         "name": record.name,
         "org_id": record.org_id,
         "all_organisations": record.org_id is None,
@@ -88,7 +89,10 @@ def _may_change(principal: Principal, record: WorkflowRecord) -> None:
     response_model=WorkflowOut,
     responses={
         422: {"description": "the definition is invalid; each problem names its JSON path"},
-        409: {"description": "the organisation has MAX_WORKFLOWS_PER_ORG active workflows"},
+        409: {
+            "description": "the organisation has MAX_WORKFLOWS_PER_ORG active workflows, or "
+            "a workflow with this key"
+        },
     },
 )
 async def create_workflow(
@@ -102,16 +106,22 @@ async def create_workflow(
     async with db.transaction() as conn:
         active = await workflows.count_active_of(conn, org_id)
         if active >= settings.max_workflows_per_org:
-            whose = f"of organisation {org_id!r}" if org_id else "without an organisation"
             raise Conflict(
-                f"there are {active} active workflows {whose}, as many as "
+                f"there are {active} active workflows {_whose(org_id)}, as many as "
                 f"MAX_WORKFLOWS_PER_ORG ({settings.max_workflows_per_org}) allows: "
                 "delete one first"
             )
+        # The lock count_active_of took serializes creations in the organisation: no race.
+        if body.key is not None and await workflows.by_key(conn, org_id, body.key):
+            raise Conflict(f"a workflow {_whose(org_id)} already has key {body.key!r}")
         record = await workflows.create(
-            conn, name=body.name, org_id=org_id, definition=body.definition
+            conn, name=body.name, org_id=org_id, definition=body.definition, key=body.key
         )
     return view(record, result)
+
+
+def _whose(org_id: str | None) -> str:
+    return f"of organisation {org_id!r}" if org_id else "without an organisation"
 
 
 TOO_LARGE: dict[int | str, dict[str, Any]] = {
@@ -127,7 +137,8 @@ async def validate_workflow(
     body: ValidateRequest, settings: AppSettings, principal: Caller
 ) -> dict[str, Any]:
     """Check a definition without saving it: its errors and warnings (each naming its JSON
-    path) and, with a sample `form`, a dry run of what it would do. 200 whether the definition
+    path), a schedule trigger's `next_fire_times` and, with a sample `form`, a dry run of what
+    it would do. 200 whether the definition
     is valid or not; 422 when the dry run would render more than the limits allow."""
     needs(principal, "admin")
     acting_for(principal, body.org_id)
@@ -139,6 +150,8 @@ async def validate_workflow(
         "errors": [p.as_dict(("body", "definition")) for p in result.errors],
         "warnings": [p.as_dict(("body", "definition")) for p in result.warnings],
     }
+    if result.definition is not None:
+        answer.update(schedule_preview(result.definition, datetime.now(UTC)))
     if result.definition is not None and body.form is not None:
         answer["dry_run"] = walk(
             result.definition, body.form, body.task_outcomes, body.org_id, settings
