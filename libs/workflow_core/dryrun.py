@@ -24,6 +24,7 @@ from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine
 from workflow_core.engine.conditions import evaluate
 from workflow_core.engine.context import initial_context
+from workflow_core.engine.gates import gate_of, render_key
 from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
 from workflow_core.engine.templates import json_size
 from workflow_core.errors import ActionFailed, LimitExceeded, TooLarge
@@ -80,6 +81,7 @@ def dry_run(
     context: dict[str, Any] = initial_context(
         submission=event, workflow_id=workflow_id, run_id=DRY_RUN_ID
     )
+    report.update(_gates(definition, context))
     outcomes = task_outcomes or {}
     answer = _Answer(limits.dry_run_bytes)
     emails = _Emails(limits.emails_per_run)
@@ -153,6 +155,24 @@ def dry_run(
     answer.add(context, ("context",))
     report["context"] = context
     return report
+
+
+def _gates(definition: WorkflowDefinition, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's concurrency and throttle keys as rendered (queues are not looked at: a dry
+    run reads nothing stored)."""
+    gate, shown = gate_of(definition), dict[str, Any]()
+    if definition.concurrency is not None and gate is not None:
+        shown["concurrency"] = {
+            "key": render_key(definition.concurrency.key, context),
+            "limit": gate.concurrency_limit,
+        }
+    if definition.throttle is not None and gate is not None:
+        shown["throttle"] = {
+            "key": render_key(definition.throttle.key, context),
+            "limit": gate.throttle_limit,
+            "per_seconds": gate.per.total_seconds(),
+        }
+    return shown
 
 
 class _Answer:

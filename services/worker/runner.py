@@ -22,6 +22,7 @@ from workflow_core import actions, events
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine
 from workflow_core.engine.context import initial_context
+from workflow_core.engine.gates import gate_keys, gate_of
 from workflow_core.errors import Unavailable
 from workflow_core.ids import effect_key, run_id_for
 from workflow_core.log import bound, get_logger
@@ -80,6 +81,28 @@ class RunDriver:
         run_id = run_id_for(event.event_id, workflow.id)
         first = machine.start(workflow.definition)
         assert isinstance(first, machine.RunStep)
+        context = initial_context(
+            submission=payload, workflow_id=str(workflow.id), run_id=str(run_id)
+        )
+        keys = gate_keys(workflow.definition, context, payload.get("org_id"))
+        if keys is not None:  # it queues until the gate lets it in (_begin)
+            queued = RunRecord(
+                id=run_id,
+                workflow_id=workflow.id,
+                workflow_version=workflow.version,
+                submission_id=UUID(payload["submission_id"]),
+                event_id=event.event_id,
+                org_id=payload.get("org_id"),
+                status=RunStatus.WAITING,
+                current_step_id=first.step.id,
+                step_seq=first.seq,
+                deliveries=deliveries,
+                context=context,
+                concurrency_key=keys.concurrency,
+                throttle_key=keys.throttle,
+                queued_for=keys.first_reason,
+            )
+            return runs.NewRun(queued)
         record = RunRecord(
             id=run_id,
             workflow_id=workflow.id,
@@ -91,20 +114,47 @@ class RunDriver:
             current_step_id=first.step.id,
             step_seq=first.seq,
             deliveries=deliveries,
-            context=initial_context(
-                submission=payload, workflow_id=str(workflow.id), run_id=str(run_id)
-            ),
+            context=context,
         )
         return runs.NewRun(record, _leading_emails(run_id, first))
 
     async def _begin(
         self, workflow: ActiveWorkflow, inserted: runs.Inserted, deliveries: int
     ) -> None:
-        if not inserted.created:
-            await self._carry_on(inserted.run.id, deliveries)
+        run, definition = inserted.run, workflow.definition
+        if run.queued_for is not None and run.status == RunStatus.WAITING:
+            admitted = await self._admitted(run, definition)
+            if admitted is None:
+                return  # it waits its turn: a run that ends, or its throttle's timer, lets it in
+            run = admitted
+        elif not inserted.created:
+            await self._carry_on(run.id, deliveries)
             return
-        first = machine.start(workflow.definition)
-        await self._stretches.drive(inserted.run, workflow.definition, Resumption(first), {})
+        await self._drive(run, definition, Resumption(machine.start(definition)), {})
+
+    async def _admitted(self, run: RunRecord, definition: WorkflowDefinition) -> RunRecord | None:
+        """`run` (queued) as this worker's to drive when its gate lets it in now, else None."""
+        gate = gate_of(definition)
+        if gate is None:
+            return None
+        revision = await self._store.admit(run, gate, me=True)
+        if revision is None:
+            return None
+        return replace(run, status=RunStatus.RUNNING, queued_for=None, revision=revision)
+
+    async def _drive(
+        self,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        resumption: Resumption,
+        ledger: dict[str, Any],
+        journal: Journal | None = None,
+    ) -> None:
+        """Drive the run to its next resting point; a run of a workflow with limits that
+        ended frees its slot: the next queued runs of its keys are let in."""
+        done = await self._stretches.drive(run, definition, resumption, ledger, journal)
+        if done.finished and (gate := gate_of(definition)) is not None:
+            await self._store.admit(done, gate, me=False)
 
     async def _carry_on(self, run_id: UUID, deliveries: int) -> None:
         """A run an earlier delivery started and left part-way (a crash): go on from where it
@@ -115,7 +165,7 @@ class RunDriver:
         definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
         run = replace(run, deliveries=max(run.deliveries, deliveries))
         step = definition.step(run.current_step_id or definition.initial_step_id)
-        await self._stretches.drive(
+        await self._drive(
             run,
             definition,
             Resumption(machine.RunStep(step, run.step_seq)),
@@ -131,9 +181,12 @@ class RunDriver:
 
     async def _resume(self, run_id: UUID, event: events.Event, deliveries: int) -> None:
         payload, cause = event.payload, event.payload["cause"]
-        if cause == "recover":
+        if cause in {"recover", "admitted"}:  # admitted: let in by another worker
             await self._carry_on(run_id, deliveries)
             await self._store.taken(event.event_id)
+            return
+        if cause == "admit":  # a throttle's window has room, or the sweep found it queued
+            await self._admit_queued(run_id, event.event_id)
             return
         run = await self._store.load(run_id)
         if (
@@ -177,9 +230,20 @@ class RunDriver:
             log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
             await self._store.taken(event.event_id)
             return
-        await self._stretches.drive(
-            run, definition, resumption, await self._store.effects(run.id), journal
-        )
+        await self._drive(run, definition, resumption, await self._store.effects(run.id), journal)
+
+    async def _admit_queued(self, run_id: UUID, event_id: UUID) -> None:
+        """Try the gate for a queued run (and the others of its keys); drive it if let in."""
+        run = await self._store.load(run_id)
+        admitted = None
+        if run is not None and run.status == RunStatus.WAITING and run.queued_for is not None:
+            definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
+            admitted = await self._admitted(run, definition)
+        if admitted is None:
+            await self._store.taken(event_id)
+            return
+        journal = Journal(taken=[event_id])
+        await self._drive(admitted, definition, Resumption(machine.start(definition)), {}, journal)
 
     async def _settled_task(
         self, task_id: UUID, run: RunRecord, *, time_out: bool

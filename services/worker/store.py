@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from workflow_core.persistence import checkpoints, effects, human_tasks, runs
+from workflow_core.engine.gates import Gate, GateKeys
+from workflow_core.persistence import checkpoints, effects, gates, human_tasks, runs
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.pool import Pool, translate_errors
@@ -65,6 +66,23 @@ class RunStore:
     async def fail(self, run_id: UUID, reason: str, *, fresh: RunRecord | None) -> None:
         async with translate_errors():
             await runs.fail(self._pool, run_id, reason, owner=self._ledger.owner, fresh=fresh)
+
+    async def admit(self, run: RunRecord, gate: Gate, *, me: bool) -> int | None:
+        """Let in the queued runs of `run`'s keys that fit now (engine/gates.py decides).
+        With `me`, `run` itself is this worker's to drive when it is let in: its new revision,
+        else None. Only runs of workflows with limits come here."""
+        keys = GateKeys(run.concurrency_key, run.throttle_key)
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            admitted = await gates.admit(
+                conn,
+                run.workflow_id,
+                run.org_id,
+                keys,
+                gate,
+                me=run.id if me else None,
+                owner=self._ledger.owner,
+            )
+        return admitted.get(run.id) if me else None
 
     async def load(self, run_id: UUID) -> RunRecord | None:
         async with translate_errors():

@@ -40,6 +40,11 @@ class RunRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None
+    concurrency_key: str | None = None
+    throttle_key: str | None = None
+    queued_for: str | None = None
+    """While the run waits its turn (status `waiting`): `concurrency` or `throttle`."""
+    admitted_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -48,7 +53,9 @@ class RunRecord:
 
 _RUN_FIELDS = tuple(RunRecord.__dataclass_fields__)
 _INSERTED = tuple(
-    n for n in _RUN_FIELDS if n not in {"created_at", "updated_at", "finished_at", "revision"}
+    n
+    for n in _RUN_FIELDS
+    if n not in {"created_at", "updated_at", "finished_at", "revision", "admitted_at"}
 )
 
 

@@ -140,11 +140,48 @@ runs = Table(
     # The worker (effect owner) that wrote it last: a running run whose owner stopped beating
     # is picked up again by the reconcile sweep.
     Column("owner", Text, nullable=True),
+    # Concurrency keys and throttles (engine/gates.py): the run's keys, namespaced by
+    # organisation (NULL: its workflow sets no such limit); while it is queued, what it waits
+    # for (`concurrency` or `throttle`, status `waiting`); when it was let in.
+    Column("concurrency_key", Text, nullable=True),
+    Column("throttle_key", Text, nullable=True),
+    Column("queued_for", Text, nullable=True),
+    Column("admitted_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("event_id", "workflow_id"),
     Index("ix_runs_running_updated", "updated_at", postgresql_where=text("status = 'running'")),
     Index("ix_runs_submission", "submission_id"),
     Index("ix_runs_workflow_status", "workflow_id", "status", "created_at"),
     Index("ix_runs_status_created", "status", "created_at"),
+    Index(
+        "ix_runs_concurrency_active",
+        "workflow_id",
+        "concurrency_key",
+        postgresql_where=text(
+            "concurrency_key IS NOT NULL AND queued_for IS NULL "
+            "AND status IN ('running', 'waiting')"
+        ),
+    ),
+    Index(
+        "ix_runs_concurrency_queued",
+        "workflow_id",
+        "concurrency_key",
+        "created_at",
+        postgresql_where=text("queued_for IS NOT NULL AND status = 'waiting'"),
+    ),
+    Index(
+        "ix_runs_throttle_queued",
+        "workflow_id",
+        "throttle_key",
+        "created_at",
+        postgresql_where=text("queued_for IS NOT NULL AND status = 'waiting'"),
+    ),
+    Index(
+        "ix_runs_throttle_starts",
+        "workflow_id",
+        "throttle_key",
+        "admitted_at",
+        postgresql_where=text("throttle_key IS NOT NULL AND admitted_at IS NOT NULL"),
+    ),
 )
 
 run_steps = Table(

@@ -1,0 +1,179 @@
+"""Concurrency keys and throttles on real PostgreSQL (and, for the throttle, Redis and SMTP with
+the worker in this process): slots are counted from the runs' rows under a lock, so admissions
+racing on two pools never let in more than the limit, in the order the runs were created."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.support.examples import unique_email
+from tests.support.flows import create_workflow, publish_all, run_rows, running_worker, submit
+from tests.support.smtp import SmtpServer
+from tests.support.waiting import eventually
+from workflow_core.engine.gates import Gate, GateKeys, stored_key
+from workflow_core.persistence import gates, runs
+from workflow_core.persistence.pool import Pool, create_pool
+from workflow_core.persistence.tables import outbox, timers
+from workflow_core.settings import Settings
+from workflow_core.statuses import RunStatus
+
+KEY = stored_key("org_a", "ada@example.com")
+ONE_SLOT = Gate(concurrency_limit=2, throttle_limit=None, per=timedelta(0))
+
+
+async def queue_runs(pool: Pool, workflow_id: UUID, count: int, key: str = KEY) -> list[UUID]:
+    """`count` queued runs of `key`, created one after another (their order is the queue's)."""
+    made = []
+    for _ in range(count):
+        run_id = uuid4()
+        record = runs.RunRecord(
+            id=run_id,
+            workflow_id=workflow_id,
+            workflow_version=1,
+            submission_id=None,
+            event_id=uuid4(),
+            org_id="org_a",
+            status=RunStatus.WAITING,
+            current_step_id="step1",
+            step_seq=1,
+            context={},
+            concurrency_key=key,
+            queued_for="concurrency",
+        )
+        await runs.start_events(
+            pool, [runs.EventStart(record.event_id, (runs.NewRun(record),))], owner="test"
+        )
+        made.append(run_id)
+    return made
+
+
+async def admit_once(pool: Pool, key: str = KEY, gate: Gate = ONE_SLOT, **where: Any) -> set[UUID]:
+    async with pool.acquire() as conn, conn.transaction():
+        admitted = await gates.admit(
+            conn,
+            where["workflow_id"],
+            "org_a",
+            GateKeys(key, None),
+            gate,
+            me=None,
+            owner="test",
+        )
+    return set(admitted)
+
+
+async def statuses(pool: Pool, ids: list[UUID]) -> list[str]:
+    rows = await pool.fetch("SELECT id, status FROM runs WHERE id = ANY($1::uuid[])", ids)
+    by_id = {row["id"]: row["status"] for row in rows}
+    return [by_id[run_id] for run_id in ids]
+
+
+async def test_racing_admissions_on_two_pools_never_exceed_the_limit_and_keep_the_order(
+    engine: AsyncEngine, settings: Settings, pool: Pool
+) -> None:
+    workflow_id = await create_workflow(engine)
+    queued = await queue_runs(pool, workflow_id, 6)
+    other = await create_pool(settings, application_name="flowline-tests-b", size=4)
+    try:
+        rounds = await asyncio.gather(
+            *(admit_once(p, workflow_id=workflow_id) for p in (pool, other) * 6)
+        )
+        admitted = set().union(*rounds)
+        assert admitted == set(queued[:2])  # the limit, and the oldest first
+        assert sum(len(r) for r in rounds) == 2  # each run let in once
+        assert await statuses(pool, queued) == ["running"] * 2 + ["waiting"] * 4
+
+        # the two let in are woken through the outbox (no worker here drives them)
+        woken = await pool.fetch("SELECT payload FROM outbox WHERE event_type = 'run.resume'")
+        assert sorted(UUID(w["payload"]["run_id"]) for w in woken) == sorted(queued[:2])
+        assert {w["payload"]["cause"] for w in woken} == {"admitted"}
+
+        # a run waiting on a timer still holds its slot; one that ended frees it
+        await pool.execute("UPDATE runs SET status = 'waiting' WHERE id = $1", queued[0])
+        await pool.execute("UPDATE runs SET status = 'completed' WHERE id = $1", queued[1])
+        rounds = await asyncio.gather(
+            *(admit_once(p, workflow_id=workflow_id) for p in (pool, other) * 4)
+        )
+        assert set().union(*rounds) == {queued[2]}
+        assert await statuses(pool, queued[2:]) == ["running", "waiting", "waiting", "waiting"]
+    finally:
+        await other.close()
+
+
+async def test_keys_and_organisations_have_queues_of_their_own(
+    engine: AsyncEngine, pool: Pool
+) -> None:
+    workflow_id = await create_workflow(engine)
+    one = Gate(concurrency_limit=1, throttle_limit=None, per=timedelta(0))
+    first = await queue_runs(pool, workflow_id, 2)
+    other_key = stored_key("org_a", "bob@example.com")
+    second = await queue_runs(pool, workflow_id, 1, other_key)
+    assert await admit_once(pool, gate=one, workflow_id=workflow_id) == {first[0]}
+    assert await admit_once(pool, other_key, gate=one, workflow_id=workflow_id) == {second[0]}
+    # the same text in another organisation is another key
+    foreign = await queue_runs(pool, workflow_id, 1, stored_key("org_b", "ada@example.com"))
+    assert foreign[0] not in await admit_once(pool, gate=one, workflow_id=workflow_id)
+    assert await statuses(pool, [first[1], foreign[0]]) == ["waiting", "waiting"]
+
+
+async def test_a_queue_nothing_moved_is_found_by_the_sweep(engine: AsyncEngine, pool: Pool) -> None:
+    workflow_id = await create_workflow(engine)
+    queued = await queue_runs(pool, workflow_id, 3)
+    await pool.execute("UPDATE runs SET updated_at = now() - interval '1 hour'")
+    async with pool.acquire() as conn:
+        heads = await gates.stuck_queues(conn, quiet_for=60, limit=10)
+        assert heads == [queued[0]]  # one wake-up per queue: its first run
+        assert await gates.stuck_queues(conn, quiet_for=60, limit=10) == []  # touched
+
+
+def throttled_definition(template_id: str) -> dict[str, Any]:
+    return {
+        "trigger": {
+            "type": "form_submitted",
+            "conditions": {"path": "template_id", "op": "==", "value": template_id},
+        },
+        "initial_step_id": "notify",
+        "throttle": {"key": "{org_id}", "per": "PT1S", "limit": 1},
+        "steps": [
+            {
+                "id": "notify",
+                "type": "auto_action",
+                "actions": [
+                    {
+                        "type": "send_email",
+                        "config": {"to_path": "data.email", "subject": "hi", "body": "b"},
+                    }
+                ],
+            }
+        ],
+    }
+
+
+async def test_a_throttled_run_is_delayed_to_its_slot_not_dropped(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer
+) -> None:
+    await create_workflow(engine, throttled_definition("throttled"))
+    emails = [unique_email() for _ in range(3)]
+    for email in emails:
+        await submit(engine, {"email": email}, template_id="throttled")
+    await publish_all(engine, settings)
+    async with running_worker(settings):
+        for email in emails:
+            await eventually(lambda e=email: smtp.to(e), what=f"the email to {email}")
+    rows = await run_rows(engine)
+    assert [row.status for row in rows] == ["completed"] * 3
+    starts = sorted(row.admitted_at for row in rows)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert all(gap >= timedelta(seconds=1) for gap in gaps), gaps
+    async with engine.connect() as conn:
+        kinds = list(await conn.execute(select(timers.c.kind, timers.c.fired_at)))
+        resumed = list(await conn.execute(select(outbox.c.payload)))
+    assert [kind for kind, _ in kinds] == ["admit", "admit"]  # a wake-up for each delayed run
+    assert all(fired is not None for _, fired in kinds)
+    assert sum(1 for (p,) in resumed if p.get("cause") == "admit") == 2
