@@ -22,6 +22,7 @@ from workflow_core import actions, events
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine
 from workflow_core.engine.context import initial_context
+from workflow_core.engine.durations import parse_timestamp
 from workflow_core.engine.gates import gate_keys, gate_of
 from workflow_core.errors import Unavailable
 from workflow_core.ids import effect_key, run_id_for
@@ -101,6 +102,7 @@ class RunDriver:
                 concurrency_key=keys.concurrency,
                 throttle_key=keys.throttle,
                 queued_for=keys.first_reason,
+                queued_at=parse_timestamp(payload.get("submitted_at")) or self._now(),
             )
             return runs.NewRun(queued)
         record = RunRecord(

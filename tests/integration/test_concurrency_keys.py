@@ -1,12 +1,12 @@
 """Concurrency keys and throttles on real PostgreSQL (and, for the throttle, Redis and SMTP with
 the worker in this process): slots are counted from the runs' rows under a lock, so admissions
-racing on two pools never let in more than the limit, in the order the runs were created."""
+racing on two pools never let in more than the limit, in the order their forms were submitted."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,7 +29,7 @@ ONE_SLOT = Gate(concurrency_limit=2, throttle_limit=None, per=timedelta(0))
 
 
 async def queue_runs(pool: Pool, workflow_id: UUID, count: int, key: str = KEY) -> list[UUID]:
-    """`count` queued runs of `key`, created one after another (their order is the queue's)."""
+    """`count` queued runs of `key`, submitted one after another (their order is the queue's)."""
     made = []
     for _ in range(count):
         run_id = uuid4()
@@ -46,6 +46,7 @@ async def queue_runs(pool: Pool, workflow_id: UUID, count: int, key: str = KEY) 
             context={},
             concurrency_key=key,
             queued_for="concurrency",
+            queued_at=datetime.now(UTC),
         )
         await runs.start_events(
             pool, [runs.EventStart(record.event_id, (runs.NewRun(record),))], owner="test"

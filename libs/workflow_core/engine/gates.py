@@ -5,7 +5,7 @@ A workflow's `concurrency` lets at most `limit` runs per key be active (running,
 a timer or a task) at once; its `throttle` lets at most `limit` runs per key start in any window
 of `per`. The key is a template rendered from the run's first context. Keys are namespaced by
 organisation (an organisation's backlog never takes another's slots), and within a key runs
-start in the order they were created: the first queued run of a key that cannot start holds
+start in the order their forms were submitted: the first queued run of a key that cannot start holds
 back the ones behind it.
 
 A placeholder without a value stays as written (as in every template), so the runs that lack

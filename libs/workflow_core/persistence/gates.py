@@ -29,7 +29,7 @@ _QUEUED = """
     SELECT id, concurrency_key, throttle_key FROM runs
     WHERE workflow_id = $1 AND queued_for IS NOT NULL AND status = 'waiting'
       AND (concurrency_key = $2 OR throttle_key = $3)
-    ORDER BY created_at, id LIMIT $4
+    ORDER BY queued_at, id LIMIT $4
 """
 _ACTIVE = """
     SELECT concurrency_key AS key, count(*) AS n FROM runs
@@ -136,7 +136,7 @@ _STUCK = """
     WITH heads AS (
         SELECT DISTINCT ON (workflow_id, concurrency_key, throttle_key) id FROM runs
         WHERE queued_for IS NOT NULL AND status = 'waiting'
-        ORDER BY workflow_id, concurrency_key, throttle_key, created_at, id
+        ORDER BY workflow_id, concurrency_key, throttle_key, queued_at, id
     ), quiet AS (
         SELECT runs.id FROM runs JOIN heads USING (id)
         WHERE runs.updated_at < now() - make_interval(secs => $1)

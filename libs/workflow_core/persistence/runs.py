@@ -44,6 +44,8 @@ class RunRecord:
     throttle_key: str | None = None
     queued_for: str | None = None
     """While the run waits its turn (status `waiting`): `concurrency` or `throttle`."""
+    queued_at: datetime | None = None
+    """Its place in its queues: when its form was submitted."""
     admitted_at: datetime | None = None
 
     @property

@@ -142,10 +142,12 @@ runs = Table(
     Column("owner", Text, nullable=True),
     # Concurrency keys and throttles (engine/gates.py): the run's keys, namespaced by
     # organisation (NULL: its workflow sets no such limit); while it is queued, what it waits
-    # for (`concurrency` or `throttle`, status `waiting`); when it was let in.
+    # for (`concurrency` or `throttle`, status `waiting`); its place in the queue (when its
+    # form was submitted: runs created by one statement share `created_at`); when it was let in.
     Column("concurrency_key", Text, nullable=True),
     Column("throttle_key", Text, nullable=True),
     Column("queued_for", Text, nullable=True),
+    Column("queued_at", DateTime(timezone=True), nullable=True),
     Column("admitted_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("event_id", "workflow_id"),
     Index("ix_runs_running_updated", "updated_at", postgresql_where=text("status = 'running'")),
@@ -165,14 +167,14 @@ runs = Table(
         "ix_runs_concurrency_queued",
         "workflow_id",
         "concurrency_key",
-        "created_at",
+        "queued_at",
         postgresql_where=text("queued_for IS NOT NULL AND status = 'waiting'"),
     ),
     Index(
         "ix_runs_throttle_queued",
         "workflow_id",
         "throttle_key",
-        "created_at",
+        "queued_at",
         postgresql_where=text("queued_for IS NOT NULL AND status = 'waiting'"),
     ),
     Index(

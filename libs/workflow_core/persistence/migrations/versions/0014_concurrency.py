@@ -1,6 +1,6 @@
 """concurrency: concurrency keys and throttles. A run of a workflow with `concurrency` or
 `throttle` keeps its keys (namespaced by organisation), what it is queued for while it waits
-its turn, and when it was let in; partial indexes keep the slot counts and the queues small
+its turn, its place in the queue (when its form was submitted), and when it was let in; partial indexes keep the slot counts and the queues small
 lookups (rows of other workflows are in none of them)
 
 Revision ID: 0014
@@ -25,8 +25,8 @@ INDEXES = (
         ["workflow_id", "concurrency_key"],
         "concurrency_key IS NOT NULL AND queued_for IS NULL AND status IN ('running', 'waiting')",
     ),
-    ("ix_runs_concurrency_queued", ["workflow_id", "concurrency_key", "created_at"], _QUEUED),
-    ("ix_runs_throttle_queued", ["workflow_id", "throttle_key", "created_at"], _QUEUED),
+    ("ix_runs_concurrency_queued", ["workflow_id", "concurrency_key", "queued_at"], _QUEUED),
+    ("ix_runs_throttle_queued", ["workflow_id", "throttle_key", "queued_at"], _QUEUED),
     (
         "ix_runs_throttle_starts",
         ["workflow_id", "throttle_key", "admitted_at"],
@@ -39,6 +39,7 @@ def upgrade() -> None:
     op.add_column("runs", sa.Column("concurrency_key", sa.Text(), nullable=True))
     op.add_column("runs", sa.Column("throttle_key", sa.Text(), nullable=True))
     op.add_column("runs", sa.Column("queued_for", sa.Text(), nullable=True))
+    op.add_column("runs", sa.Column("queued_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("runs", sa.Column("admitted_at", sa.DateTime(timezone=True), nullable=True))
     for name, columns, where in INDEXES:
         op.create_index(name, "runs", columns, postgresql_where=sa.text(where))
@@ -47,5 +48,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, _, _ in INDEXES:
         op.drop_index(name, table_name="runs")
-    for column in ("admitted_at", "queued_for", "throttle_key", "concurrency_key"):
+    for column in ("admitted_at", "queued_at", "queued_for", "throttle_key", "concurrency_key"):
         op.drop_column("runs", column)
