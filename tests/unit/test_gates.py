@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -205,3 +206,17 @@ def test_the_dry_run_shows_the_rendered_keys() -> None:
     assert report["throttle"] == {"key": "form_submitted", "limit": 10, "per_seconds": 60.0}
     plain = dry_run(parsed(definition_dict()), form=form, now=NOW)
     assert "concurrency" not in plain and "throttle" not in plain
+
+
+def test_the_readme_example_is_valid_and_its_keys_render_as_it_says() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Concurrency and throttling") :]
+    block = section[section.index("```json") + len("```json") : section.index("```\n\n")]
+    result = validate_definition(json.loads(block))
+    assert result.definition is not None and not result.warnings, result.errors
+    form = {"template_id": "support", "org_id": "org_123", "data": {"email": "ada@example.com"}}
+    report = dry_run(result.definition, form=form, now=NOW)
+    assert report["concurrency"] == {"key": "ada@example.com", "limit": 1}
+    assert report["throttle"] == {"key": "org_123", "limit": 10, "per_seconds": 60.0}
+    assert f'"concurrency": {json.dumps(report["concurrency"])}' in section
+    assert f'"throttle": {json.dumps(report["throttle"])}' in section
