@@ -288,11 +288,25 @@ class RunDriver:
             reason = f"{type(error).__name__}: {error}"[:2000]
             log.exception("run_failed_unexpectedly", run_id=str(run_id), error=reason)
             await self._store.fail(run_id, reason, fresh=fresh)
+            await self._free_slot(run_id)
         finally:
             try:
                 await self._ledger.release_held(run_id)
             except Unavailable as error:  # they stay ours; this process takes them when it can
                 log.warning("reservations_not_released", run_id=str(run_id), error=str(error))
+
+    async def _free_slot(self, run_id: UUID) -> None:
+        """A run of a workflow with limits that failed outside the engine lets the next of its
+        queue in too (should this fail, the reconcile sweep finds the queue)."""
+        try:
+            run = await self._store.load(run_id)
+            if run is None or (run.concurrency_key is None and run.throttle_key is None):
+                return
+            definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
+            if (gate := gate_of(definition)) is not None:
+                await self._store.admit(run, gate, me=False)
+        except Exception as error:
+            log.warning("queue_not_advanced", run_id=str(run_id), error=str(error))
 
     async def _exclusively(self, run_id: UUID, work: Work, again: Work) -> None:
         """One event at a time per run in this process (a duplicate waits, then finds the work

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -178,3 +179,66 @@ async def test_a_throttled_run_is_delayed_to_its_slot_not_dropped(
     assert [kind for kind, _ in kinds] == ["admit", "admit"]  # a wake-up for each delayed run
     assert all(fired is not None for _, fired in kinds)
     assert sum(1 for (p,) in resumed if p.get("cause") == "admit") == 2
+
+
+def one_at_a_time(template_id: str, first_step: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "trigger": {
+            "type": "form_submitted",
+            "conditions": {"path": "template_id", "op": "==", "value": template_id},
+        },
+        "concurrency": {"key": "{data.email}", "limit": 1},
+        "initial_step_id": first_step["id"],
+        "steps": [first_step],
+    }
+
+
+async def test_a_failed_run_frees_its_slot(engine: AsyncEngine, settings: Settings) -> None:
+    """A wait for a timestamp the form lacks fails each run: the queue goes on all the same."""
+    broken = {"id": "pause", "type": "wait", "config": {"until_path": "data.when"}}
+    await create_workflow(engine, one_at_a_time("broken", broken))
+    email = unique_email()
+    for _ in range(3):
+        await submit(engine, {"email": email}, template_id="broken")
+    await publish_all(engine, settings)
+
+    async def all_failed() -> bool:
+        return [row.status for row in await run_rows(engine)] == ["failed"] * 3
+
+    async with running_worker(settings):
+        await eventually(all_failed, what="the three runs failed one after another")
+    rows = await run_rows(engine)
+    assert all(row.queued_for is None and row.admitted_at is not None for row in rows)
+
+
+async def test_a_queue_whose_wake_up_was_lost_drains_after_the_sweep(
+    engine: AsyncEngine, make_settings: Any, smtp: SmtpServer, pool: Pool
+) -> None:
+    """Runs left queued with nothing active (their worker died between one run's end and the
+    admission of the next): the reconcile sweep wakes the queue, which runs in order."""
+    settings = make_settings(event_reconcile_seconds=1)
+    reply = {
+        "id": "reply",
+        "type": "auto_action",
+        "actions": [
+            {
+                "type": "send_email",
+                "config": {"to_path": "data.email", "subject": "{data.n}", "body": "b"},
+            }
+        ],
+    }
+    workflow_id = await create_workflow(engine, one_at_a_time("stuck", reply))
+    email = unique_email()
+    queued = await queue_runs(pool, workflow_id, 3, stored_key("org_a", email))
+    for n, run_id in enumerate(queued, 1):
+        context = {"data": {"email": email, "n": n}, "org_id": "org_a", "steps": {}}
+        await pool.execute(
+            "UPDATE runs SET context = $2::jsonb, current_step_id = 'reply',"
+            " updated_at = now() - interval '1 hour' WHERE id = $1",
+            run_id,
+            json.dumps(context),
+        )
+    async with running_worker(settings):
+        await eventually(lambda: len(smtp.to(email)) == 3, what="the three emails")
+    assert [m.message["Subject"] for m in smtp.to(email)] == ["1", "2", "3"]
+    assert await statuses(pool, queued) == ["completed"] * 3

@@ -228,6 +228,7 @@ async def _fail_where(db: Executor, reason: str, which: Any) -> int:
         .values(
             status=RunStatus.FAILED,
             error=reason,
+            queued_for=None,  # a failed run is in no queue (a retry starts it at once)
             revision=runs.c.revision + 1,
             updated_at=func.now(),
             finished_at=func.now(),
@@ -238,7 +239,7 @@ async def _fail_where(db: Executor, reason: str, which: Any) -> int:
 _FAIL = f"""
     WITH failed AS (
         UPDATE runs SET status = 'failed', error = $2, revision = revision + 1,
-            updated_at = now(), finished_at = now(), owner = $3
+            updated_at = now(), finished_at = now(), owner = $3, queued_for = NULL
         WHERE id = $1 AND status NOT IN ('completed', 'failed')
         RETURNING id, step_seq
     ), step AS (
@@ -274,6 +275,7 @@ async def fail(
                 **{name: getattr(fresh, name) for name in _INSERTED},
                 "status": RunStatus.FAILED,
                 "error": reason,
+                "queued_for": None,
             }
         ]
         if fresh is not None
