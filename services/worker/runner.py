@@ -85,26 +85,6 @@ class RunDriver:
         context = initial_context(
             submission=payload, workflow_id=str(workflow.id), run_id=str(run_id)
         )
-        keys = gate_keys(workflow.definition, context, payload.get("org_id"))
-        if keys is not None:  # it queues until the gate lets it in (_begin)
-            queued = RunRecord(
-                id=run_id,
-                workflow_id=workflow.id,
-                workflow_version=workflow.version,
-                submission_id=UUID(payload["submission_id"]),
-                event_id=event.event_id,
-                org_id=payload.get("org_id"),
-                status=RunStatus.WAITING,
-                current_step_id=first.step.id,
-                step_seq=first.seq,
-                deliveries=deliveries,
-                context=context,
-                concurrency_key=keys.concurrency,
-                throttle_key=keys.throttle,
-                queued_for=keys.first_reason,
-                queued_at=parse_timestamp(payload.get("submitted_at")) or self._now(),
-            )
-            return runs.NewRun(queued)
         record = RunRecord(
             id=run_id,
             workflow_id=workflow.id,
@@ -118,6 +98,19 @@ class RunDriver:
             deliveries=deliveries,
             context=context,
         )
+        keys = gate_keys(workflow.definition, context, payload.get("org_id"))
+        if keys is not None:  # it queues until its gate lets it in (_begin): nothing reserved
+            queued_at = parse_timestamp(payload.get("submitted_at")) or self._now()
+            return runs.NewRun(
+                replace(
+                    record,
+                    status=RunStatus.WAITING,
+                    concurrency_key=keys.concurrency,
+                    throttle_key=keys.throttle,
+                    queued_for=keys.first_reason,
+                    queued_at=queued_at,
+                )
+            )
         return runs.NewRun(record, _leading_emails(run_id, first))
 
     async def _begin(
