@@ -138,9 +138,12 @@ _STUCK = """
         WHERE queued_for IS NOT NULL AND status = 'waiting'
         ORDER BY workflow_id, concurrency_key, throttle_key, queued_at, id
     ), quiet AS (
+        -- SKIP LOCKED: a run an admission holds is being looked at already, and waiting for
+        -- it while holding other heads could deadlock with that admission
         SELECT runs.id FROM runs JOIN heads USING (id)
         WHERE runs.updated_at < now() - make_interval(secs => $1)
         ORDER BY runs.updated_at LIMIT $2
+        FOR UPDATE OF runs SKIP LOCKED
     )
     UPDATE runs SET updated_at = now() FROM quiet WHERE runs.id = quiet.id RETURNING runs.id
 """

@@ -294,6 +294,12 @@ timers = Table(
     _created(),
     Column("fired_at", DateTime(timezone=True), nullable=True),
     Index("ix_timers_due", "due_at", postgresql_where=text("fired_at IS NULL")),
+    # A throttled run's pending wake-up, looked for before another is set (persistence/gates.py).
+    Index(
+        "ix_timers_admit_pending",
+        "run_id",
+        postgresql_where=text("kind = 'admit' AND fired_at IS NULL"),
+    ),
 )
 
 # Every worker process, with the heartbeat it keeps: an owner whose heartbeat is older than

@@ -1,7 +1,8 @@
 """concurrency: concurrency keys and throttles. A run of a workflow with `concurrency` or
 `throttle` keeps its keys (namespaced by organisation), what it is queued for while it waits
 its turn, its place in the queue (when its form was submitted), and when it was let in; partial indexes keep the slot counts and the queues small
-lookups (rows of other workflows are in none of them)
+lookups (rows of other workflows are in none of them); a throttled run's pending wake-up is
+found by an index of its own
 
 Revision ID: 0014
 Revises: 0009
@@ -43,9 +44,16 @@ def upgrade() -> None:
     op.add_column("runs", sa.Column("admitted_at", sa.DateTime(timezone=True), nullable=True))
     for name, columns, where in INDEXES:
         op.create_index(name, "runs", columns, postgresql_where=sa.text(where))
+    op.create_index(
+        "ix_timers_admit_pending",
+        "timers",
+        ["run_id"],
+        postgresql_where=sa.text("kind = 'admit' AND fired_at IS NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_timers_admit_pending", table_name="timers")
     for name, _, _ in INDEXES:
         op.drop_index(name, table_name="runs")
     for column in ("admitted_at", "queued_at", "queued_for", "throttle_key", "concurrency_key"):
