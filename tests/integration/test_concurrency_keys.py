@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.worker.store import RunStore
 from tests.support.examples import unique_email
 from tests.support.flows import create_workflow, publish_all, run_rows, running_worker, submit
 from tests.support.smtp import SmtpServer
@@ -242,3 +243,41 @@ async def test_a_queue_whose_wake_up_was_lost_drains_after_the_sweep(
         await eventually(lambda: len(smtp.to(email)) == 3, what="the three emails")
     assert [m.message["Subject"] for m in smtp.to(email)] == ["1", "2", "3"]
     assert await statuses(pool, queued) == ["completed"] * 3
+
+
+async def test_only_workflows_with_limits_take_the_gate(
+    engine: AsyncEngine, settings: Settings, smtp: SmtpServer, monkeypatch: Any
+) -> None:
+    """The original example pays nothing for the feature: no admission, no queue columns. A run
+    of a workflow with limits takes two admissions: to start, and to let the next in."""
+    admissions: list[UUID] = []
+    admit = RunStore.admit
+
+    async def counted(store: RunStore, run: runs.RunRecord, gate: Gate, *, me: bool) -> Any:
+        admissions.append(run.id)
+        return await admit(store, run, gate, me=me)
+
+    monkeypatch.setattr(RunStore, "admit", counted)
+    await create_workflow(engine)  # the original example, for template form_submitted
+    reply = {
+        "id": "reply",
+        "type": "auto_action",
+        "actions": [
+            {"type": "send_email", "config": {"to_path": "data.email", "subject": "s", "body": "b"}}
+        ],
+    }
+    await create_workflow(engine, one_at_a_time("gated", reply))
+    plain, gated = unique_email(), unique_email()
+    await submit(engine, {"email": plain})
+    await submit(engine, {"email": gated}, template_id="gated")
+    await publish_all(engine, settings)
+    async with running_worker(settings):
+        await eventually(lambda: smtp.to(plain) and smtp.to(gated), what="both emails")
+        await eventually(lambda: len(admissions) == 2, what="the gated run's end admission")
+    rows = {row.context["data"]["email"]: row for row in await run_rows(engine)}
+    assert (rows[plain].concurrency_key, rows[plain].queued_at, rows[plain].admitted_at) == (
+        None,
+        None,
+        None,
+    )
+    assert admissions == [rows[gated].id, rows[gated].id]
