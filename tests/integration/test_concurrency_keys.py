@@ -281,3 +281,34 @@ async def test_only_workflows_with_limits_take_the_gate(
         None,
     )
     assert admissions == [rows[gated].id, rows[gated].id]
+
+
+async def test_two_workers_starting_one_key_at_once_never_run_more_than_the_limit(
+    engine: AsyncEngine, make_settings: Any, smtp: SmtpServer, pool: Pool
+) -> None:
+    """Ten forms of one address, two workers taking them at once, limit 2: a sampler never
+    sees more than two of them active, and every one runs."""
+    pause = {"id": "pause", "type": "wait", "config": {"for": 0.3}}
+    definition = one_at_a_time("pair", pause)
+    definition["concurrency"]["limit"] = 2
+    await create_workflow(engine, definition)
+    email = unique_email()
+    first, second = (make_settings(worker_consumer_name=name) for name in ("first", "second"))
+    for _ in range(10):
+        await submit(engine, {"email": email}, template_id="pair")
+    await publish_all(engine, first)
+    seen: list[int] = []
+
+    async def sample() -> bool:
+        counts = await pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE queued_for IS NULL AND status IN ('running', "
+            "'waiting')) AS active, count(*) FILTER (WHERE status = 'completed') AS done "
+            "FROM runs"
+        )
+        assert counts is not None
+        seen.append(counts["active"])
+        return bool(counts["done"] == 10)
+
+    async with running_worker(first), running_worker(second):
+        await eventually(sample, interval=0.01, timeout=30, what="the ten runs completed")
+    assert max(seen) == 2, seen  # the limit was reached, and never passed
