@@ -26,6 +26,7 @@ from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine, parallel
 from workflow_core.engine.conditions import evaluate
 from workflow_core.engine.context import initial_context
+from workflow_core.engine.gates import gate_of, render_key
 from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
 from workflow_core.engine.schedule import SCHEDULE, upcoming
 from workflow_core.engine.templates import json_size
@@ -112,6 +113,7 @@ def dry_run(
     context: dict[str, Any] = initial_context(
         submission=event, workflow_id=workflow_id, run_id=DRY_RUN_ID, event_type=event["event_type"]
     )
+    report.update(_gates(definition, context))
     walk = _Walk(definition, report, task_outcomes or {}, now, step_budget, limits)
     decision, context = walk.chain(machine.start(definition), context)
     if decision is None:
@@ -294,6 +296,24 @@ def _awaited(decision: machine.AwaitEvent, now: datetime) -> dict[str, Any]:
         "match": ({"path": decision.path, "equals": decision.expected} if decision.path else None),
         "timeout_at": (now + decision.timeout).isoformat() if decision.timeout else None,
     }
+
+
+def _gates(definition: WorkflowDefinition, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's concurrency and throttle keys as rendered (queues are not looked at: a dry
+    run reads nothing stored)."""
+    gate, shown = gate_of(definition), dict[str, Any]()
+    if definition.concurrency is not None and gate is not None:
+        shown["concurrency"] = {
+            "key": render_key(definition.concurrency.key, context),
+            "limit": gate.concurrency_limit,
+        }
+    if definition.throttle is not None and gate is not None:
+        shown["throttle"] = {
+            "key": render_key(definition.throttle.key, context),
+            "limit": gate.throttle_limit,
+            "per_seconds": gate.per.total_seconds(),
+        }
+    return shown
 
 
 class _Answer:

@@ -17,7 +17,8 @@ transaction that starts its runs. The reconcile sweep (one relay at a time, unde
 lock) publishes again every event published more than EVENT_RECONCILE_SECONDS ago that no
 worker took, so Redis losing its data (a restart without persistence, a failover) loses no
 submission; and it wakes the runs that a worker which died left running (their events may be
-gone from Redis with it). A worker that sees Redis come back empty asks for a sweep at once.
+gone from Redis with it), and the concurrency and throttle queues nothing moved for as long.
+A worker that sees Redis come back empty asks for a sweep at once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from workflow_core.adapters import streams
 from workflow_core.events import Event
 from workflow_core.ids import new_id
 from workflow_core.log import get_logger
-from workflow_core.persistence import outbox, runs
+from workflow_core.persistence import gates, outbox, runs
 from workflow_core.persistence.listen import Channel, Listener
 from workflow_core.persistence.pool import Connection, Pool, translate_errors
 from workflow_core.runtime.coalesce import Coalescer
@@ -134,6 +135,7 @@ class OutboxRelay:
                     conn, [events.run_resume(new_id(), run_id, "recover") for run_id in stranded]
                 )
                 log.warning("orphaned_runs_recovered", runs=[str(r) for r in stranded])
+            await self._wake_stuck_queues(conn)
             candidates = await outbox.claim_untaken(conn, self._batch_size, age)
             # An entry still in the stream waits its turn (behind a backlog, or pending for a
             # claim): publishing it again would only lengthen the backlog, every sweep.
@@ -149,6 +151,19 @@ class OutboxRelay:
             hint="published, taken by no worker and gone from the stream: Redis lost them",
         )
         return len(rows)
+
+    async def _wake_stuck_queues(self, conn: Connection) -> None:
+        """Queue an `admit` wake-up for the first run of each concurrency or throttle queue
+        that nothing moved for EVENT_RECONCILE_SECONDS (its wake-up may have died with a
+        worker); a queue that is merely full is looked at and left as it is."""
+        heads = await gates.stuck_queues(
+            conn, quiet_for=self._reconcile_seconds, limit=self._batch_size
+        )
+        if heads:
+            await outbox.add_events(
+                conn, [events.run_resume(new_id(), run_id, "admit") for run_id in heads]
+            )
+            log.info("queued_runs_woken", runs=len(heads))
 
     def reconcile_soon(self) -> None:
         """Sweep at once, everything published until now (Redis came back without its data)."""

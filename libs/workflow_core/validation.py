@@ -81,6 +81,7 @@ def validate_definition(raw: Any, *, allowed_hosts: AllowedHosts | None = None) 
         *_check_conditions(definition),
         *_check_actions(definition, allowed_hosts),
         *_check_schedule(definition),
+        *_check_throttle(definition),
     ]
     warnings = [*_unknown_trigger_type(definition), *_unresolvable_placeholders(definition)]
     return ValidationResult(None if errors else definition, errors, warnings)
@@ -389,6 +390,21 @@ def _check_schedule(definition: WorkflowDefinition) -> Iterator[Problem]:
         yield Problem(("trigger", "timezone"), problem, "timezone")
 
 
+def _check_throttle(definition: WorkflowDefinition) -> Iterator[Problem]:
+    throttle = definition.throttle
+    if throttle is None:
+        return
+    try:
+        per = parse_duration(throttle.per)
+    except ValueError as error:
+        yield Problem(("throttle", "per"), str(error), "duration")
+        return
+    if per.total_seconds() <= 0:
+        yield Problem(
+            ("throttle", "per"), "the throttle's window must be longer than 0", "duration"
+        )
+
+
 def _unknown_trigger_type(definition: WorkflowDefinition) -> Iterator[Problem]:
     """A trigger type no event can have (a typo, most often) saves fine and never starts a
     run: forms send `form_submitted`, schedules `schedule`, POST /events any well-formed type
@@ -418,7 +434,11 @@ def _unresolvable_placeholders(definition: WorkflowDefinition) -> Iterator[Probl
 
 
 def _template_strings(definition: WorkflowDefinition) -> Iterator[tuple[Loc, str]]:
-    """Every string that is rendered as a template: step configs and action configs."""
+    """Every string that is rendered as a template: step configs, action configs, and the
+    concurrency and throttle keys."""
+    for name, spec in (("concurrency", definition.concurrency), ("throttle", definition.throttle)):
+        if spec is not None:
+            yield (name, "key"), spec.key
     for item in _located_steps(definition):
         yield from _strings(item.step.config, (*item.loc, "config"))
         for a_index, action in enumerate(item.step.actions):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workflow_core.persistence import runs
+from workflow_core.statuses import RunStatus
 
 
 def run_summary(run: runs.RunRecord) -> dict[str, Any]:
@@ -15,6 +16,7 @@ def run_summary(run: runs.RunRecord) -> dict[str, Any]:
         "workflow_version": run.workflow_version,
         "status": run.status,
         "current_step_id": run.current_step_id,
+        "waiting_for": run.queued_for if run.status == RunStatus.WAITING else None,
         "error": run.error,
         "created_at": run.created_at,
         "updated_at": run.updated_at,

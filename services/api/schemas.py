@@ -252,6 +252,11 @@ class RunSummary(BaseModel):
     workflow_version: int
     status: RunStatus
     current_step_id: str | None
+    waiting_for: Literal["concurrency", "throttle"] | None = Field(
+        default=None,
+        description="a `waiting` run that has not started yet: what it waits for (its "
+        "workflow's concurrency limit or throttle); null otherwise",
+    )
     error: str | None
     created_at: datetime | None
     updated_at: datetime | None

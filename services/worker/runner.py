@@ -22,6 +22,8 @@ from workflow_core import actions, events, tracing
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine, parallel
 from workflow_core.engine.context import initial_context, posted_event_context
+from workflow_core.engine.durations import parse_timestamp
+from workflow_core.engine.gates import gate_keys, gate_of
 from workflow_core.errors import Unavailable
 from workflow_core.ids import effect_key, run_id_for
 from workflow_core.log import bound, get_logger
@@ -89,6 +91,7 @@ class RunDriver:
         run_id = run_id_for(event.event_id, workflow.id)
         first = machine.start(workflow.definition)
         assert isinstance(first, machine.RunStep)
+        context = _first_context(event, str(workflow.id), str(run_id))
         record = RunRecord(
             id=run_id,
             workflow_id=workflow.id,
@@ -100,18 +103,60 @@ class RunDriver:
             current_step_id=first.step.id,
             step_seq=first.seq,
             deliveries=deliveries,
-            context=_first_context(event, str(workflow.id), str(run_id)),
+            context=context,
         )
+        keys = gate_keys(workflow.definition, context, payload.get("org_id"))
+        if keys is not None:  # it queues until its gate lets it in (_begin): nothing reserved
+            queued_at = parse_timestamp(payload.get("submitted_at")) or self._now()
+            return runs.NewRun(
+                replace(
+                    record,
+                    status=RunStatus.WAITING,
+                    concurrency_key=keys.concurrency,
+                    throttle_key=keys.throttle,
+                    queued_for=keys.first_reason,
+                    queued_at=queued_at,
+                )
+            )
         return runs.NewRun(record, _leading_emails(run_id, first))
 
     async def _begin(
         self, workflow: ActiveWorkflow, inserted: runs.Inserted, deliveries: int
     ) -> None:
-        if not inserted.created:
-            await self._carry_on(inserted.run.id, deliveries)
+        run, definition = inserted.run, workflow.definition
+        if run.queued_for is not None and run.status == RunStatus.WAITING:
+            admitted = await self._admitted(run, definition)
+            if admitted is None:
+                return  # it waits its turn: a run that ends, or its throttle's timer, lets it in
+            run = admitted
+        elif not inserted.created:
+            await self._carry_on(run.id, deliveries)
             return
-        first = machine.start(workflow.definition)
-        await self._stretches.drive(inserted.run, workflow.definition, Resumption(first), {})
+        await self._drive(run, definition, Resumption(machine.start(definition)), {})
+
+    async def _admitted(self, run: RunRecord, definition: WorkflowDefinition) -> RunRecord | None:
+        """`run` (queued) as this worker's to drive when its gate lets it in now, else None."""
+        gate = gate_of(definition)
+        if gate is None:
+            return None
+        revision = await self._store.admit(run, gate, me=True)
+        if revision is None:
+            return None
+        return replace(run, status=RunStatus.RUNNING, queued_for=None, revision=revision)
+
+    async def _drive(
+        self,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        resumption: Resumption,
+        ledger: dict[str, Any],
+        journal: Journal | None = None,
+    ) -> None:
+        """Drive the run to its next resting point; a run of a workflow with limits that
+        ended frees its slot: the next queued runs of its keys are let in."""
+        done = await self._stretches.drive(run, definition, resumption, ledger, journal)
+        if done.finished and (gate := gate_of(definition)) is not None:
+            await self._store.admit(done, gate, me=False)
 
     async def _carry_on(self, run_id: UUID, deliveries: int) -> None:
         """A run an earlier delivery started and left part-way (a crash): go on from where it
@@ -122,7 +167,7 @@ class RunDriver:
         definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
         run = replace(run, deliveries=max(run.deliveries, deliveries))
         step = definition.step(run.current_step_id or definition.initial_step_id)
-        await self._stretches.drive(
+        await self._drive(
             run,
             definition,
             Resumption(machine.RunStep(step, _visit(run, step))),
@@ -138,9 +183,12 @@ class RunDriver:
 
     async def _resume(self, run_id: UUID, event: events.Event, deliveries: int) -> None:
         payload, cause = event.payload, event.payload["cause"]
-        if cause == "recover":
+        if cause in {"recover", "admitted"}:  # admitted: let in by another worker
             await self._carry_on(run_id, deliveries)
             await self._store.taken(event.event_id)
+            return
+        if cause == "admit":  # a throttle's window has room, or the sweep found it queued
+            await self._admit_queued(run_id, event.event_id)
             return
         run = await self._store.load(run_id)
         if run is not None and not run.finished and _maybe_in_parallel(run):
@@ -172,9 +220,20 @@ class RunDriver:
             await self._store.taken(event.event_id)
             return
         run, resumption = woken
-        await self._stretches.drive(
-            run, definition, resumption, await self._store.effects(run.id), journal
-        )
+        await self._drive(run, definition, resumption, await self._store.effects(run.id), journal)
+
+    async def _admit_queued(self, run_id: UUID, event_id: UUID) -> None:
+        """Try the gate for a queued run (and the others of its keys); drive it if let in."""
+        run = await self._store.load(run_id)
+        admitted = None
+        if run is not None and run.status == RunStatus.WAITING and run.queued_for is not None:
+            definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
+            admitted = await self._admitted(run, definition)
+        if admitted is None:
+            await self._store.taken(event_id)
+            return
+        journal = Journal(taken=[event_id])
+        await self._drive(admitted, definition, Resumption(machine.start(definition)), {}, journal)
 
     async def _after_waiting(
         self, run: RunRecord, step: StepSpec, seq: int, payload: dict[str, Any], cause: str
@@ -285,11 +344,12 @@ class RunDriver:
             run = replace(run, step_seq=max(run.step_seq, decision.seq))
         run = await self._store.checkpoint(replace(run, context=context), journal)
         entry = machine.RunStep(step, _visit(run, step))
-        await self._stretches.drive(
+        await self._drive(
             run,
             definition,
             replace(resumption, decision=entry, branch=cursor.branch),
             await self._store.effects(run.id),
+            Journal(),
         )
 
     async def _put_off(self, run: RunRecord, event: events.Event) -> None:
@@ -350,11 +410,25 @@ class RunDriver:
             reason = f"{type(error).__name__}: {error}"[:2000]
             log.exception("run_failed_unexpectedly", run_id=str(run_id), error=reason)
             await self._store.fail(run_id, reason, fresh=fresh)
+            await self._free_slot(run_id)
         finally:
             try:
                 await self._ledger.release_held(run_id)
             except Unavailable as error:  # they stay ours; this process takes them when it can
                 log.warning("reservations_not_released", run_id=str(run_id), error=str(error))
+
+    async def _free_slot(self, run_id: UUID) -> None:
+        """A run of a workflow with limits that failed outside the engine lets the next of its
+        queue in too (should this fail, the reconcile sweep finds the queue)."""
+        try:
+            run = await self._store.load(run_id)
+            if run is None or (run.concurrency_key is None and run.throttle_key is None):
+                return
+            definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
+            if (gate := gate_of(definition)) is not None:
+                await self._store.admit(run, gate, me=False)
+        except Exception as error:
+            log.warning("queue_not_advanced", run_id=str(run_id), error=str(error))
 
     async def _exclusively(self, run_id: UUID, work: Work, again: Work) -> None:
         """One event at a time per run in this process (a duplicate waits, then finds the work

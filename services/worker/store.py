@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from workflow_core.engine.gates import Gate, GateKeys
 from workflow_core.persistence import (
     checkpoints,
     control,
     effects,
+    gates,
     human_tasks,
     posted_events,
     runs,
@@ -78,6 +80,23 @@ class RunStore:
         """Whether the run was cancelled (POST /runs/{id}/cancel) since it was loaded."""
         async with translate_errors():
             return await control.status_of(self._pool, run_id) == RunStatus.CANCELLED
+
+    async def admit(self, run: RunRecord, gate: Gate, *, me: bool) -> int | None:
+        """Let in the queued runs of `run`'s keys that fit now (engine/gates.py decides).
+        With `me`, `run` itself is this worker's to drive when it is let in: its new revision,
+        else None. Only runs of workflows with limits come here."""
+        keys = GateKeys(run.concurrency_key, run.throttle_key)
+        async with translate_errors(), self._pool.acquire() as conn, conn.transaction():
+            admitted = await gates.admit(
+                conn,
+                run.workflow_id,
+                run.org_id,
+                keys,
+                gate,
+                me=run.id if me else None,
+                owner=self._ledger.owner,
+            )
+        return admitted.get(run.id) if me else None
 
     async def load(self, run_id: UUID) -> RunRecord | None:
         async with translate_errors():

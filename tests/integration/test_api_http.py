@@ -231,6 +231,11 @@ def _step(step_id: str, **changes: Any) -> dict[str, Any]:
         ),
         (_definition(steps=[_step("step1", type="teleport")]), "steps[0].type"),
         (_definition(trigger="form_submitted"), "trigger"),
+        (
+            {**_definition(), "concurrency": {"key": "{data.email}", "limit": 0}},
+            "concurrency.limit",
+        ),
+        ({**_definition(), "throttle": {"key": "k", "limit": 1, "per": "often"}}, "throttle.per"),
     ],
     ids=[
         "initial-unknown",
@@ -243,6 +248,8 @@ def _step(step_id: str, **changes: Any) -> dict[str, Any]:
         "operator",
         "step-type",
         "trigger-shape",
+        "concurrency-limit",
+        "throttle-per",
     ],
 )
 async def test_invalid_definitions_are_422_naming_the_path(

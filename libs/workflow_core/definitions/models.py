@@ -67,10 +67,29 @@ class TriggerSpec(_Strict):
     catch_up: bool = False
 
 
+class ConcurrencySpec(_Strict):
+    """At most `limit` runs per rendered `key` (within the organisation) active at once; the
+    others are queued and start in the order they were created."""
+
+    key: str = Field(min_length=1, max_length=1000)
+    limit: StrictInt = Field(ge=1, le=100_000)
+
+
+class ThrottleSpec(_Strict):
+    """At most `limit` run starts per rendered `key` (within the organisation) in any window
+    of `per` (an ISO 8601 duration or seconds); a run over it starts when the window allows."""
+
+    key: str = Field(min_length=1, max_length=1000)
+    limit: StrictInt = Field(ge=1, le=1_000_000)
+    per: str | StrictFloat | StrictInt
+
+
 class WorkflowDefinition(_Strict):
     trigger: TriggerSpec
     initial_step_id: str = Field(min_length=1)
     steps: list[StepSpec] = Field(min_length=1)
+    concurrency: ConcurrencySpec | None = None
+    throttle: ThrottleSpec | None = None
 
     def step(self, step_id: str) -> StepSpec:
         """A step by id, a branch's step included (ids are unique across the workflow)."""

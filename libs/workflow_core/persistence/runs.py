@@ -40,6 +40,13 @@ class RunRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None
+    concurrency_key: str | None = None
+    throttle_key: str | None = None
+    queued_for: str | None = None
+    """While the run waits its turn (status `waiting`): `concurrency` or `throttle`."""
+    queued_at: datetime | None = None
+    """Its place in its queues: when its form was submitted."""
+    admitted_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -48,7 +55,9 @@ class RunRecord:
 
 _RUN_FIELDS = tuple(RunRecord.__dataclass_fields__)
 _INSERTED = tuple(
-    n for n in _RUN_FIELDS if n not in {"created_at", "updated_at", "finished_at", "revision"}
+    n
+    for n in _RUN_FIELDS
+    if n not in {"created_at", "updated_at", "finished_at", "revision", "admitted_at"}
 )
 
 
@@ -239,6 +248,7 @@ async def _fail_where(db: Executor, reason: str, which: Any) -> int:
         .values(
             status=RunStatus.FAILED,
             error=reason,
+            queued_for=None,  # a failed run is in no queue (a retry starts it at once)
             revision=runs.c.revision + 1,
             updated_at=func.now(),
             finished_at=func.now(),
@@ -249,7 +259,7 @@ async def _fail_where(db: Executor, reason: str, which: Any) -> int:
 _FAIL = f"""
     WITH failed AS (
         UPDATE runs SET status = 'failed', error = $2, revision = revision + 1,
-            updated_at = now(), finished_at = now(), owner = $3
+            updated_at = now(), finished_at = now(), owner = $3, queued_for = NULL
         WHERE id = $1 AND status IN ('running', 'waiting')
         RETURNING id, step_seq
     ), step AS (
@@ -285,6 +295,7 @@ async def fail(
                 **{name: getattr(fresh, name) for name in _INSERTED},
                 "status": RunStatus.FAILED,
                 "error": reason,
+                "queued_for": None,
             }
         ]
         if fresh is not None

@@ -149,6 +149,15 @@ runs = Table(
     # The worker (effect owner) that wrote it last: a running run whose owner stopped beating
     # is picked up again by the reconcile sweep.
     Column("owner", Text, nullable=True),
+    # Concurrency keys and throttles (engine/gates.py): the run's keys, namespaced by
+    # organisation (NULL: its workflow sets no such limit); while it is queued, what it waits
+    # for (`concurrency` or `throttle`, status `waiting`); its place in the queue (when its
+    # form was submitted: runs created by one statement share `created_at`); when it was let in.
+    Column("concurrency_key", Text, nullable=True),
+    Column("throttle_key", Text, nullable=True),
+    Column("queued_for", Text, nullable=True),
+    Column("queued_at", DateTime(timezone=True), nullable=True),
+    Column("admitted_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("event_id", "workflow_id"),
     Index("ix_runs_running_updated", "updated_at", postgresql_where=text("status = 'running'")),
     Index("ix_runs_submission", "submission_id"),
@@ -156,6 +165,36 @@ runs = Table(
     Index("ix_runs_status_created", "status", "created_at"),
     # What RUN_RETENTION_DAYS purges, and what POST /runs/retry's window filters by.
     Index("ix_runs_finished_at", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
+    Index(
+        "ix_runs_concurrency_active",
+        "workflow_id",
+        "concurrency_key",
+        postgresql_where=text(
+            "concurrency_key IS NOT NULL AND queued_for IS NULL "
+            "AND status IN ('running', 'waiting')"
+        ),
+    ),
+    Index(
+        "ix_runs_concurrency_queued",
+        "workflow_id",
+        "concurrency_key",
+        "queued_at",
+        postgresql_where=text("queued_for IS NOT NULL AND status = 'waiting'"),
+    ),
+    Index(
+        "ix_runs_throttle_queued",
+        "workflow_id",
+        "throttle_key",
+        "queued_at",
+        postgresql_where=text("queued_for IS NOT NULL AND status = 'waiting'"),
+    ),
+    Index(
+        "ix_runs_throttle_starts",
+        "workflow_id",
+        "throttle_key",
+        "admitted_at",
+        postgresql_where=text("throttle_key IS NOT NULL AND admitted_at IS NOT NULL"),
+    ),
 )
 
 run_steps = Table(
@@ -266,6 +305,12 @@ timers = Table(
     _created(),
     Column("fired_at", DateTime(timezone=True), nullable=True),
     Index("ix_timers_due", "due_at", postgresql_where=text("fired_at IS NULL")),
+    # A throttled run's pending wake-up, looked for before another is set (persistence/gates.py).
+    Index(
+        "ix_timers_admit_pending",
+        "run_id",
+        postgresql_where=text("kind = 'admit' AND fired_at IS NULL"),
+    ),
 )
 
 # Every worker process, with the heartbeat it keeps: an owner whose heartbeat is older than
