@@ -15,7 +15,7 @@ from services.api.http_protocol import OneWritePerResponse
 from workflow_core.log import configure_logging, logging_config
 from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.runtime import freeze_startup_objects
-from workflow_core.settings import Settings, SettingsError, load_settings
+from workflow_core.settings import Settings, SettingsError, load_settings, missing_link_secret
 from workflow_core.version import command_line
 
 
@@ -59,6 +59,9 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     refuse_to_be_open(settings)
+    refusal = missing_link_secret(settings)
+    if refusal:
+        raise SettingsError(refusal)
     # Before uvicorn: a database that cannot be used stops the process with one line (inside
     # uvicorn's start-up it would be a page of traceback).
     asyncio.run(migrate_at_start(settings))

@@ -11,10 +11,12 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from services.api import errors, intake, observe, openapi
-from services.api.auth import OPEN_PATHS, Authenticate
+from services.api.auth import OPEN_PATHS, OPEN_PREFIXES, Authenticate
 from services.api.body_limit import BodyLimit
+from services.api.cors import Cors
 from services.api.deps import Database
 from services.api.keys import KeyRing
+from services.api.pages import approvals, forms
 from services.api.routes import (
     api_keys,
     dead_letters,
@@ -113,8 +115,11 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     # Added last, so it runs first: a refused request is never read.
     app.add_middleware(Authenticate)
+    # Before authentication: preflights carry no key, and refusals need CORS headers too.
+    app.add_middleware(Cors, origins=settings.cors_origins)
     errors.install(app)
-    for module in (submissions, workflows, runs, tickets, tasks, dead_letters, api_keys, health):
+    routers = (submissions, workflows, runs, tickets, tasks, dead_letters, api_keys, health)
+    for module in (*routers, forms, approvals):
         _document_common_answers(module.router)
         app.include_router(module.router)
     # Outside authentication: /metrics and the docs' assets are open (CONTRACT section 7).
@@ -137,7 +142,7 @@ def _document_common_answers(router: APIRouter) -> None:
                 413, {"description": "the body is larger than API_MAX_BODY_BYTES"}
             )
         route.responses.setdefault(503, {"description": "PostgreSQL or Redis does not answer"})
-        if route.path not in OPEN_PATHS:
+        if route.path not in OPEN_PATHS and not route.path.startswith(OPEN_PREFIXES):
             route.responses.setdefault(401, {"description": "no API key, or an unknown one"})
             route.responses.setdefault(
                 403, {"description": "the key may not do this (scope, organisation)"}

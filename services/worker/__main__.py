@@ -17,6 +17,7 @@ from services.worker.catalog import Catalog
 from services.worker.config import WorkerConfig
 from services.worker.handler import EventHandler
 from services.worker.heartbeat import Heartbeat, LivenessFile
+from services.worker.notify import LinkMaker
 from services.worker.runner import RunDriver, utcnow
 from services.worker.scheduler import TimerScheduler
 from services.worker.store import RunStore
@@ -41,7 +42,7 @@ from workflow_core.relay import OutboxRelay
 from workflow_core.runtime import freeze_startup_objects
 from workflow_core.runtime.pacing import settle
 from workflow_core.sampler import Sampler
-from workflow_core.settings import Settings, load_settings
+from workflow_core.settings import Settings, SettingsError, load_settings, missing_link_secret
 from workflow_core.version import command_line
 
 log = get_logger("services.worker")
@@ -178,6 +179,7 @@ async def _consume(
         step_budget=settings.run_step_budget,
         retry_policy=retry,
         now=utcnow,
+        links=LinkMaker.from_settings(settings),
         limits=settings.limits,
     )
     driver = RunDriver(
@@ -250,6 +252,9 @@ def main() -> None:
     ).parse_args()
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    refusal = missing_link_secret(settings)
+    if refusal:
+        raise SettingsError(refusal)
     with contextlib.suppress(ImportError):
         import uvloop
 
