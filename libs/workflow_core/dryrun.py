@@ -127,6 +127,10 @@ def dry_run(
                 "assignee_email": decision.assignee_email,
                 "due_at": (now + decision.due_in).isoformat() if decision.due_in else None,
             }
+            if decision.outcomes:
+                entry["task"]["outcomes"] = list(decision.outcomes)
+            if decision.shown:
+                entry["task"]["fields"] = dict(decision.shown)
             if step.id not in outcomes:
                 report["status"] = RunStatus.WAITING
                 report["waiting_for"] = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from tests.support.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW
 from workflow_core.definitions import WorkflowDefinition
@@ -118,3 +118,13 @@ def test_a_loop_runs_into_the_step_budget() -> None:
     report = dry_run(definition, form=EXAMPLE_FORM, now=NOW, step_budget=5)
     assert report["status"] == "failed" and "budget" in report["error"]
     assert report["path"] == ["a"] * 5
+
+
+def test_a_task_shows_its_outcomes_and_the_fields_its_assignee_sees() -> None:
+    steps = cast(list[dict[str, Any]], APPROVAL["steps"])
+    config = {"outcomes": ["approved", "rejected"], "fields": ["name"]}
+    definition = _definition({**APPROVAL, "steps": [{**steps[0], "config": config}, *steps[1:]]})
+    form = {**EXAMPLE_FORM, "data": {"email": "a@b.c", "name": "Ada"}}
+    task = dry_run(definition, form=form, now=NOW)["steps"][0]["task"]
+    assert task["outcomes"] == ["approved", "rejected"]
+    assert task["fields"] == {"name": "Ada"}
