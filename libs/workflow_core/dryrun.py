@@ -120,17 +120,7 @@ def dry_run(
                 decision = machine.Fail(f"{step.id} (the assignee's email): {refused}")
                 break
         if isinstance(decision, machine.OpenTask):
-            entry["task"] = {
-                "title": decision.title,
-                "description": decision.description,
-                "assignee": decision.assignee,
-                "assignee_email": decision.assignee_email,
-                "due_at": (now + decision.due_in).isoformat() if decision.due_in else None,
-            }
-            if decision.outcomes:
-                entry["task"]["outcomes"] = list(decision.outcomes)
-            if decision.shown:
-                entry["task"]["fields"] = dict(decision.shown)
+            entry["task"] = _task_entry(decision, now)
             if step.id not in outcomes:
                 report["status"] = RunStatus.WAITING
                 report["waiting_for"] = (
@@ -228,3 +218,19 @@ def _preview_actions(
             entry["would"] = preview
         results.append(preview)  # stands in for the real result in later steps' context
     return rendered, results, None
+
+
+def _task_entry(decision: machine.OpenTask, now: datetime) -> dict[str, Any]:
+    """The task a human task step would open, as the dry run shows it."""
+    task: dict[str, Any] = {
+        "title": decision.title,
+        "description": decision.description,
+        "assignee": decision.assignee,
+        "assignee_email": decision.assignee_email,
+        "due_at": (now + decision.due_in).isoformat() if decision.due_in else None,
+    }
+    if decision.outcomes:
+        task["outcomes"] = list(decision.outcomes)
+    if decision.shown:
+        task["fields"] = dict(decision.shown)
+    return task

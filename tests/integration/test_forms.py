@@ -194,6 +194,24 @@ async def test_keys_are_checked(api: InProcessApi, site: tuple[str, str]) -> Non
     assert await stored(api, owner) == []
 
 
+async def test_a_browser_is_shown_its_refusal_as_a_page(
+    api: InProcessApi, site: tuple[str, str]
+) -> None:
+    _, key = site
+    browser = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    refused = await api.client.post(
+        f"/f/{key}/contact", data={"a": "b"}, headers={**browser, "origin": "http://other.test"}
+    )
+    assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/html")
+    assert "http://other.test" in refused.text
+    with_file = await api.client.post(
+        f"/f/{key}/contact", files={"cv": ("cv.pdf", b"%PDF", "application/pdf")}, headers=browser
+    )
+    assert with_file.status_code == 422 and "cv.pdf" in with_file.text
+    unknown = await api.client.post("/f/fl_live_nobody/contact", data={"a": "b"}, headers=browser)
+    assert unknown.status_code == 401 and "unknown key" in unknown.text
+
+
 async def test_a_page_can_read_a_refusal(api: InProcessApi) -> None:
     """A 401 carries the CORS headers too, so a page's script can tell the user why."""
     answer = await api.client.post(

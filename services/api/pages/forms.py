@@ -57,9 +57,10 @@ _BODY = {
 }
 
 
-_UNKNOWN_KEY = orjson.dumps(
-    {"detail": "unknown key: the form's URL needs a key with the `submit` scope"}
+_UNKNOWN_KEY_TEXT = (
+    "unknown key: the form's URL needs an organisation's key with the `submit` scope"
 )
+_UNKNOWN_KEY = orjson.dumps({"detail": _UNKNOWN_KEY_TEXT})
 
 
 @router.post(
@@ -87,8 +88,25 @@ async def post_form(
 ) -> Response:
     """Store a form posted by a web page: the fields become `data` (a repeated name becomes
     a list), the key gives the organisation."""
+    try:
+        return await _take(request, key, template_id, idempotency_key)
+    except (Forbidden, Unprocessable) as refused:
+        if not _wants_html(request.headers.get("accept", "")):
+            raise  # JSON, as from every other route
+        status, heading = (
+            (403, "Not accepted") if isinstance(refused, Forbidden) else (422, "Not sent")
+        )
+        message = refused.reason if isinstance(refused, Unprocessable) else str(refused)
+        return page("problem.html", status, heading=heading, message=message)
+
+
+async def _take(
+    request: Request, key: str, template_id: str, idempotency_key: str | None
+) -> Response:
     principal = await _form_key(request, key)
     if principal is None:
+        if _wants_html(request.headers.get("accept", "")):
+            return page("problem.html", 401, heading="Not accepted", message=_UNKNOWN_KEY_TEXT)
         return Response(_UNKNOWN_KEY, status_code=401, media_type="application/json")
     from_allowed_origin(principal, request.headers.get("origin"))
     fields = await _fields(request)
@@ -173,6 +191,11 @@ def _redirect(value: Any, principal: Principal) -> str | None:
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         return None
     return url if f"{parts.scheme}://{parts.netloc}" in principal.allowed_origins else None
+
+
+def _wants_html(accept: str) -> bool:
+    """A browser navigating (a plain form): its refusals are pages too."""
+    return "text/html" in accept.lower()
 
 
 def _only_json(accept: str) -> bool:
