@@ -64,7 +64,6 @@ async def task_page(token: Token, request: Request) -> Response:
         shown=_shown(task),
         outcome=link.outcome,
         outcomes=(task["fields"] or {}).get("outcomes") or [],
-        action=f"/t/{token}",
         expires=link.expires,
         comment_limit=COMMENT_LIMIT,
     )
@@ -119,7 +118,8 @@ async def decide(
         return _problem(409, "Cannot be decided", str(error))
     except Unprocessable as error:
         return _problem(422, "Not this answer", error.reason)
-    return RedirectResponse(f"/t/{token}", status_code=303)
+    # Relative, so that it holds behind a proxy that serves the API under a path.
+    return RedirectResponse(token, status_code=303)
 
 
 class _Refused(Exception):
