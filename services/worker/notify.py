@@ -72,7 +72,8 @@ def _text(task: Mapping[str, Any], run_id: UUID, links: _Links) -> str:
     lines = [f"A task is waiting for you: {task['title']}", ""]
     if task.get("description"):
         lines += [task["description"], ""]
-    lines += [f"{name}: {value}" for name, value in _shown(task)]
+    shown = [f"{name}: {value}" for name, value in _shown(task)]
+    lines += [*shown, ""] if shown else []
     lines += [f"Task: {task['id']}", f"Run: {run_id}"]
     if due is not None:
         lines.append(f"Due: {due.isoformat()}")
