@@ -150,6 +150,8 @@ def plan(settings: Settings) -> Plan:
         "PYTHONUNBUFFERED": "1",
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
         "API_ADMIN_KEY": admin_key or new_admin_key(),
+        # The API and the worker share it; one made for this run suits a laptop.
+        "TASK_LINK_SECRET": _configured("TASK_LINK_SECRET") or secrets.token_urlsafe(32),
         "WORKER_HEALTH_FILE": health_file,
     }
     flag = os.environ.get("CATCHER")

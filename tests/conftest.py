@@ -121,6 +121,8 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 SettingsFactory = Callable[..., Settings]
+# The API refuses to start with an operator's key and no TASK_LINK_SECRET.
+TEST_LINK_SECRET = "test-task-link-secret-" + "0123456789" * 2
 
 
 @pytest.fixture
@@ -149,6 +151,7 @@ def make_settings(
             "webhook_allowed_hosts": RECEIVER_HOST,
             # Tests run side by side: a worker serves metrics only where a test gives a port.
             "worker_metrics_port": 0,
+            "task_link_secret": TEST_LINK_SECRET,
         }
         values.update(overrides)
         return load_settings(_env_file=None, **values)
@@ -281,7 +284,11 @@ async def module_stack(
         redis_password=servers.redis_password,
         redis_stream_name=stream,
         log_level="WARNING",
-        **{"webhook_allowed_hosts": RECEIVER_HOST, **settings_values},
+        **{
+            "webhook_allowed_hosts": RECEIVER_HOST,
+            "task_link_secret": TEST_LINK_SECRET,
+            **settings_values,
+        },
     )
     stack = Stack(settings, log_dir)
     try:

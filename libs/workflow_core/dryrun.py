@@ -252,16 +252,6 @@ class _Walk:
         )
 
 
-def _task_entry(decision: machine.OpenTask, now: datetime) -> dict[str, Any]:
-    return {
-        "title": decision.title,
-        "description": decision.description,
-        "assignee": decision.assignee,
-        "assignee_email": decision.assignee_email,
-        "due_at": (now + decision.due_in).isoformat() if decision.due_in else None,
-    }
-
-
 def _step_locs(definition: WorkflowDefinition) -> dict[str, tuple[str | int, ...]]:
     """Each step's path in the definition, a branch's steps included."""
     locs: dict[str, tuple[str | int, ...]] = {}
@@ -385,3 +375,19 @@ def _preview_actions(
             entry["would"] = preview
         results.append(preview)  # stands in for the real result in later steps' context
     return rendered, results, None
+
+
+def _task_entry(decision: machine.OpenTask, now: datetime) -> dict[str, Any]:
+    """The task a human task step would open, as the dry run shows it."""
+    task: dict[str, Any] = {
+        "title": decision.title,
+        "description": decision.description,
+        "assignee": decision.assignee,
+        "assignee_email": decision.assignee_email,
+        "due_at": (now + decision.due_in).isoformat() if decision.due_in else None,
+    }
+    if decision.outcomes:
+        task["outcomes"] = list(decision.outcomes)
+    if decision.shown:
+        task["fields"] = dict(decision.shown)
+    return task

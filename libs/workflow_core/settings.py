@@ -7,6 +7,7 @@ A bad value stops the process with one line naming the setting (`load_settings`)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -81,6 +82,17 @@ class Settings(BaseSettings):
     # this); 0 = no limit.
     submit_rate_per_org: Annotated[float, Field(ge=0, le=1_000_000)] = 200.0
     max_workflows_per_org: PositiveInt = 1000
+    # Web pages (CONTRACT §8): origins that get CORS answers (comma-separated, `*` allowed).
+    cors_allow_origins: str = ""
+    # Where people reach the API: the links in task emails start with it. Empty: from
+    # API_HOST and API_PORT.
+    public_base_url: str = ""
+    # Signs the approval links in task emails; the API and every worker need the same one.
+    # Required (32+ characters) when API_ADMIN_KEY is set; without either, a development
+    # secret is derived from DATABASE_URL.
+    task_link_secret: str = ""
+    # How long an approval link works when its task has no due time.
+    task_link_ttl_seconds: Annotated[float, Field(ge=60, le=366 * 86_400)] = 7 * 86_400.0
 
     # Worker
     worker_concurrency: PositiveInt = 32
@@ -209,6 +221,67 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in _split(value):
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme and host (and port), such as "
+                    "https://www.example.com, without a path; or `*`"
+                )
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in {"http", "https"} or not parts.netloc):
+            raise ValueError(
+                "must be an http:// or https:// URL, such as https://flows.example.com"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("must be a URL without a query or fragment")
+        return value
+
+    @field_validator("task_link_secret")
+    @classmethod
+    def _link_secret(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[\x21-\x7e]{32,}", value):
+            raise ValueError(
+                "must be at least 32 printable ASCII characters without spaces (make one with "
+                '`python -c "import secrets; print(secrets.token_urlsafe(32))"`)'
+            )
+        return value
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        return tuple(_split(self.cors_allow_origins))
+
+    @property
+    def base_url(self) -> str:
+        """PUBLIC_BASE_URL without its trailing slash, or the API's own address."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.api_host in {"0.0.0.0", "::", ""} else self.api_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def task_link_key(self) -> bytes | None:
+        """The key that signs approval links: TASK_LINK_SECRET. Without it, in a deployment
+        with an operator's key, None: task emails carry no links (a guessable key would let
+        anyone decide any task). Without either (an open development setup, where the API
+        itself asks for no key), one derived from DATABASE_URL, which the API and the workers
+        share."""
+        if self.task_link_secret:
+            return self.task_link_secret.encode()
+        if self.admin_key:
+            return None
+        return hashlib.sha256(
+            b"flowline task links (development)" + self.database_url.encode()
+        ).digest()
+
     @property
     def admin_key(self) -> str:
         """The operator's key, by its name or its old one (API_TOKEN)."""
@@ -270,6 +343,25 @@ class Settings(BaseSettings):
         return self.worker_consumer_name or f"{socket.gethostname()}-{os.getpid()}"
 
 
+_ORIGIN = re.compile(r"https?://[^/\s?#]+")
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def links_off_warning(settings: Settings) -> str | None:
+    """What the process says at start when approval links are off: an operator's key is set
+    (a real deployment) but TASK_LINK_SECRET is not, so links could not be signed safely."""
+    if settings.task_link_key is None:
+        return (
+            "API_ADMIN_KEY is set but TASK_LINK_SECRET is not: task emails carry no approval "
+            "links; set TASK_LINK_SECRET (32+ characters, the same for the API and every "
+            "worker) to have them"
+        )
+    return None
+
+
 class SettingsError(SystemExit):
     """A setting has a value Flowline cannot use; the message names it."""
 
@@ -280,7 +372,7 @@ def describe_error(error: ValidationError) -> str:
         return f"invalid settings: {first['msg'].removeprefix('Value error, ')}"
     name = str(first["loc"][0]).upper()
     value = first.get("input")
-    if "PASSWORD" in name or "TOKEN" in name or "KEY" in name or "SECRET" in name:
+    if any(word in name for word in ("PASSWORD", "TOKEN", "KEY", "SECRET")):
         shown = "'***'"
     elif isinstance(value, str) and "://" in value:
         shown = repr(re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", value))  # hide passwords

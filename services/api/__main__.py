@@ -13,11 +13,13 @@ from services.api import cli, workflows_cli
 from services.api.app import create_app
 from services.api.http_protocol import OneWritePerResponse
 from workflow_core import tracing
-from workflow_core.log import configure_logging, logging_config
+from workflow_core.log import configure_logging, get_logger, logging_config
 from workflow_core.persistence.migrate import migrate_at_start
 from workflow_core.runtime import freeze_startup_objects
-from workflow_core.settings import Settings, SettingsError, load_settings
+from workflow_core.settings import Settings, SettingsError, links_off_warning, load_settings
 from workflow_core.version import command_line
+
+log = get_logger("services.api")
 
 
 def refuse_to_be_open(settings: Settings) -> None:
@@ -64,6 +66,8 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     refuse_to_be_open(settings)
     tracing.configure(settings.otel_enabled, "flowline-api")
+    if warning := links_off_warning(settings):
+        log.warning("task_links_off", detail=warning)
     # Before uvicorn: a database that cannot be used stops the process with one line (inside
     # uvicorn's start-up it would be a page of traceback).
     asyncio.run(migrate_at_start(settings))

@@ -12,10 +12,12 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from services.api import console, errors, intake, observe, openapi
-from services.api.auth import OPEN_PATHS, Authenticate
+from services.api.auth import OPEN_PATHS, OPEN_PREFIXES, Authenticate
 from services.api.body_limit import BodyLimit
+from services.api.cors import Cors
 from services.api.deps import Database
 from services.api.keys import KeyRing
+from services.api.pages import approvals, forms
 from services.api.routes import (
     api_keys,
     dead_letters,
@@ -118,18 +120,11 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     # Added last, so it runs first: a refused request is never read.
     app.add_middleware(Authenticate)
+    # Before authentication: preflights carry no key, and refusals need CORS headers too.
+    app.add_middleware(Cors, origins=settings.cors_origins)
     errors.install(app)
-    for module in (
-        submissions,
-        events,
-        workflows,
-        runs,
-        tickets,
-        tasks,
-        dead_letters,
-        api_keys,
-        health,
-    ):
+    routers = (submissions, events, workflows, runs, tickets, tasks, dead_letters, api_keys, health)
+    for module in (*routers, forms, approvals):
         _document_common_answers(module.router)
         app.include_router(module.router)
     console.install(app, settings)  # HTML pages, not in the OpenAPI document
@@ -153,7 +148,7 @@ def _document_common_answers(router: APIRouter) -> None:
                 413, {"description": "the body is larger than API_MAX_BODY_BYTES"}
             )
         route.responses.setdefault(503, {"description": "PostgreSQL or Redis does not answer"})
-        if route.path not in OPEN_PATHS:
+        if route.path not in OPEN_PATHS and not route.path.startswith(OPEN_PREFIXES):
             route.responses.setdefault(401, {"description": "no API key, or an unknown one"})
             route.responses.setdefault(
                 403, {"description": "the key may not do this (scope, organisation)"}

@@ -12,9 +12,10 @@ from services.api.keys import KeyRing, bearer
 from workflow_core.errors import Unavailable
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc"})
-# The API docs' own files, the form endpoint (its key is in its path: CONTRACT §8), and the
-# console, which checks its own session cookie (services/api/console/identity.py).
-OPEN_PREFIXES = ("/docs/", "/redoc/", "/static/", "/f/", "/console/")
+# The API docs' own files, the form endpoint (its key is in its path: CONTRACT §8), the task
+# pages of the assignees' emails (their signed token is in the path: pages/approvals.py) and
+# the console, which checks its own session cookie (services/api/console/identity.py).
+OPEN_PREFIXES = ("/docs/", "/redoc/", "/static/", "/f/", "/t/", "/console/")
 _REFUSAL = orjson.dumps(
     {"detail": "missing or unknown API key: send the header `Authorization: Bearer <key>`"}
 )

@@ -472,6 +472,26 @@ class TaskCompletion(BaseModel):
     completed_by: ShortText | None = None
 
 
+COMMENT_LIMIT = 2000
+
+
+class TaskDecision(BaseModel):
+    """What the button of a task's page (`/t/{token}`) posts, as a plain HTML form."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"outcome": "approved", "comment": "Go ahead."}]}
+    )
+
+    outcome: str | None = Field(
+        default=None,
+        max_length=40,
+        description="needed on the task's page; an outcome's link has its own",
+    )
+    comment: str | None = Field(
+        default=None, max_length=COMMENT_LIMIT, description="lands in `task.data.comment`"
+    )
+
+
 # -- API keys -----------------------------------------------------------------------------
 
 Scope = Literal["submit", "tasks", "admin"]

@@ -18,6 +18,7 @@ from services.worker.config import WorkerConfig
 from services.worker.handler import EventHandler
 from services.worker.heartbeat import Heartbeat, LivenessFile
 from services.worker.housekeeping import purge_old_runs
+from services.worker.notify import LinkMaker
 from services.worker.runner import RunDriver, utcnow
 from services.worker.scheduler import ScheduleFirer, TimerScheduler
 from services.worker.store import RunStore
@@ -42,7 +43,7 @@ from workflow_core.relay import OutboxRelay
 from workflow_core.runtime import freeze_startup_objects
 from workflow_core.runtime.pacing import settle
 from workflow_core.sampler import Sampler
-from workflow_core.settings import Settings, load_settings
+from workflow_core.settings import Settings, links_off_warning, load_settings
 from workflow_core.version import command_line
 
 log = get_logger("services.worker")
@@ -185,6 +186,7 @@ async def _consume(
         step_budget=settings.run_step_budget,
         retry_policy=retry,
         now=utcnow,
+        links=LinkMaker.from_settings(settings),
         limits=settings.limits,
     )
     driver = RunDriver(
@@ -282,6 +284,8 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     tracing.configure(settings.otel_enabled, "flowline-worker")
+    if warning := links_off_warning(settings):
+        log.warning("task_links_off", detail=warning)
     with contextlib.suppress(ImportError):
         import uvloop
 

@@ -20,7 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from services.worker.execution import Failed, Retry, execute_action
-from services.worker.notify import assignee_email
+from services.worker.notify import LinkMaker, assignee_email
 from services.worker.store import RunStore
 from workflow_core import tracing
 from workflow_core.actions.base import ActionCall, ActionDeps
@@ -72,11 +72,12 @@ class Stretches:
         step_budget: int,
         retry_policy: RetryPolicy,
         now: Callable[[], datetime],
+        links: LinkMaker,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._store, self._deps, self._ledger = store, deps, ledger
         self._budget, self._retry_policy, self._now = step_budget, retry_policy, now
-        self._limits = limits
+        self._limits, self._links = limits, links
 
     async def drive(
         self,
@@ -386,7 +387,7 @@ class Stretches:
         journal = Journal()
         outcome = await execute_action(
             call,
-            assignee_email(task, run.id),
+            assignee_email(task, run.id, self._links, self._now()),
             self._deps,
             policy=self._retry_policy,
             journal=journal,

@@ -62,3 +62,21 @@ def test_version_is_printed_without_touching_any_server(module: str) -> None:
 
     assert ended.returncode == 0, ended.stderr
     assert ended.stdout.strip() == f"flowline {version()}"
+
+
+@pytest.mark.parametrize("module", ["services.api", "services.worker"])
+def test_a_short_task_link_secret_stops_the_process(module: str) -> None:
+    """Approval links signed with a guessable key could decide any task: a TASK_LINK_SECRET
+    that is too short stops the API and the workers alike, with one line that does not echo
+    it. Neither process reaches the database (DATABASE_URL points nowhere)."""
+    ended = _start(
+        module,
+        API_ADMIN_KEY="fl_admin_" + "x" * 40,
+        TASK_LINK_SECRET="too-short",
+        DATABASE_URL="postgresql://x@127.0.0.1:1/x",
+    )
+    assert ended.returncode != 0
+    lines = ended.stderr.strip().splitlines()
+    assert len(lines) == 1, ended.stderr
+    assert "TASK_LINK_SECRET" in lines[0] and "Traceback" not in ended.stderr
+    assert "too-short" not in lines[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -27,6 +28,8 @@ from services.api.console import ROUTERS as CONSOLE_ROUTERS
 from tests.conftest import Stack, module_stack
 from tests.support.services import Servers
 from tests.support.waiting import eventually
+from workflow_core import task_links
+from workflow_core.task_links import TaskLink
 
 ADMIN = "fl_admin_" + uuid.uuid4().hex + uuid.uuid4().hex
 TOKEN = uuid.uuid4().hex[:8]
@@ -141,6 +144,12 @@ def _form(org_id: str | None = ORG_A) -> dict[str, Any]:
 
 
 # (method, path template) -> how B calls it against A, and what B may get back.
+def _forged(world: World) -> str:
+    """A link to A's task signed with a key that is not the API's."""
+    link = TaskLink(uuid.UUID(world.task), "approved", datetime.now(UTC) + timedelta(days=1))
+    return task_links.sign(b"not the deployment's TASK_LINK_SECRET", link)
+
+
 MATRIX: dict[tuple[str, str], tuple[Call, set[int]]] = {
     ("POST", "/submit"): (
         lambda c, w, h: c.post("/submit", json=_form(), headers=h), {403}),
@@ -220,6 +229,15 @@ MATRIX: dict[tuple[str, str], tuple[Call, set[int]]] = {
     ("HEAD", "/healthz"): (lambda c, w, h: c.head("/healthz", headers=h), {200}),
     ("GET", "/readyz"): (lambda c, w, h: c.get("/readyz", headers=h), {200}),
     ("HEAD", "/readyz"): (lambda c, w, h: c.head("/readyz", headers=h), {200}),
+    # Open by path token (CONTRACT §8): the form endpoint's key is in its path and gives the
+    # organisation (B's own key would store B's form); the task pages' signed token names one
+    # task, and B cannot sign one for A's.
+    ("POST", "/f/{key}/{template_id}"): (
+        lambda c, w, h: c.post(f"/f/fl_live_{'x' * 43}/contact", data={"org_id": ORG_A}),
+        {401}),
+    ("GET", "/t/{token}"): (lambda c, w, h: c.get(f"/t/{_forged(w)}", headers=h), {404}),
+    ("POST", "/t/{token}"): (
+        lambda c, w, h: c.post(f"/t/{_forged(w)}", data={"outcome": "x"}, headers=h), {404}),
     # Open (CONTRACT §10): totals of the whole deployment, no series per organisation.
     ("GET", "/metrics"): (lambda c, w, h: c.get("/metrics", headers=h), {200}),
 }  # fmt: skip

@@ -19,6 +19,7 @@ from tests.support.flows import (
     running_worker,
     submit,
 )
+from tests.support.pages import text_of
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 from workflow_core import events
@@ -149,7 +150,7 @@ async def test_a_human_task_pauses_the_run_until_it_is_completed(
         )
         [notice] = await eventually(lambda: smtp.to(assignee), what="the assignee's notice")
         assert "Review Ada's request" in notice.message["Subject"]
-        assert str(task.id) in notice.message.get_content()
+        assert str(task.id) in text_of(notice.message)
 
         await complete_task(engine, task.id, "approved", {"note": "fine"})
 

@@ -51,7 +51,7 @@ STACK_BOUND = {
     "WORKER_SHUTDOWN_GRACE_SECONDS",
 }
 # Values for the variables compose requires (${NAME:?message}) when a test interpolates.
-REQUIRED_SAMPLES = {"API_ADMIN_KEY": "fl_admin_" + "x" * 43}
+REQUIRED_SAMPLES = {"API_ADMIN_KEY": "fl_admin_" + "x" * 43, "TASK_LINK_SECRET": "s" * 43}
 
 # --- docker-compose.yml
 

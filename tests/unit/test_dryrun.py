@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from tests.support.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW
 from workflow_core.definitions import WorkflowDefinition
@@ -155,3 +155,13 @@ def test_a_schedule_is_walked_from_its_next_tick() -> None:
     [email] = report["steps"][0]["actions"]
     assert email["would"]["subject"] == f"Report for {monday}T08:00:00+00:00"
     assert email["would"]["body"] == "schedule org_9"
+
+
+def test_a_task_shows_its_outcomes_and_the_fields_its_assignee_sees() -> None:
+    steps = cast(list[dict[str, Any]], APPROVAL["steps"])
+    config = {"outcomes": ["approved", "rejected"], "fields": ["name"]}
+    definition = _definition({**APPROVAL, "steps": [{**steps[0], "config": config}, *steps[1:]]})
+    form = {**EXAMPLE_FORM, "data": {"email": "a@b.c", "name": "Ada"}}
+    task = dry_run(definition, form=form, now=NOW)["steps"][0]["task"]
+    assert task["outcomes"] == ["approved", "rejected"]
+    assert task["fields"] == {"name": "Ada"}

@@ -205,7 +205,8 @@ def test_every_variable_is_a_setting_and_the_settings_are_valid(kind: str, name:
 
 def test_the_secret_holds_what_must_stay_secret() -> None:
     assert secret_keys() == {
-        "DATABASE_URL", "REDIS_PASSWORD", "API_ADMIN_KEY", "SMTP_USER", "SMTP_PASSWORD"
+        "DATABASE_URL", "REDIS_PASSWORD", "API_ADMIN_KEY", "TASK_LINK_SECRET", "SMTP_USER",
+        "SMTP_PASSWORD"
     }  # fmt: skip
     assert not secret_keys() & set(config()), "a secret in the ConfigMap"
     (secret,) = documents("secret.example.yaml")

@@ -8,7 +8,7 @@ import pytest
 from tests.unit.factories import cond, definition, example_context, step, transition
 from workflow_core.definitions.models import WorkflowDefinition
 from workflow_core.engine import machine
-from workflow_core.engine.machine import Complete, Fail, OpenTask, RunStep, Sleep
+from workflow_core.engine.machine import SHOWN_CHARACTERS, Complete, Fail, OpenTask, RunStep, Sleep
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BUDGET = 100
@@ -314,3 +314,18 @@ def test_a_wait_until_a_time_out_of_range_fails_the_run_naming_the_path(value: A
     decision = after(flow, "pause", example_context(appointment=value))
     assert isinstance(decision, Fail)
     assert "data.appointment" in decision.reason
+
+
+def test_a_task_carries_its_outcomes_and_the_form_fields_its_assignee_sees() -> None:
+    flow = review_flow(outcomes=["approved", "rejected"], fields=["amount", "tags", "missing"])
+    context = example_context(amount=250, tags=["a", "b"])
+    decision = after(flow, "review", context)
+    assert isinstance(decision, OpenTask)
+    assert decision.outcomes == ("approved", "rejected")
+    assert decision.shown == (("amount", "250"), ("tags", '["a","b"]'), ("missing", ""))
+
+
+def test_a_shown_field_is_cut_short() -> None:
+    decision = after(review_flow(fields=["text"]), "review", example_context(text="x" * 10_000))
+    assert isinstance(decision, OpenTask)
+    assert decision.shown == (("text", "x" * SHOWN_CHARACTERS),)

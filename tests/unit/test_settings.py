@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from workflow_core.destinations import AllowedHosts
-from workflow_core.settings import Settings, SettingsError, load_settings
+from workflow_core.settings import Settings, SettingsError, links_off_warning, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -165,3 +165,50 @@ def test_a_bad_webhook_allowed_hosts_entry_is_named_in_the_one_line() -> None:
     assert message.startswith("flowline: invalid setting WEBHOOK_ALLOWED_HOSTS=")
     assert "'10.0.0.0/33' is not a host name, an IP address or a CIDR network" in message
     assert len(message.splitlines()) == 1
+
+
+def test_web_pages_settings_and_their_defaults() -> None:
+    plain = load_settings(_env_file=None)
+    assert plain.cors_origins == ()
+    assert plain.base_url == "http://127.0.0.1:8000"
+    assert load_settings(_env_file=None, api_host="0.0.0.0", api_port=9000).base_url == (
+        "http://127.0.0.1:9000"
+    )
+    chosen = load_settings(
+        _env_file=None,
+        cors_allow_origins=" https://a.example.com, http://localhost:3000 ",
+        public_base_url="https://flows.example.com/",
+    )
+    assert chosen.cors_origins == ("https://a.example.com", "http://localhost:3000")
+    assert chosen.base_url == "https://flows.example.com"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("cors_allow_origins", "https://a.example.com/path"),
+        ("cors_allow_origins", "a.example.com"),
+        ("public_base_url", "flows.example.com"),
+        ("task_link_secret", "short"),
+        ("task_link_ttl_seconds", "0"),
+    ],
+)
+def test_bad_web_pages_settings_are_named(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name.upper()) as stopped:
+        load_settings(_env_file=None, **{name: value})
+    if name == "task_link_secret":
+        assert "short" not in str(stopped.value)
+
+
+def test_an_operators_key_without_a_task_link_secret_turns_the_links_off() -> None:
+    admin = "fl_admin_" + "x" * 40
+    assert links_off_warning(load_settings(_env_file=None)) is None
+    off = load_settings(_env_file=None, api_admin_key=admin)
+    assert off.task_link_key is None  # a guessable key would let anyone decide any task
+    line = links_off_warning(off)
+    assert line is not None and "TASK_LINK_SECRET" in line and "\n" not in line
+    secret = "s" * 32
+    on = load_settings(_env_file=None, api_admin_key=admin, task_link_secret=secret)
+    assert links_off_warning(on) is None and on.task_link_key == secret.encode()
+    dev = load_settings(_env_file=None).task_link_key
+    assert dev is not None and len(dev) == 32 and dev == load_settings(_env_file=None).task_link_key

@@ -421,3 +421,25 @@ def test_a_trigger_type_no_event_has_is_a_warning() -> None:
     assert warning_paths(valid(definition_dict(trigger={"type": "run.resume"}))) == ["trigger.type"]
     assert valid(definition_dict(trigger={"type": "form_submitted"})).warnings == []
     assert valid(definition_dict(trigger={"type": "order.paid"})).warnings == []
+
+
+def test_a_task_may_list_its_outcomes_and_the_fields_its_assignee_sees() -> None:
+    valid(task_step(outcomes=["approved", "rejected"], fields=["item", "address.city"]))
+
+
+@pytest.mark.parametrize(
+    ("config", "path"),
+    [
+        ({"outcomes": []}, "steps[0].config.outcomes"),
+        ({"outcomes": "approved"}, "steps[0].config.outcomes"),
+        ({"outcomes": ["yes", "yes"]}, "steps[0].config.outcomes"),
+        ({"outcomes": ["yes", ""]}, "steps[0].config.outcomes[1]"),
+        ({"outcomes": ["x" * 41]}, "steps[0].config.outcomes[0]"),
+        ({"outcomes": ["a\nb"]}, "steps[0].config.outcomes[0]"),
+        ({"outcomes": [1]}, "steps[0].config.outcomes[0]"),
+        ({"fields": ["{data.x}"]}, "steps[0].config.fields[0]"),
+        ({"fields": "item"}, "steps[0].config.fields"),
+    ],
+)
+def test_bad_outcomes_and_fields_are_named(config: dict[str, Any], path: str) -> None:
+    invalid_at(task_step(**config), path)

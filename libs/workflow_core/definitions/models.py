@@ -3,9 +3,18 @@ transitions. Parsing checks shapes only; `workflow_core.validation` checks the m
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 StepType = Literal["auto_action", "human_task", "wait", "wait_for_event", "parallel"]
 STEP_TYPES: tuple[str, ...] = ("auto_action", "human_task", "wait", "wait_for_event", "parallel")
@@ -111,6 +120,10 @@ class WorkflowDefinition(_Strict):
         return found
 
 
+Outcome = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[^\x00-\x1f\x7f]+$")]
+FieldPath = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s{}]+$")]
+
+
 class HumanTaskConfig(_Strict):
     """`config` of a human_task step."""
 
@@ -119,6 +132,19 @@ class HumanTaskConfig(_Strict):
     assignee: str | None = None
     assignee_email: str | None = None
     due_in: str | StrictFloat | StrictInt | None = None
+    outcomes: list[Outcome] | None = Field(default=None, min_length=1, max_length=10)
+    """The answers the assignee may give: the email carries one link for each, and
+    completing the task with any other is refused."""
+    fields: list[FieldPath] = Field(default_factory=list, max_length=50)
+    """The form fields (paths under `data`, e.g. `amount` or `address.city`) the assignee
+    sees in the email and on the task's page."""
+
+    @field_validator("outcomes")
+    @classmethod
+    def _unique(cls, outcomes: list[str] | None) -> list[str] | None:
+        if outcomes is not None and len(set(outcomes)) != len(outcomes):
+            raise ValueError("each outcome may appear once")
+        return outcomes
 
 
 class WaitConfig(_Strict):

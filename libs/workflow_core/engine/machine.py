@@ -30,7 +30,7 @@ from workflow_core.engine.durations import MAX_DURATION, parse_duration, parse_t
 from workflow_core.engine.limits import DEFAULT_RENDERED_BYTES
 from workflow_core.engine.paths import MISSING, resolve
 from workflow_core.engine.schedule import SCHEDULE
-from workflow_core.engine.templates import render, render_header
+from workflow_core.engine.templates import render, render_header, to_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,10 @@ class RunStep:
 
     step: StepSpec
     seq: int
+
+
+SHOWN_CHARACTERS = 2000
+"""Of each form field shown to a task's assignee."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,10 @@ class OpenTask:
     assignee_email: str | None
     due_in: timedelta | None
     """Counted from when the task is stored (by the database's clock)."""
+    outcomes: tuple[str, ...] = ()
+    """The answers the assignee may give; empty: any."""
+    shown: tuple[tuple[str, str], ...] = ()
+    """The form fields the assignee sees: (name, value as text), read when the task opens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +251,17 @@ def _open_task(step: StepSpec, seq: int, context: Mapping[str, Any], limit: int)
             else None
         ),
         due_in=parse_duration(config.due_in) if config.due_in is not None else None,
+        outcomes=tuple(config.outcomes or ()),
+        shown=tuple((name, _shown_value(context, name, limit)) for name in config.fields),
     )
+
+
+def _shown_value(context: Mapping[str, Any], name: str, limit: int) -> str:
+    """A form field as the assignee reads it (empty when the form has none), cut short: it is
+    shown to a person, not processed."""
+    value = resolve(context, f"data.{name}")
+    text = "" if value is MISSING else to_text(value)
+    return text[: min(limit, SHOWN_CHARACTERS)]
 
 
 def with_step_results(

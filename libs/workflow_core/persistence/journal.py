@@ -165,9 +165,7 @@ class Journal:
             "assignee": decision.assignee,
             "status": TaskStatus.PENDING,
             "due_in": _seconds(decision.due_in),
-            "fields": (
-                {"assignee_email": decision.assignee_email} if decision.assignee_email else None
-            ),
+            "fields": _task_fields(decision),
         }
         self.tasks.append(row)
         return row
@@ -233,6 +231,19 @@ class Journal:
                 "payload": payload,
             }
         )
+
+
+def _task_fields(decision: machine.OpenTask) -> dict[str, Any] | None:
+    """What a human task keeps beside its columns: whom to email, the outcomes it accepts,
+    the form fields its assignee sees."""
+    fields: dict[str, Any] = {}
+    if decision.assignee_email:
+        fields["assignee_email"] = decision.assignee_email
+    if decision.outcomes:
+        fields["outcomes"] = list(decision.outcomes)
+    if decision.shown:
+        fields["shown"] = [{"name": name, "value": value} for name, value in decision.shown]
+    return fields or None
 
 
 def _seconds(value: timedelta | float | None) -> float | None:

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 
 from workflow_core import events, tracing
 from workflow_core.actions.base import ActionCall
-from workflow_core.errors import Conflict, NotFound, PermanentActionError
+from workflow_core.errors import Conflict, NotFound, PermanentActionError, Unprocessable
 from workflow_core.ids import new_id
 from workflow_core.persistence import outbox, runs, sql
 from workflow_core.persistence.pool import Connection, Executor, Pool, translate_errors
@@ -243,6 +243,7 @@ async def complete_task(
         raise NotFound(f"no task with id {task_id}")
     if task["status"] != TaskStatus.PENDING:
         raise Conflict(_settled(task))
+    _check_outcome(task, outcome)
     if task["kind"] == TaskKind.HUMAN:
         await _check_run_can_resume(conn, task)
     row = await sql.fetchrow(
@@ -274,6 +275,17 @@ async def complete_task(
         )
         await outbox.add(conn, event, submission_id=completed["submission_id"])
     return completed
+
+
+def _check_outcome(task: Mapping[str, Any], outcome: str | None) -> None:
+    """A task that lists its outcomes takes one of them, and nothing else."""
+    allowed = (task["fields"] or {}).get("outcomes")
+    if allowed and outcome not in allowed:
+        raise Unprocessable(
+            "outcome",
+            f"task {task['id']} takes one of the outcomes {', '.join(map(repr, allowed))}, "
+            f"not {outcome!r}",
+        )
 
 
 def _settled(task: Mapping[str, Any]) -> str:
