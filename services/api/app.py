@@ -4,10 +4,12 @@ current schema, opens the pools, and runs the outbox relay beside the requests."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
@@ -35,7 +37,7 @@ from workflow_core.adapters.streams import StreamKeys
 from workflow_core.log import get_logger
 from workflow_core.persistence.listen import Listener
 from workflow_core.persistence.migrate import migrate
-from workflow_core.persistence.pool import create_pool
+from workflow_core.persistence.pool import Pool, create_pool
 from workflow_core.relay import FastPublisher, OutboxRelay
 from workflow_core.sampler import Sampler
 from workflow_core.settings import Settings
@@ -46,71 +48,11 @@ log = get_logger(__name__)
 
 def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     """`migrated`: the database was brought to the current schema already (by __main__)."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not migrated:
-            await migrate(settings)
-        pool = await create_pool(
-            settings, application_name="flowline-api", size=2 * settings.db_pool_size
-        )
-        listener = Listener(settings.postgres_dsn)
-        redis = streams.client(settings)
-        keys = StreamKeys.from_settings(settings)
-        relay = OutboxRelay.from_settings(pool, redis, listener, settings)
-        await listener.__aenter__()
-        publisher = FastPublisher(pool, redis, keys)
-        app.state.settings = settings
-        app.state.database = Database(
-            pool,
-            settings.api_db_timeout_seconds,
-            publisher,
-            statement_timeout=settings.db_statement_timeout_seconds,
-        )
-        app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
-        app.state.key_ring = KeyRing(pool, redis, keys, admin_key=settings.admin_key)
-        if app.state.key_ring.open:
-            log.warning(
-                "api_open",
-                hint="no API_ADMIN_KEY: every request acts as the operator; set one before "
-                "anyone else can reach this port",
-            )
-        app.state.submit_rate = SubmitRate(redis, keys, settings.submit_rate_per_org)
-        stop = asyncio.Event()
-        relay_task = asyncio.create_task(relay.run(stop), name="outbox-relay")
-        prune_task = asyncio.create_task(
-            intake.forget_expired_keys(
-                pool, stop, events_kept=timedelta(seconds=settings.event_retention_seconds)
-            ),
-            name="idempotency-key-prune",
-        )
-        hearing = asyncio.create_task(
-            app.state.key_ring.hear_revocations(stop), name="key-revocations"
-        )
-        sampler_task = asyncio.create_task(
-            Sampler(pool, redis, keys).run(stop, settings.metrics_sample_seconds),
-            name="metrics-sampler",
-        )
-        log.info("api_started", host=settings.api_host, port=settings.api_port)
-        try:
-            yield
-        finally:
-            stop.set()
-            await asyncio.gather(
-                relay_task, prune_task, hearing, sampler_task, return_exceptions=True
-            )
-            await publisher.close()
-            await relay.drain(timeout=5.0)  # what was accepted goes out before we exit
-            await listener.__aexit__(None, None, None)
-            await redis.aclose()
-            await pool.close()
-            log.info("api_stopped", published=relay.published)
-
     app = FastAPI(
         title="Flowline",
         version=version(),
         summary="Form submissions in; emails, webhooks, tickets and tasks out.",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, migrated),
         # FastAPI's built-in OpenTelemetry spans and metrics cost CPU on every request and
         # export nowhere unless a provider is configured; off.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -135,6 +77,88 @@ def create_app(settings: Settings, *, migrated: bool = False) -> FastAPI:
     app.include_router(observe.router)
     openapi.install(app)
     return app
+
+
+@dataclass
+class _Running:
+    """What the API opened at start, to close at the end."""
+
+    pool: Pool
+    listener: Listener
+    redis: aioredis.Redis
+    publisher: FastPublisher
+    relay: OutboxRelay
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[None]]
+
+
+def _lifespan(
+    settings: Settings, migrated: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        running = await _start(app, settings, migrated)
+        log.info("api_started", host=settings.api_host, port=settings.api_port)
+        try:
+            yield
+        finally:
+            await _stop(running)
+            log.info("api_stopped", published=running.relay.published)
+
+    return lifespan
+
+
+async def _start(app: FastAPI, settings: Settings, migrated: bool) -> _Running:
+    """Open the pools and connections, put what the routes use on `app.state`, and start the
+    loops that run beside the requests."""
+    if not migrated:
+        await migrate(settings)
+    pool = await create_pool(
+        settings, application_name="flowline-api", size=2 * settings.db_pool_size
+    )
+    listener = Listener(settings.postgres_dsn)
+    redis = streams.client(settings)
+    keys = StreamKeys.from_settings(settings)
+    relay = OutboxRelay.from_settings(pool, redis, listener, settings)
+    await listener.__aenter__()
+    publisher = FastPublisher(pool, redis, keys)
+    app.state.settings = settings
+    app.state.database = Database(
+        pool,
+        settings.api_db_timeout_seconds,
+        publisher,
+        statement_timeout=settings.db_statement_timeout_seconds,
+    )
+    app.state.redis, app.state.keys, app.state.relay = redis, keys, relay
+    app.state.key_ring = KeyRing(pool, redis, keys, admin_key=settings.admin_key)
+    if app.state.key_ring.open:
+        log.warning(
+            "api_open",
+            hint="no API_ADMIN_KEY: every request acts as the operator; set one before "
+            "anyone else can reach this port",
+        )
+    app.state.submit_rate = SubmitRate(redis, keys, settings.submit_rate_per_org)
+    stop = asyncio.Event()
+    loops = {
+        "outbox-relay": relay.run(stop),
+        "idempotency-key-prune": intake.forget_expired_keys(
+            pool, stop, events_kept=timedelta(seconds=settings.event_retention_seconds)
+        ),
+        "key-revocations": app.state.key_ring.hear_revocations(stop),
+        "metrics-sampler": Sampler(pool, redis, keys).run(stop, settings.metrics_sample_seconds),
+    }
+    tasks = [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
+    return _Running(pool, listener, redis, publisher, relay, stop, tasks)
+
+
+async def _stop(running: _Running) -> None:
+    running.stop.set()
+    await asyncio.gather(*running.tasks, return_exceptions=True)
+    await running.publisher.close()
+    await running.relay.drain(timeout=5.0)  # what was accepted goes out before we exit
+    await running.listener.__aexit__(None, None, None)
+    await running.redis.aclose()
+    await running.pool.close()
 
 
 def _document_common_answers(router: APIRouter) -> None:

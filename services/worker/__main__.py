@@ -172,26 +172,7 @@ async def _consume(
     )
     await heartbeat.beat()  # alive before anything is reserved in its name
     liveness.touch()
-    retry = RetryPolicy(
-        max_attempts=settings.action_max_attempts,
-        initial_delay=settings.action_retry_initial_seconds,
-        max_delay=settings.action_retry_max_seconds,
-    )
-    catalog = Catalog(parts.pool, parts.listener.channel(CATALOG_CHANNEL))
-    store = RunStore(parts.pool, parts.eager_pool, parts.ledger)
-    stretches = Stretches(
-        store,
-        parts.deps,
-        parts.ledger,
-        step_budget=settings.run_step_budget,
-        retry_policy=retry,
-        now=utcnow,
-        links=LinkMaker.from_settings(settings),
-        limits=settings.limits,
-    )
-    driver = RunDriver(
-        store, catalog, stretches, parts.ledger, step_budget=settings.run_step_budget
-    )
+    driver = _run_driver(settings, parts)
     relay = OutboxRelay.from_settings(parts.pool, parts.redis, parts.listener, settings)
 
     async def fail_runs(entry: Entry, reason: str) -> None:
@@ -226,6 +207,29 @@ async def _consume(
         await relay.drain(timeout=2.0)
         await heartbeat.retire()
     return worker
+
+
+def _run_driver(settings: Settings, parts: _Parts) -> RunDriver:
+    """What turns an event into runs and drives them: the catalog of workflows, the run store,
+    and the stretches of steps between two resting points."""
+    retry = RetryPolicy(
+        max_attempts=settings.action_max_attempts,
+        initial_delay=settings.action_retry_initial_seconds,
+        max_delay=settings.action_retry_max_seconds,
+    )
+    catalog = Catalog(parts.pool, parts.listener.channel(CATALOG_CHANNEL))
+    store = RunStore(parts.pool, parts.eager_pool, parts.ledger)
+    stretches = Stretches(
+        store,
+        parts.deps,
+        parts.ledger,
+        step_budget=settings.run_step_budget,
+        retry_policy=retry,
+        now=utcnow,
+        links=LinkMaker.from_settings(settings),
+        limits=settings.limits,
+    )
+    return RunDriver(store, catalog, stretches, parts.ledger, step_budget=settings.run_step_budget)
 
 
 def _database_chores(

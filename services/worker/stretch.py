@@ -110,24 +110,13 @@ class Stretches:
             step, seq, now = decision.step, decision.seq, self._now()
             if step.type == "parallel":
                 retry = (resumption.branch, first_action, attempt)
-                try:
-                    run, ended = await self._parallel(
-                        run, definition, decision, ledger, journal, retry
-                    )
-                except _BranchCancelled as cancelled:
-                    return await self._stop(cancelled.run, journal)
+                went = await self._through_parallel(
+                    run, definition, decision, ledger, journal, retry
+                )
                 first_action, attempt = 0, 1
-                if ended is None:  # every open branch waits
-                    state = parallel.state(run.context, step.id)
-                    assert state is not None
-                    journal.step_waiting(run.id, state["seq"], step, now)
-                    return await self._store.checkpoint(
-                        replace(run, status=RunStatus.WAITING), journal
-                    )
-                decision = ended
-                if isinstance(decision, machine.RunStep):  # joined: the run moves on
-                    moved_on = replace(run, current_step_id=decision.step.id, step_seq=decision.seq)
-                    run = await self._store.checkpoint(moved_on, journal)
+                if isinstance(went, RunRecord):  # every open branch waits, or a cancel came
+                    return went
+                run, decision = went
                 continue
             run = replace(run, status=RunStatus.RUNNING, current_step_id=step.id, step_seq=seq)
             if first_action == 0 and attempt == 1:
@@ -154,6 +143,32 @@ class Stretches:
             if isinstance(decision, machine.RunStep):
                 run = await self._store.checkpoint(run, journal)  # progress survives a crash
         return await self._rest(run, decision, journal)
+
+    async def _through_parallel(
+        self,
+        run: RunRecord,
+        definition: WorkflowDefinition,
+        entry: machine.RunStep,
+        ledger: Ledger,
+        journal: Journal,
+        retry: tuple[str | None, int, int],
+    ) -> RunRecord | tuple[RunRecord, machine.Decision]:
+        """A parallel step's turn: its branches move until it ends (the run and what follows
+        it) or the run rests, recorded (every open branch waits, or the run was cancelled)."""
+        step, now = entry.step, self._now()
+        try:
+            run, ended = await self._parallel(run, definition, entry, ledger, journal, retry)
+        except _BranchCancelled as cancelled:
+            return await self._stop(cancelled.run, journal)
+        if ended is None:  # every open branch waits
+            state = parallel.state(run.context, step.id)
+            assert state is not None
+            journal.step_waiting(run.id, state["seq"], step, now)
+            return await self._store.checkpoint(replace(run, status=RunStatus.WAITING), journal)
+        if isinstance(ended, machine.RunStep):  # joined: the run moves on
+            moved_on = replace(run, current_step_id=ended.step.id, step_seq=ended.seq)
+            run = await self._store.checkpoint(moved_on, journal)
+        return run, ended
 
     async def _stop(self, run: RunRecord, journal: Journal) -> RunRecord:
         """The run was cancelled: record what it did (attempts, effects performed) and the
