@@ -216,8 +216,9 @@ def proxied_database(settings: Any) -> Iterator[ProxiedDatabase]:
 
 
 async def test_postgres_cut_off_from_the_api_gives_503_then_recovers(
-    stack: Stack, client: httpx.AsyncClient, proxied_database: ProxiedDatabase
+    proxied_database: ProxiedDatabase, stack: Stack, client: httpx.AsyncClient
 ) -> None:
+    # The proxy first, so it is torn down last: the processes stop while it still forwards.
     proxy = proxied_database.proxy
     stack.start_api(DATABASE_URL=proxied_database.url)
     assert (await client.post("/submit", json=example_form())).status_code == 202
@@ -246,12 +247,12 @@ async def test_postgres_cut_off_from_the_api_gives_503_then_recovers(
 
 
 async def test_postgres_cut_off_from_a_worker_pauses_it_and_it_resumes(
+    proxied_database: ProxiedDatabase,  # first, so torn down last: see the test above
     stack: Stack,
     smtp: SmtpServer,
     client: httpx.AsyncClient,
     redis: aioredis.Redis,
     keys: Any,
-    proxied_database: ProxiedDatabase,
 ) -> None:
     """The worker's database goes away while events keep arriving (the API still reaches its
     own): the worker takes nothing it cannot finish, counts no delivery, dead-letters nothing,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.flows import publish_all, submit
@@ -54,7 +56,10 @@ async def test_a_sample_reads_the_outbox_the_stream_and_the_runs(
 async def test_redis_away_is_marked_down_and_logged_once(
     pool: Pool, keys: StreamKeys, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    nowhere = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    # No retries: the sampler's own handling is under test, not the client's (3 s per call).
+    nowhere = aioredis.Redis(
+        port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
     sampler = Sampler(pool, nowhere, keys)
     try:
         for _ in range(3):
