@@ -12,10 +12,10 @@ from services.api import secrets
 from services.api.access import Caller, acting_for, needs, operator_only
 from services.api.deps import AppSettings, Db, Filter, Limit, Offset
 from services.api.keys import Principal
-from services.api.schemas import (
-    MAX_INT4,
+from services.api.schemas.documents import MAX_INT4
+from services.api.schemas.submissions import SubmitRequest
+from services.api.schemas.workflows import (
     DryRunRequest,
-    SubmitRequest,
     TaskOutcome,
     ValidateRequest,
     WorkflowCreate,
