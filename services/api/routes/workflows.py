@@ -31,7 +31,8 @@ from workflow_core.persistence import workflows
 from workflow_core.persistence.pool import Connection
 from workflow_core.persistence.workflows import WorkflowRecord
 from workflow_core.settings import Settings
-from workflow_core.validation import ValidationResult, validate_definition
+from workflow_core.validation import validate_definition
+from workflow_core.validation.problems import ValidationResult
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such workflow"}}
