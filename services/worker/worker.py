@@ -32,7 +32,7 @@ from services.worker.config import WorkerConfig, WorkerStats
 from services.worker.dead_letters import DeadLetterHook, DeadLetters
 from services.worker.housekeeping import keep_house
 from workflow_core import events, metrics
-from workflow_core.adapters import streams
+from workflow_core.adapters import dead_letter_stream, streams
 from workflow_core.adapters.streams import REDIS_ERRORS, Entry, StreamKeys
 from workflow_core.errors import Unavailable
 from workflow_core.log import get_logger
@@ -370,7 +370,9 @@ class Worker:
             else:
                 # Left pending: the reclaimer (of any worker) retries it after CLAIM_IDLE_SECONDS.
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await streams.remember_error(self._redis, self._keys, entry.id, reason)
+                    await dead_letter_stream.remember_error(
+                        self._redis, self._keys, entry.id, reason
+                    )
                 self._release(entry)
             return
         self.stats.handled += 1
