@@ -11,7 +11,7 @@ import time
 import redis.asyncio as aioredis
 
 from workflow_core import metrics
-from workflow_core.adapters import streams
+from workflow_core.adapters import stream_housekeeping
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.log import get_logger
 from workflow_core.persistence import outbox, runs
@@ -64,7 +64,7 @@ class Sampler:
     async def _sample_redis(self) -> bool:
         try:
             async with asyncio.timeout(SAMPLE_TIMEOUT_SECONDS):
-                state = await streams.stream_state(self._redis, self._keys)
+                state = await stream_housekeeping.stream_state(self._redis, self._keys)
         except Exception as error:  # REDIS_ERRORS, or a reply it cannot read
             metrics.dependency("redis", False)
             if self._redis_failed.ready():

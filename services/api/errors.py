@@ -24,7 +24,7 @@ from workflow_core.errors import (
     Unprocessable,
 )
 from workflow_core.log import get_logger
-from workflow_core.validation import format_path
+from workflow_core.validation.problems import format_path
 
 log = get_logger(__name__)
 

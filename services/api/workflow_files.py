@@ -22,7 +22,8 @@ import yaml
 
 from services.api import secrets
 from workflow_core.destinations import AllowedHosts
-from workflow_core.validation import format_path, validate_definition
+from workflow_core.validation import validate_definition
+from workflow_core.validation.problems import format_path
 
 SUFFIXES = (".yaml", ".yml", ".json")
 FIELDS = frozenset({"key", "name", "org_id", "definition"})

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from workflow_core.adapters import streams
+from workflow_core.adapters import dead_letter_stream
 from workflow_core.adapters.streams import Entry, StreamKeys
 from workflow_core.log import get_logger
 
@@ -53,7 +53,7 @@ class DeadLetters:
             reason = f"{cause}; delivered {entry.deliveries} times, limit {self._limit}"
         if self._on_dead_letter is not None:
             await self._on_dead_letter(entry, reason)
-        dead_id = await streams.move_to_dead_letters(
+        dead_id = await dead_letter_stream.move_to_dead_letters(
             self._redis, self._keys, entry, reason, self._consumer, max_length=self._max_length
         )
         self.count += 1

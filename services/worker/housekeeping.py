@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from services.worker.config import WorkerConfig
 from workflow_core import metrics
-from workflow_core.adapters import streams
+from workflow_core.adapters import stream_housekeeping
 from workflow_core.adapters.streams import REDIS_ERRORS, StreamKeys
 from workflow_core.log import get_logger
 from workflow_core.persistence import control
@@ -28,13 +28,13 @@ async def keep_house(
 ) -> None:
     while not await sleep_unless(stop, config.housekeeping_interval_seconds):
         try:
-            trimmed = await streams.trim(
+            trimmed = await stream_housekeeping.trim(
                 redis,
                 keys,
                 keep_seconds=config.stream_retention_seconds,
                 now_ms=int(time.time() * 1000),
             )
-            forgotten = await streams.forget_idle_consumers(
+            forgotten = await stream_housekeeping.forget_idle_consumers(
                 redis,
                 keys,
                 idle_ms=int(config.consumer_gc_seconds * 1000),

@@ -18,6 +18,7 @@ from uuid import UUID
 from services.worker.catalog import ActiveWorkflow, Catalog
 from services.worker.store import RunStore
 from services.worker.stretch import Resumption, Stretches
+from services.worker.wakeups import WakeUps
 from workflow_core import actions, events, tracing
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine, parallel
@@ -27,11 +28,11 @@ from workflow_core.engine.gates import gate_keys, gate_of
 from workflow_core.errors import Unavailable
 from workflow_core.ids import effect_key, run_id_for
 from workflow_core.log import bound, get_logger
-from workflow_core.persistence import human_tasks, posted_events, runs
+from workflow_core.persistence import runs
 from workflow_core.persistence.effects import DbEffectLedger
 from workflow_core.persistence.journal import Journal
 from workflow_core.persistence.runs import RunRecord
-from workflow_core.statuses import SETTLED_TASKS, RunStatus
+from workflow_core.statuses import RunStatus
 
 log = get_logger(__name__)
 
@@ -40,15 +41,12 @@ PUT_OFF_SECONDS = 1.0
 # A wake-up's fields that its timer does not keep: the event writes them again when it fires.
 _ENVELOPE = frozenset({"event_id", "event_type", "run_id", "cause", "timer_id"})
 
-EVENT_WAKEUPS = frozenset({"event_check", "event", "event_timeout"})
-"""Wake-ups of a run in a wait_for_event step (persistence/posted_events.py)."""
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class RunDriver:
+class RunDriver(WakeUps):
     def __init__(
         self,
         store: RunStore,
@@ -235,72 +233,6 @@ class RunDriver:
         journal = Journal(taken=[event_id])
         await self._drive(admitted, definition, Resumption(machine.start(definition)), {}, journal)
 
-    async def _after_waiting(
-        self, run: RunRecord, step: StepSpec, seq: int, payload: dict[str, Any], cause: str
-    ) -> RunRecord | None:
-        """The run with what visit `seq` waited for in its context; None when this wake-up is
-        not the one to carry it on (its task is still pending, the other outcome of its event
-        wait came first, an unknown cause)."""
-        if cause == "wait":
-            return run
-        if cause in {"task", "task_due"}:
-            task = await self._settled_task(
-                UUID(payload["task_id"]), run, seq, time_out=cause == "task_due"
-            )
-            if task is None:
-                return None
-            return replace(
-                run, context=machine.with_task_result(run.context, human_tasks.as_context(task))
-            )
-        if cause in EVENT_WAKEUPS:
-            return await self._awaited_event(run, step, seq, cause)
-        log.warning("resume_cause_unknown", run_id=str(run.id), cause=cause)
-        return None
-
-    async def _awaited_event(
-        self, run: RunRecord, step: StepSpec, seq: int, cause: str
-    ) -> RunRecord | None:
-        """The run with its wait_for_event step's outcome in its context, when this wake-up is
-        the one to carry it on: an `event_check` that found an event received before the wait
-        began, the `event` that settled it, or the `event_timeout` that did. None otherwise
-        (the wait is still open, or the other outcome won)."""
-        wait = await self._store.event_wait(
-            run.id,
-            seq,
-            look_back=cause == "event_check",
-            time_out=cause == "event_timeout",
-        )
-        if wait is None or wait["settled_at"] is None:
-            return None
-        timed_out = wait["outcome"] == posted_events.TIMED_OUT
-        if timed_out != (cause == "event_timeout"):
-            return None
-        event = None if timed_out else wait["event"]
-        return replace(run, context=machine.with_event_result(run.context, step.id, event))
-
-    async def _woken(
-        self,
-        definition: WorkflowDefinition,
-        step: StepSpec,
-        seq: int,
-        run: RunRecord,
-        event: events.Event,
-        journal: Journal,
-    ) -> tuple[RunRecord, Resumption] | None:
-        """Where a woken visit `seq` of `step` goes on (None: the wake-up changes nothing)."""
-        payload, cause = event.payload, event.payload["cause"]
-        if cause == "retry":
-            resumption = Resumption(
-                machine.RunStep(step, seq),
-                first_action=int(payload["action_index"]),
-                attempt=int(payload["attempt"]),
-            )
-            return run, resumption
-        waited = await self._after_waiting(run, step, seq, payload, cause)
-        if waited is None:
-            return None
-        return waited, self._after_wait(definition, step, seq, waited, journal)
-
     async def _resume_branch(
         self,
         run: RunRecord,
@@ -359,31 +291,6 @@ class RunDriver:
         journal.timer(run.id, event.payload["cause"], payload, after=PUT_OFF_SECONDS)
         await self._store.record(run, journal)
         await self._store.taken(event.event_id)
-
-    async def _settled_task(
-        self, task_id: UUID, run: RunRecord, seq: int, *, time_out: bool
-    ) -> dict[str, Any] | None:
-        """The task of the run's visit `seq` once completed or timed out (closing it first when
-        its deadline fired); None while it is still pending or when it is not that visit's."""
-        task = await self._store.task(task_id, time_out=time_out)
-        if task is None or task["run_id"] != run.id or task["step_seq"] != seq:
-            return None
-        return task if task["status"] in SETTLED_TASKS else None
-
-    def _after_wait(
-        self,
-        definition: WorkflowDefinition,
-        step: StepSpec,
-        seq: int,
-        run: RunRecord,
-        journal: Journal,
-    ) -> Resumption:
-        decision = machine.next_step(
-            definition, step, seq, run.context, self._budget, last_seq=run.step_seq
-        )
-        now = self._now()
-        journal.step_left(run.id, seq, step, decision, now, now)
-        return Resumption(decision)
 
     # -- one run at a time, and its failures its own ------------------------------------------
 

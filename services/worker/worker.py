@@ -13,7 +13,8 @@ run's effects are recorded.
 
 Redis may lose its data (a restart without persistence, a failover): the reclaimer notices a
 new server run id, recreates the group from the stream's start if it is gone, and asks for the
-reconcile sweep (`on_redis_reset`), which publishes again what no worker took.
+reconcile sweep (`on_redis_reset`), which publishes again what no worker took
+(redis_recovery.py).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from services.worker.acker import Acker
 from services.worker.config import WorkerConfig, WorkerStats
 from services.worker.dead_letters import DeadLetterHook, DeadLetters
 from services.worker.housekeeping import keep_house
+from services.worker.redis_recovery import RedisRecovery
 from workflow_core import events, metrics
-from workflow_core.adapters import streams
+from workflow_core.adapters import dead_letter_stream, streams
 from workflow_core.adapters.streams import REDIS_ERRORS, Entry, StreamKeys
 from workflow_core.errors import Unavailable
 from workflow_core.log import get_logger
@@ -47,7 +49,7 @@ _DEAD_LETTERED = metrics.EVENTS_HANDLED.labels("dead_lettered")
 Handler = Callable[[Entry], Awaitable[None]]
 
 
-class Worker:
+class Worker(RedisRecovery):
     def __init__(
         self,
         redis: aioredis.Redis,
@@ -155,19 +157,6 @@ class Worker:
             seconds=round(time.monotonic() - started, 3),
         )
 
-    async def _ensure_group(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                await streams.ensure_group(self._redis, self._keys)
-                if self._redis_run_id is None:
-                    self._redis_run_id = await streams.server_run_id(self._redis)
-                return
-            except REDIS_ERRORS as error:
-                delay = backoff.next_delay()
-                log.warning("redis_unavailable", error=str(error), retry_in=delay)
-                await asyncio.sleep(delay)
-
     # -- fetching -----------------------------------------------------------------------------
 
     async def _take_capacity(self, at_least: int = 1) -> int:
@@ -234,36 +223,6 @@ class Worker:
         fresh = [entry for entry in entries if entry.id not in self._inflight]
         counts = await streams.delivery_counts(self._redis, self._keys, [e.id for e in fresh])
         return [Entry(e.id, e.fields, counts.get(e.id, 1)) for e in fresh]
-
-    async def _group_lost(self, why: str) -> None:
-        """The stream or its group is gone (Redis lost its data, or someone deleted them):
-        recreate the group from the stream's start, and have the outbox swept for what was
-        published and never taken."""
-        log.warning(
-            "redis_lost_its_data",
-            stream=self._keys.stream,
-            why=why,
-            action="recreating the consumer group from the stream's start; the outbox "
-            "publishes again every event no worker took",
-        )
-        await self._ensure_group()
-        if self._on_redis_reset is not None:
-            self._on_redis_reset()
-
-    async def _check_redis(self) -> None:
-        """A new run id means Redis restarted: whether it kept its data shows in the group."""
-        run_id = await streams.server_run_id(self._redis)
-        if run_id is None or run_id == self._redis_run_id:
-            return
-        previous, self._redis_run_id = self._redis_run_id, run_id
-        if previous is None:
-            return
-        if await streams.group_exists(self._redis, self._keys):
-            log.warning("redis_restarted", stream=self._keys.stream, kept_its_data=True)
-            if self._on_redis_reset is not None:
-                self._on_redis_reset()  # an append-only file may still miss the last second
-        else:
-            await self._group_lost("Redis restarted without it")
 
     def _accept(self, entry: Entry) -> None:
         self._inflight.add(entry.id)
@@ -370,7 +329,9 @@ class Worker:
             else:
                 # Left pending: the reclaimer (of any worker) retries it after CLAIM_IDLE_SECONDS.
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await streams.remember_error(self._redis, self._keys, entry.id, reason)
+                    await dead_letter_stream.remember_error(
+                        self._redis, self._keys, entry.id, reason
+                    )
                 self._release(entry)
             return
         self.stats.handled += 1

@@ -30,7 +30,7 @@ from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 from workflow_core.actions import registry
 from workflow_core.actions.registry import ActionType
-from workflow_core.adapters import streams
+from workflow_core.adapters import dead_letter_stream, streams
 from workflow_core.adapters.streams import Entry, StreamKeys
 from workflow_core.ids import run_id_for
 from workflow_core.persistence.tables import outbox, run_actions, runs, timers
@@ -203,7 +203,9 @@ async def test_the_dead_letter_stream_is_capped(redis: aioredis.Redis, keys: Str
     await redis.xgroup_create(keys.stream, keys.group, id="0", mkstream=True)
     for n in range(400):
         entry = Entry(await redis.xadd(keys.stream, {"n": str(n)}), {"n": str(n)}, 6)
-        await streams.move_to_dead_letters(redis, keys, entry, "poison", "c", max_length=50)
+        await dead_letter_stream.move_to_dead_letters(
+            redis, keys, entry, "poison", "c", max_length=50
+        )
     assert 50 <= await redis.xlen(keys.dead) < 200  # trimmed by whole blocks (MAXLEN ~)
 
 

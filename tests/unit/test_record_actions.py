@@ -17,7 +17,8 @@ from workflow_core.actions.update_task import preview as preview_update_task
 from workflow_core.actions.update_ticket import UpdateTicketConfig, target_id
 from workflow_core.actions.update_ticket import preview as preview_update_ticket
 from workflow_core.errors import PermanentActionError
-from workflow_core.validation import ValidationResult, validate_definition
+from workflow_core.validation import validate_definition
+from workflow_core.validation.problems import ValidationResult
 
 TICKET_ID = "0f3c1a52-9a1e-4d7b-8f7e-2b1d7c9e4a10"
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.api.schemas import RunCancel, RunRetryFilter
+from services.api.schemas.runs import RunCancel, RunRetryFilter
 from workflow_core.persistence.control import cancel_reason
 
 

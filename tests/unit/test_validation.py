@@ -12,7 +12,8 @@ from tests.unit.factories import (
     step,
     transition,
 )
-from workflow_core.validation import Problem, ValidationResult, validate_definition
+from workflow_core.validation import validate_definition
+from workflow_core.validation.problems import Problem, ValidationResult
 
 OK = cond("data.x", "==", 1)
 

@@ -1,11 +1,11 @@
 """SMTP delivery over a small pool of reused connections, pipelined where the server allows.
 
-aiosmtplib opens each connection (TLS, EHLO, AUTH); then `_Replies`, a reader of our own, takes
-over its transport. When the server advertises PIPELINING (RFC 2920), MAIL, every RCPT and DATA
-go out in one write and their replies are read together, then the content in a second write:
-two round trips per email instead of four. aiosmtplib cannot read pipelined replies (its
-protocol drops what arrives before it waits for it). Without PIPELINING the same commands go
-one at a time.
+aiosmtplib opens each connection (TLS, EHLO, AUTH); then `_Replies` (smtp_wire.py), a reader
+of our own, takes over its transport. When the server advertises PIPELINING (RFC 2920), MAIL,
+every RCPT and DATA go out in one write and their replies are read together, then the content
+in a second write: two round trips per email instead of four. aiosmtplib cannot read pipelined
+replies (its protocol drops what arrives before it waits for it). Without PIPELINING the same
+commands go one at a time.
 
 Errors are sorted here, where they are caught: connection problems and 4xx replies are
 retryable, 5xx replies permanent. A connection lost (or a reply that never came) after the
@@ -24,16 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from collections import deque
-from typing import Any, cast
+from typing import Any
 
 import aiosmtplib
-from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import (
-    COMMAND_INJECTION_REGEX,
-    MAX_LINE_LENGTH,
-    MAX_RESPONSE_LENGTH,
     PERIOD_REGEX,
     normalize_message_line_endings,
 )
@@ -41,6 +35,7 @@ from aiosmtplib.response import SMTPResponse
 from aiosmtplib.typing import SMTPStatus
 
 from workflow_core import metrics, tracing
+from workflow_core.adapters.smtp_wire import Connection, envelope_commands
 from workflow_core.email_format import OutgoingEmail
 from workflow_core.errors import PermanentActionError, RetryableActionError
 from workflow_core.log import get_logger
@@ -49,7 +44,9 @@ from workflow_core.settings import Settings
 
 log = get_logger(__name__)
 
+
 UNREACHABLE_WARNING_SECONDS = 60.0
+
 
 _TRANSPORT_ERRORS = (
     aiosmtplib.SMTPServerDisconnected,
@@ -76,151 +73,6 @@ def classify(error: Exception, stage: str) -> Exception:
             f"SMTP server unreachable during {stage}: {type(error).__name__}: {error}"
         )
     return PermanentActionError(f"SMTP {stage} failed: {type(error).__name__}: {error}")
-
-
-class _Replies(asyncio.Protocol):
-    """The server's replies, parsed as they arrive and queued in order, however many come in
-    one segment; raises what aiosmtplib would once the connection is gone or a reply is late."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._queue: deque[SMTPResponse] = deque()
-        self._error: aiosmtplib.SMTPException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    @property
-    def in_step(self) -> bool:
-        """Nothing unread and nothing wrong: the next reply will answer the next command."""
-        return self._error is None and not self._queue and not self._buffer
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        try:
-            while (reply := self._parse()) is not None:
-                self._queue.append(reply)
-            if len(self._buffer) > MAX_RESPONSE_LENGTH:
-                raise aiosmtplib.SMTPResponseException(
-                    SMTPStatus.invalid_response.value, "Response too long"
-                )
-        except aiosmtplib.SMTPResponseException as error:
-            self._fail(error)  # out of step for good: the connection is not reused
-        if self._queue:
-            self._wake()
-
-    def eof_received(self) -> bool:
-        self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        error = aiosmtplib.SMTPServerDisconnected("Connection lost")
-        error.__cause__ = exc
-        self._fail(error)
-
-    def _fail(self, error: aiosmtplib.SMTPException) -> None:
-        if self._error is None:
-            self._error = error
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _parse(self) -> SMTPResponse | None:
-        """The first complete reply (`NNN-text` lines, then `NNN text`), taken from the buffer."""
-        lines: list[bytes] = []
-        start = 0
-        while (end := self._buffer.find(b"\n", start)) >= 0:
-            line = bytes(self._buffer[start : end + 1])
-            start = end + 1
-            if len(line) > MAX_LINE_LENGTH:
-                raise aiosmtplib.SMTPResponseException(
-                    SMTPStatus.invalid_response.value, "Response too long"
-                )
-            try:
-                code = int(line[:3])
-            except ValueError:
-                raise aiosmtplib.SMTPResponseException(
-                    SMTPStatus.invalid_response.value,
-                    f"Malformed SMTP response line: {line.decode('utf-8', errors='ignore')}",
-                ) from None
-            lines.append(line[4:].strip(b" \t\r\n"))
-            if line[3:4] != b"-":
-                del self._buffer[:start]
-                return SMTPResponse(code, b"\n".join(lines).decode("utf-8", "surrogateescape"))
-        return None
-
-    async def reply(self, timeout: float) -> SMTPResponse:
-        """The next reply: those that came before the connection went are read first."""
-        if not self._queue and self._error is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._waiter
-            except TimeoutError:
-                raise aiosmtplib.SMTPReadTimeoutError(
-                    "Timed out waiting for server response"
-                ) from None
-            finally:
-                self._waiter = None
-        if self._queue:
-            return self._queue.popleft()
-        assert self._error is not None
-        raise self._error
-
-
-class _Connection:
-    """One SMTP session, set up by aiosmtplib, then written to directly and read by `_Replies`."""
-
-    def __init__(self, client: aiosmtplib.SMTP, timeout: float) -> None:
-        self._client = client  # closes what it opened
-        self._transport = cast(asyncio.Transport, client.transport)
-        self._replies = _Replies()
-        self._transport.set_protocol(self._replies)
-        self._timeout = timeout
-        self.pipelining = client.supports_extension("pipelining")
-
-    @property
-    def usable(self) -> bool:
-        return not self._transport.is_closing() and self._replies.in_step
-
-    def send(self, data: bytes) -> None:
-        if self._transport.is_closing():  # a closing transport would drop the data silently
-            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        self._transport.write(data)
-
-    async def reply(self, timeout: float | None = None) -> SMTPResponse:
-        return await self._replies.reply(timeout or self._timeout)
-
-    async def command(self, line: bytes, timeout: float | None = None) -> SMTPResponse:
-        self.send(line)
-        return await self.reply(timeout)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._client.close()
-
-
-def _envelope_commands(sender: str, recipients: tuple[str, ...]) -> list[bytes]:
-    """MAIL, one RCPT per recipient and DATA, as lines on the wire; checked as aiosmtplib
-    checks its commands (no line break may slip into an address). The message is 7-bit clean
-    (email_format): no BODY=8BITMIME, no SMTPUTF8."""
-    lines = [b"MAIL FROM:" + _address(sender)]
-    lines += [b"RCPT TO:" + _address(recipient) for recipient in recipients]
-    return [line + b"\r\n" for line in [*lines, b"DATA"]]
-
-
-# A bare address of this form is its own quoted form: no parsing needed (parseaddr was a few
-# percent of the worker's time).
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
-
-
-def _address(address: str) -> bytes:
-    if _PLAIN_ADDRESS.fullmatch(address):
-        return b"<" + address.encode("ascii") + b">"
-    quoted = quote_address(address).encode("ascii")
-    if COMMAND_INJECTION_REGEX.search(quoted):
-        raise ValueError("Command arg contains a prohibited control character")
-    return quoted
 
 
 def _envelope_settled(replies: list[SMTPResponse], recipients: int) -> bool:
@@ -254,7 +106,7 @@ class SmtpMailer:
         self._start_tls = use_tls and port != 465
         self._timeout, self._data_timeout = timeout, data_timeout
         self._slots = asyncio.Semaphore(pool_size)
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._unreachable = Every(UNREACHABLE_WARNING_SECONDS)
         self._down = False
 
@@ -273,7 +125,7 @@ class SmtpMailer:
 
     async def send(self, message: OutgoingEmail) -> None:
         try:
-            commands = _envelope_commands(message.sender, message.recipients)
+            commands = envelope_commands(message.sender, message.recipients)
         except ValueError as error:
             raise classify(error, "envelope") from None
         content = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message.data)) + b".\r\n"
@@ -294,7 +146,7 @@ class SmtpMailer:
             "flowline.message_bytes": len(message.data),
         }
 
-    async def _open_envelope(self, message: OutgoingEmail, commands: list[bytes]) -> _Connection:
+    async def _open_envelope(self, message: OutgoingEmail, commands: list[bytes]) -> Connection:
         """A connection on which MAIL, RCPT and DATA were accepted: the server awaits content."""
         connection, reused = await self._checkout()
         for last_try in (not reused, True):
@@ -314,7 +166,7 @@ class SmtpMailer:
         raise AssertionError("unreachable")
 
     async def _envelope(
-        self, connection: _Connection, message: OutgoingEmail, commands: list[bytes]
+        self, connection: Connection, message: OutgoingEmail, commands: list[bytes]
     ) -> None:
         """Every reply to what was sent is read before a refusal is raised: the replies stay in
         step with the commands, and the connection can be reset and reused."""
@@ -350,7 +202,7 @@ class SmtpMailer:
             await connection.command(b".\r\n")
         raise error
 
-    async def _deliver(self, connection: _Connection, content: bytes) -> None:
+    async def _deliver(self, connection: Connection, content: bytes) -> None:
         """The content, then its reply: only a 250 means the server took the message."""
         try:
             reply = await connection.command(content, timeout=self._data_timeout)
@@ -369,7 +221,7 @@ class SmtpMailer:
             raise classify(aiosmtplib.SMTPDataError(reply.code, reply.message), "DATA")
         self._idle.append(connection)
 
-    async def _checkout(self) -> tuple[_Connection, bool]:
+    async def _checkout(self) -> tuple[Connection, bool]:
         while self._idle:
             connection = self._idle.pop()
             if connection.usable:
@@ -377,7 +229,7 @@ class SmtpMailer:
             connection.close()
         return await self._connect(), False
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         client = aiosmtplib.SMTP(
             hostname=self._host,
             port=self._port,
@@ -399,7 +251,7 @@ class SmtpMailer:
             self._down = False
             log.info("smtp_reachable_again", host=self._host, port=self._port)
         metrics.dependency("smtp", True)
-        return _Connection(client, self._timeout)
+        return Connection(client, self._timeout)
 
     def _connection_failed(self, failure: Exception) -> None:
         metrics.SMTP_CONNECTION_FAILURES.inc()
@@ -415,7 +267,7 @@ class SmtpMailer:
                 next_warning_in=UNREACHABLE_WARNING_SECONDS,
             )
 
-    async def _reset(self, connection: _Connection) -> None:
+    async def _reset(self, connection: Connection) -> None:
         try:
             reply = await connection.command(b"RSET\r\n")
         except Exception:

@@ -1,4 +1,6 @@
-"""Redis Streams: every key name Flowline uses, and the stream commands it runs.
+"""Redis Streams: every key name Flowline uses, and the commands that feed and read the
+main stream (the dead letters are in dead_letter_stream.py, trimming and the stream's state
+in stream_housekeeping.py).
 
 Keys, for a stream named S (REDIS_STREAM_NAME):
     S              the events (XADD by the relay, XREADGROUP by workers)
@@ -13,7 +15,6 @@ Keys, for a stream named S (REDIS_STREAM_NAME):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,10 @@ from workflow_core.settings import Settings
 
 log = get_logger(__name__)
 
+
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+
+
 """What Redis being away (restarting, unreachable, slow) looks like: wait and try again."""
 
 
@@ -127,53 +131,6 @@ async def group_exists(redis: aioredis.Redis, keys: StreamKeys) -> bool:
     return any(str(group["name"]) == keys.group for group in groups)
 
 
-@dataclass(frozen=True, slots=True)
-class GroupState:
-    name: str
-    pending: int
-    lag: int | None  # None when Redis cannot tell (entries were deleted in the gap)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamState:
-    length: int
-    dead_letters: int
-    groups: tuple[GroupState, ...]
-
-
-async def stream_state(redis: aioredis.Redis, keys: StreamKeys) -> StreamState:
-    """The stream's length, its dead letters, and each consumer group's backlog, in one round
-    trip (a missing stream has no groups)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.xlen(keys.stream)
-        pipe.xlen(keys.dead)
-        pipe.xinfo_groups(keys.stream)
-        length, dead, groups = await pipe.execute(raise_on_error=False)
-    for answer in (length, dead):
-        if isinstance(answer, Exception):
-            raise answer
-    if isinstance(groups, ResponseError):  # no such stream (yet)
-        groups = []
-    elif isinstance(groups, Exception):
-        raise groups
-    return StreamState(
-        int(length),
-        int(dead),
-        tuple(
-            GroupState(
-                _text(group["name"]),
-                int(group.get("pending") or 0),
-                None if group.get("lag") is None else int(group["lag"]),
-            )
-            for group in groups
-        ),
-    )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def ensure_group(redis: aioredis.Redis, keys: StreamKeys) -> bool:
     """Create the consumer group (and the stream) if missing; True when created. Starts at the
     stream's beginning so that events published before any worker ran are delivered."""
@@ -253,11 +210,6 @@ async def delivery_counts(
     return {str(rows[0]["message_id"]): int(rows[0]["times_delivered"]) for rows in answers if rows}
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    millis, _, seq = entry_id.partition("-")
-    return int(millis), int(seq or 0)
-
-
 async def autoclaim(
     redis: aioredis.Redis, keys: StreamKeys, consumer: str, *, min_idle_ms: int, count: int
 ) -> tuple[list[Entry], list[str]]:
@@ -293,175 +245,3 @@ async def ack(redis: aioredis.Redis, keys: StreamKeys, ids: Iterable[str]) -> No
             pipe.xack(keys.stream, keys.group, *ids)
             pipe.hdel(keys.errors, *ids)
             await pipe.execute()
-
-
-async def remember_error(
-    redis: aioredis.Redis, keys: StreamKeys, entry_id: str, error: str
-) -> None:
-    await redis.hset(keys.errors, entry_id, error[:2000])
-
-
-async def move_to_dead_letters(
-    redis: aioredis.Redis,
-    keys: StreamKeys,
-    entry: Entry,
-    error: str | None,
-    consumer: str,
-    *,
-    max_length: int = 10_000,
-) -> str:
-    """Copy the entry to the dead-letter stream with its error and delivery count, then
-    acknowledge it on the main stream, in that order (a crash between repeats the copy, never
-    loses the entry). The dead-letter stream keeps about `max_length` entries, the newest."""
-    last_error = error or await redis.hget(keys.errors, entry.id) or "unknown error"
-    fields = {
-        "original_id": entry.id,
-        "deliveries": str(entry.deliveries),
-        "error": last_error,
-        "consumer": consumer,
-        **{
-            f"original_{name}" if name in {"error", "deliveries"} else name: value
-            for name, value in (entry.fields or {}).items()
-        },
-    }
-    dead_id = await redis.xadd(
-        keys.dead,
-        fields,  # type: ignore[arg-type]
-        maxlen=max_length,
-        approximate=True,
-    )
-    await ack(redis, keys, [entry.id])
-    return str(dead_id)
-
-
-def _id_from_millis(millis: int) -> str:
-    return f"{max(millis, 0)}-0"
-
-
-async def safe_trim_id(redis: aioredis.Redis, keys: StreamKeys) -> str | None:
-    """The lowest entry id no consumer group still needs: below the oldest pending entry and
-    the last delivered one of every group. None when there is no group (trim nothing)."""
-    try:
-        groups = await redis.xinfo_groups(keys.stream)
-    except ResponseError:  # no such stream
-        return None
-    if not groups:
-        return None
-    floor: tuple[int, int] | None = None
-    for group in groups:
-        candidates = [str(group["last-delivered-id"])]
-        if int(group.get("pending") or 0):
-            summary = await redis.xpending(keys.stream, str(group["name"]))
-            if summary.get("min"):
-                candidates.append(str(summary["min"]))
-        lowest = min(_id_key(candidate) for candidate in candidates)
-        floor = lowest if floor is None else min(floor, lowest)
-    assert floor is not None
-    return f"{floor[0]}-{floor[1]}"
-
-
-async def trim(
-    redis: aioredis.Redis,
-    keys: StreamKeys,
-    *,
-    keep_seconds: float,
-    now_ms: int,
-    approximate: bool = True,
-) -> int:
-    """Drop acknowledged entries older than `keep_seconds` (XTRIM MINID ~: whole blocks only,
-    which is cheap), never one that a group has pending or has not delivered yet; returns how
-    many went."""
-    safe = await safe_trim_id(redis, keys)
-    if safe is None:
-        return 0
-    minid = min(_id_key(safe), _id_key(_id_from_millis(now_ms - int(keep_seconds * 1000))))
-    return int(
-        await redis.xtrim(keys.stream, minid=f"{minid[0]}-{minid[1]}", approximate=approximate)
-    )
-
-
-async def forget_idle_consumers(
-    redis: aioredis.Redis, keys: StreamKeys, *, idle_ms: int, keep: str
-) -> list[str]:
-    """Remove consumers that hold nothing and have not been heard of for `idle_ms` (dead
-    workers). A consumer with pending entries is never removed: XGROUP DELCONSUMER would make
-    them unclaimable."""
-    removed: list[str] = []
-    try:
-        consumers = await redis.xinfo_consumers(keys.stream, keys.group)
-    except ResponseError:
-        return removed
-    for consumer in consumers:
-        name = str(consumer["name"])
-        if name != keep and not int(consumer["pending"]) and int(consumer["idle"]) > idle_ms:
-            # Deleting returns the pending count it dropped: 0 unless it read in between.
-            dropped = await redis.xgroup_delconsumer(keys.stream, keys.group, name)
-            if dropped:
-                log.error("consumer_removed_with_pending", consumer=name, pending=dropped)
-            removed.append(name)
-    return removed
-
-
-def dead_letter_view(entry_id: str, fields: dict[str, str], replays: int) -> dict[str, Any]:
-    """A dead-letter entry as the API shows it."""
-    event: Any = fields.get("payload")
-    with contextlib.suppress(orjson.JSONDecodeError, TypeError):
-        event = orjson.loads(event)  # malformed payloads are shown as the text they were
-    return {
-        "id": entry_id,
-        "dead_at_ms": int(entry_id.split("-", 1)[0]),
-        "original_id": fields.get("original_id"),
-        "deliveries": int(fields.get("deliveries", "0") or 0),
-        "error": fields.get("error"),
-        "consumer": fields.get("consumer"),
-        "type": fields.get("type"),
-        "event_id": fields.get("event_id"),
-        "event": event,
-        "replays": replays,
-    }
-
-
-async def dead_letters(
-    redis: aioredis.Redis, keys: StreamKeys, *, count: int, before: str | None = None
-) -> list[dict[str, Any]]:
-    """Dead letters, newest first; `before` pages on (an id from the previous page)."""
-    entries: list[Any] = list(
-        await redis.xrevrange(keys.dead, max=f"({before}" if before else "+", min="-", count=count)
-        or []
-    )
-    ids: list[Any] = [entry_id for entry_id, _ in entries]
-    counts: list[Any] = list(await redis.hmget(keys.replays, ids)) if ids else []
-    return [
-        dead_letter_view(str(entry_id), fields, int(n or 0))
-        for (entry_id, fields), n in zip(entries, counts, strict=True)
-    ]
-
-
-async def read_dead_letter(
-    redis: aioredis.Redis, keys: StreamKeys, entry_id: str
-) -> dict[str, Any] | None:
-    """One dead letter: its raw `fields` and its API `view`; None when there is none."""
-    entries: list[Any] = list(
-        await redis.xrange(keys.dead, min=entry_id, max=entry_id, count=1) or []
-    )
-    if not entries:
-        return None
-    replays = await redis.hget(keys.replays, entry_id)
-    fields = dict(entries[0][1])
-    return {"fields": fields, "view": dead_letter_view(entry_id, fields, int(replays or 0))}
-
-
-async def count_replay(redis: aioredis.Redis, keys: StreamKeys, entry_id: str) -> int:
-    """Count one more replay of a dead letter (atomically); returns the new count."""
-    return int(await redis.hincrby(keys.replays, entry_id, 1))
-
-
-async def uncount_replay(redis: aioredis.Redis, keys: StreamKeys, entry_id: str) -> None:
-    await redis.hincrby(keys.replays, entry_id, -1)
-
-
-def original_fields(fields: dict[str, str]) -> dict[str, str]:
-    """The fields of the entry as it was on the main stream."""
-    return {
-        name: value for name, value in fields.items() if name in {"type", "event_id", "payload"}
-    }

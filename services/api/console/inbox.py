@@ -15,7 +15,7 @@ from services.api.console.identity import Looker
 from services.api.console.web import ConsoleRoute, posted, render, see_other
 from services.api.deps import Db
 from services.api.routes import tasks as task_routes
-from services.api.schemas import TaskCompletion
+from services.api.schemas.tasks import TaskCompletion
 from workflow_core.errors import Unprocessable
 from workflow_core.persistence import records
 from workflow_core.statuses import TaskStatus

@@ -13,7 +13,7 @@ from services.api.console.identity import Looker
 from services.api.console.web import ConsoleRoute, render
 from services.api.deps import Db
 from services.api.routes import workflows as workflow_routes
-from services.api.schemas import MAX_INT4
+from services.api.schemas.documents import MAX_INT4
 
 router = APIRouter(prefix="/console/workflows", route_class=ConsoleRoute, include_in_schema=False)
 

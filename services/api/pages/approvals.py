@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from services.api.deps import Database
 from services.api.pages.render import page
-from services.api.schemas import COMMENT_LIMIT, TaskDecision
+from services.api.schemas.tasks import COMMENT_LIMIT, TaskDecision
 from workflow_core import task_links
 from workflow_core.errors import Conflict, Unprocessable
 from workflow_core.persistence import records

@@ -26,7 +26,7 @@ from services.api.deps import Database, IdempotencyKey
 from services.api.keys import KeyRing, Principal
 from services.api.pages.render import page
 from services.api.routes.submissions import accepted_response
-from services.api.schemas import check_document
+from services.api.schemas.documents import check_document
 from workflow_core.adapters.ratelimit import SubmitRate
 from workflow_core.errors import Forbidden, Unprocessable
 from workflow_core.persistence.submissions import Accepted, NewSubmission

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from services.api import keys
 from services.api.access import Caller, operator_only
 from services.api.deps import Db, Filter, Limit, Offset
-from services.api.schemas import ApiKeyCreate, ApiKeyMade, ApiKeyOut
+from services.api.schemas.keys import ApiKeyCreate, ApiKeyMade, ApiKeyOut
 from workflow_core.errors import NotFound
 from workflow_core.persistence import api_keys
 from workflow_core.persistence.api_keys import ApiKey

@@ -11,7 +11,7 @@ from pydantic import AfterValidator
 from services.api.access import Caller, operator_only
 from services.api.deps import AppSettings, Db, Keys, Redis
 from workflow_core import events
-from workflow_core.adapters import streams
+from workflow_core.adapters import dead_letter_stream
 from workflow_core.errors import Conflict, NotFound
 from workflow_core.persistence import revival
 
@@ -58,7 +58,7 @@ async def list_dead_letters(
     operator_only(principal, "read dead letters")
     if before == FIRST_ID:
         return []  # nothing comes before the first id (and Redis refuses the range `(0-0`)
-    return await streams.dead_letters(redis, keys, count=limit, before=before)
+    return await dead_letter_stream.dead_letters(redis, keys, count=limit, before=before)
 
 
 @router.get("/{entry_id}", responses={404: {"description": "no such dead letter"}})
@@ -66,7 +66,7 @@ async def get_dead_letter(
     entry_id: EntryId, redis: Redis, keys: Keys, principal: Caller
 ) -> dict[str, Any]:
     operator_only(principal, "read dead letters")
-    letter = await streams.read_dead_letter(redis, keys, entry_id)
+    letter = await dead_letter_stream.read_dead_letter(redis, keys, entry_id)
     if letter is None:
         raise NotFound(f"no dead letter with id {entry_id}")
     view: dict[str, Any] = letter["view"]
@@ -92,18 +92,18 @@ async def replay_dead_letter(
     """Queue the event again (through the outbox) and give the runs it failed another go.
     Each replay is counted; after DEAD_LETTER_REPLAY_LIMIT replays of one entry, 409."""
     operator_only(principal, "replay dead letters")
-    letter = await streams.read_dead_letter(redis, keys, entry_id)
+    letter = await dead_letter_stream.read_dead_letter(redis, keys, entry_id)
     if letter is None:
         raise NotFound(f"no dead letter with id {entry_id}")
     try:
-        event = events.from_fields(streams.original_fields(letter["fields"]))
+        event = events.from_fields(dead_letter_stream.original_fields(letter["fields"]))
     except events.MalformedEvent as error:
         raise Conflict(
             f"dead letter {entry_id} is not a Flowline event ({error}); replaying it cannot succeed"
         ) from None
-    replays = await streams.count_replay(redis, keys, entry_id)
+    replays = await dead_letter_stream.count_replay(redis, keys, entry_id)
     if replays > settings.dead_letter_replay_limit:
-        await streams.uncount_replay(redis, keys, entry_id)
+        await dead_letter_stream.uncount_replay(redis, keys, entry_id)
         raise Conflict(
             f"dead letter {entry_id} was replayed {replays - 1} times already "
             f"(DEAD_LETTER_REPLAY_LIMIT={settings.dead_letter_replay_limit})"
@@ -112,7 +112,7 @@ async def replay_dead_letter(
         async with db.transaction() as conn:
             revived = await revival.replay_event(conn, event)
     except BaseException:
-        await streams.uncount_replay(redis, keys, entry_id)
+        await dead_letter_stream.uncount_replay(redis, keys, entry_id)
         raise
     return {
         "dead_letter_id": entry_id,

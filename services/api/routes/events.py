@@ -13,7 +13,7 @@ from structlog.contextvars import bind_contextvars
 
 from services.api.access import acting_for, caller, needs
 from services.api.deps import Database, IdempotencyKey
-from services.api.schemas import EventAccepted, EventPost
+from services.api.schemas.submissions import EventAccepted, EventPost
 from workflow_core import events, metrics, tracing
 from workflow_core.adapters.ratelimit import SubmitRate
 from workflow_core.errors import Unprocessable

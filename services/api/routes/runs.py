@@ -11,7 +11,7 @@ from services.api.access import Caller, acting_for, must_see, needs
 from services.api.deps import Db, Limit, Offset
 from services.api.keys import Principal
 from services.api.presenters import run_summary, run_view
-from services.api.schemas import (
+from services.api.schemas.runs import (
     RunCancel,
     RunCancelled,
     RunOut,

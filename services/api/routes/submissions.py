@@ -20,7 +20,7 @@ from services.api.access import (
 )
 from services.api.deps import Database, Db, IdempotencyKey
 from services.api.presenters import run_summary
-from services.api.schemas import SubmissionOut, SubmitAccepted, SubmitRequest
+from services.api.schemas.submissions import SubmissionOut, SubmitAccepted, SubmitRequest
 from workflow_core import metrics
 from workflow_core.adapters.ratelimit import SubmitRate
 from workflow_core.errors import NotFound, Unprocessable

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body
 from services.api.access import Caller, acting_for, must_see, needs
 from services.api.deps import Db, Filter, Limit, Offset
 from services.api.keys import Principal
-from services.api.schemas import TaskCompletion, TaskOut
+from services.api.schemas.tasks import TaskCompletion, TaskOut
 from workflow_core.errors import NotFound
 from workflow_core.persistence import records
 from workflow_core.persistence.pool import Connection

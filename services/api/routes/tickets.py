@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from services.api.access import Caller, acting_for, must_see, needs
 from services.api.deps import Db, Filter, Limit, Offset
-from services.api.schemas import TicketOut
+from services.api.schemas.tasks import TicketOut
 from workflow_core.errors import NotFound
 from workflow_core.persistence import records
 from workflow_core.statuses import TicketStatus

@@ -12,10 +12,10 @@ from services.api import secrets
 from services.api.access import Caller, acting_for, needs, operator_only
 from services.api.deps import AppSettings, Db, Filter, Limit, Offset
 from services.api.keys import Principal
-from services.api.schemas import (
-    MAX_INT4,
+from services.api.schemas.documents import MAX_INT4
+from services.api.schemas.submissions import SubmitRequest
+from services.api.schemas.workflows import (
     DryRunRequest,
-    SubmitRequest,
     TaskOutcome,
     ValidateRequest,
     WorkflowCreate,
@@ -31,7 +31,8 @@ from workflow_core.persistence import workflows
 from workflow_core.persistence.pool import Connection
 from workflow_core.persistence.workflows import WorkflowRecord
 from workflow_core.settings import Settings
-from workflow_core.validation import ValidationResult, validate_definition
+from workflow_core.validation import validate_definition
+from workflow_core.validation.problems import ValidationResult
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such workflow"}}
