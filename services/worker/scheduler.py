@@ -20,7 +20,43 @@ from workflow_core.persistence.pool import Pool, translate_errors
 log = get_logger(__name__)
 
 
-class TimerScheduler:
+class _Clock:
+    """Fire what is due (a batch at a time), then sleep until the next is due, at most
+    `poll_seconds`, or until stopped. A failure is logged and retried after `poll_seconds`."""
+
+    _name: str
+    _pool: Pool
+    _poll_seconds: float
+    _batch_size: int
+
+    async def fire_due(self) -> int:
+        raise NotImplementedError
+
+    async def _next_due_in(self) -> float | None:
+        """Seconds until the next is due (by the database's clock), None when none is."""
+        raise NotImplementedError
+
+    async def _pause(self, seconds: float, stop: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(seconds, 0.01))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                if await self.fire_due() == self._batch_size:
+                    continue
+                async with translate_errors():
+                    due_in = await self._next_due_in()
+                wait = self._poll_seconds if due_in is None else max(due_in, 0.0)
+            except Exception as error:
+                log.warning(f"{self._name}_failed", error=f"{type(error).__name__}: {error}")
+                wait = self._poll_seconds
+            await self._pause(min(wait, self._poll_seconds), stop)
+
+
+class TimerScheduler(_Clock):
+    _name = "timers"
+
     def __init__(
         self, pool: Pool, announced: Channel, *, poll_seconds: float = 1.0, batch_size: int = 200
     ) -> None:
@@ -35,26 +71,22 @@ class TimerScheduler:
         self.fired += fired
         return fired
 
-    async def _seconds_to_next(self) -> float:
-        async with translate_errors():
-            due_in = await timers.next_due_in(self._pool)
-        return self._poll_seconds if due_in is None else min(max(due_in, 0.0), self._poll_seconds)
+    async def _next_due_in(self) -> float | None:
+        return await timers.next_due_in(self._pool)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                if await self.fire_due() == self._batch_size:
-                    continue
-                wait = await self._seconds_to_next()
-            except Exception as error:
-                log.warning("timers_failed", error=f"{type(error).__name__}: {error}")
-                wait = self._poll_seconds
-            if wait > 0:
-                with contextlib.suppress(Exception):
-                    await self._announced.wait(wait, stop)
+    async def _pause(self, seconds: float, stop: asyncio.Event) -> None:
+        """Until a timer is due, or a new one is announced (it may be due sooner)."""
+        if seconds > 0:
+            with contextlib.suppress(Exception):
+                await self._announced.wait(seconds, stop)
 
 
-class ScheduleFirer:
+class ScheduleFirer(_Clock):
+    """A new or changed schedule is seen within the poll interval: it never fires sooner than
+    its first tick after it was saved."""
+
+    _name = "schedules"
+
     def __init__(
         self,
         pool: Pool,
@@ -80,21 +112,5 @@ class ScheduleFirer:
         metrics.SCHEDULE_TICKS.labels("skipped").inc(sum(skipped.values()))
         return len(skipped)
 
-    async def _seconds_to_next(self) -> float:
-        async with translate_errors():
-            due_in = await schedules.seconds_to_next(self._pool)
-        return self._poll_seconds if due_in is None else min(max(due_in, 0.0), self._poll_seconds)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                if await self.fire_due() == self._batch_size:
-                    continue
-                wait = await self._seconds_to_next()
-            except Exception as error:
-                log.warning("schedules_failed", error=f"{type(error).__name__}: {error}")
-                wait = self._poll_seconds
-            # A new or changed schedule is seen within the poll interval: it never fires
-            # sooner than its first tick after it was saved.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(wait, 0.01))
+    async def _next_due_in(self) -> float | None:
+        return await schedules.seconds_to_next(self._pool)
