@@ -26,7 +26,7 @@ from tests.conftest import Stack, module_stack
 from tests.support.examples import EXAMPLE_WORKFLOW
 from tests.support.services import Servers
 
-EXAMPLES_PER_OPERATION = 100
+EXAMPLES_PER_OPERATION = 70
 
 CONFIG = SchemathesisConfig.from_dict(
     {"generation": {"deterministic": True}, "request-timeout": 30, "warnings": False}
