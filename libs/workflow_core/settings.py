@@ -192,34 +192,25 @@ class Settings(BaseSettings):
     @field_validator("api_admin_key")
     @classmethod
     def _admin_key(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[\x21-\x7e]{24,}", value):
-            raise ValueError(
-                "must be at least 24 printable ASCII characters without spaces (make one with "
-                "`python -c \"import secrets; print('fl_admin_' + secrets.token_urlsafe(32))\"`), "
-                "or empty for an open API on loopback"
-            )
-        return value
+        return _secret(
+            value,
+            24,
+            "(make one with "
+            "`python -c \"import secrets; print('fl_admin_' + secrets.token_urlsafe(32))\"`), "
+            "or empty for an open API on loopback",
+        )
 
     @field_validator("api_token")
     @classmethod
     def _token(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[\x21-\x7e]{16,}", value):
-            raise ValueError(
-                "must be at least 16 printable ASCII characters without spaces "
-                "(API_TOKEN is the old name of API_ADMIN_KEY: set that instead)"
-            )
-        return value
+        return _secret(value, 16, "(API_TOKEN is the old name of API_ADMIN_KEY: set that instead)")
 
     @field_validator("console_session_secret")
     @classmethod
     def _session_secret(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[\x21-\x7e]{32,}", value):
-            raise ValueError(
-                "must be at least 32 printable ASCII characters without spaces (make one with "
-                '`python -c "import secrets; print(secrets.token_urlsafe(32))"`), or empty to '
-                "derive it from API_ADMIN_KEY"
-            )
-        return value
+        return _secret(
+            value, 32, f"(make one with {_MAKE_SECRET}), or empty to derive it from API_ADMIN_KEY"
+        )
 
     @field_validator("cors_allow_origins")
     @classmethod
@@ -247,12 +238,7 @@ class Settings(BaseSettings):
     @field_validator("task_link_secret")
     @classmethod
     def _link_secret(cls, value: str) -> str:
-        if value and not re.fullmatch(r"[\x21-\x7e]{32,}", value):
-            raise ValueError(
-                "must be at least 32 printable ASCII characters without spaces (make one with "
-                '`python -c "import secrets; print(secrets.token_urlsafe(32))"`)'
-            )
-        return value
+        return _secret(value, 32, f"(make one with {_MAKE_SECRET})")
 
     @property
     def cors_origins(self) -> tuple[str, ...]:
@@ -344,6 +330,19 @@ class Settings(BaseSettings):
 
 
 _ORIGIN = re.compile(r"https?://[^/\s?#]+")
+
+
+_MAKE_SECRET = '`python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+
+
+def _secret(value: str, minimum: int, advice: str) -> str:
+    """A key or secret setting: empty, or `minimum`+ printable ASCII characters without spaces.
+    The refusal never repeats the value."""
+    if value and not re.fullmatch(rf"[\x21-\x7e]{{{minimum},}}", value):
+        raise ValueError(
+            f"must be at least {minimum} printable ASCII characters without spaces {advice}"
+        )
+    return value
 
 
 def _split(value: str) -> list[str]:
