@@ -206,10 +206,7 @@ class RunDriver(WakeUps):
         definition = await self._catalog.definition(run.workflow_id, run.workflow_version)
         step = definition.step(run.current_step_id or definition.initial_step_id)
         if cause == "notify":
-            await self._stretches.notify(
-                run, step, run.step_seq, UUID(payload["task_id"]), int(payload["attempt"])
-            )
-            await self._store.taken(event.event_id)
+            await self._notify(run, step, run.step_seq, event)
             return
         run = replace(run, status=RunStatus.RUNNING, deliveries=max(run.deliveries, deliveries))
         journal = Journal(taken=[event.event_id])
@@ -219,6 +216,15 @@ class RunDriver(WakeUps):
             return
         run, resumption = woken
         await self._drive(run, definition, resumption, await self._store.effects(run.id), journal)
+
+    async def _notify(self, run: RunRecord, step: StepSpec, seq: int, event: events.Event) -> None:
+        """Email a waiting task's assignee (a notice's own timer: its first go, or another after
+        a passing failure); the run stays where it waits."""
+        payload = event.payload
+        await self._stretches.notify(
+            run, step, seq, UUID(payload["task_id"]), int(payload["attempt"])
+        )
+        await self._store.taken(event.event_id)
 
     async def _admit_queued(self, run_id: UUID, event_id: UUID) -> None:
         """Try the gate for a queued run (and the others of its keys); drive it if let in."""
@@ -252,10 +258,7 @@ class RunDriver(WakeUps):
             return
         branch_step = definition.step(cursor.step)
         if cause == "notify":
-            await self._stretches.notify(
-                run, branch_step, cursor.seq, UUID(payload["task_id"]), int(payload["attempt"])
-            )
-            await self._store.taken(event.event_id)
+            await self._notify(run, branch_step, cursor.seq, event)
             return
         if run.status != RunStatus.WAITING:
             await self._put_off(run, event)
