@@ -161,3 +161,41 @@ async def test_a_post_from_another_site_is_refused(waiting: Waiting) -> None:
     assert (await waiting.task())["status"] == "pending"
     same = await client.post(approve, data={}, headers={"origin": BASE})
     assert same.status_code == 303
+
+
+ADMIN = "fl_admin_" + "l" * 40
+
+
+async def test_without_a_link_secret_beside_an_operators_key_no_link_is_made_or_taken(
+    make_settings: SettingsFactory, smtp: SmtpServer
+) -> None:
+    """A deployment with API_ADMIN_KEY but no TASK_LINK_SECRET: a guessable key would let
+    anyone decide any task, so the assignee's email carries no link, and a link signed with
+    the development key (derived from DATABASE_URL, which an attacker may know) is refused."""
+    settings = make_settings(public_base_url=BASE, api_admin_key=ADMIN, task_link_secret="")
+    assert settings.task_link_key is None
+    operator = {"Authorization": f"Bearer {ADMIN}"}
+    assignee, owner = unique_email(), org()
+    async with in_process_api(settings) as api, running_worker(settings):
+        flow = {**approval_flow(assignee, "purchase"), "org_id": owner}
+        made = await api.client.post("/workflows", json=flow, headers=operator)
+        assert made.status_code == 201, made.text
+        key = await make_key(api.client, owner, "submit", headers=operator)
+        form = {"email": unique_email(), "name": "Ada", "item": "a laptop", "amount": "1200"}
+        assert (await api.client.post(f"/f/{key}/purchase", data=form)).status_code == 200
+        [email] = await eventually(lambda: smtp.to(assignee), what="the assignee's email")
+        assert "/t/" not in text_of(email.message) and "/t/" not in html_of(email.message)
+        assert "POST /tasks/" in text_of(email.message)
+
+        tasks = await api.client.get("/tasks", params={"kind": "human"}, headers=operator)
+        [task] = [t for t in tasks.json() if t["run_id"] and t["status"] == "pending"]
+        guessable = settings.model_copy(update={"api_admin_key": ""}).task_link_key
+        assert guessable is not None
+        soon = datetime.now(UTC) + timedelta(hours=1)
+        forged = "/t/" + task_links.sign(
+            guessable, TaskLink(uuid.UUID(task["id"]), "approved", soon)
+        )
+        assert (await api.client.get(forged)).status_code == 404
+        assert (await api.client.post(forged, data={})).status_code == 404
+        again = await api.client.get(f"/tasks/{task['id']}", headers=operator)
+        assert again.json()["status"] == "pending"
