@@ -204,3 +204,43 @@ async def test_one_trace_follows_a_submission_from_the_request_to_every_action(
     httpx_line = next(line for line in worker_lines if "/hook" in str(line.get("event")))
     assert httpx_line["trace_id"] == request.trace_id
     assert any(line.get("event") == "tracing_on" for line in worker_lines)
+
+
+async def test_a_collector_that_never_answers_delays_no_form_and_no_stop(
+    stack: Stack, smtp: SmtpServer
+) -> None:
+    """Traces on, and the collector a black hole (it takes connections and never answers, as a
+    hung backend or a dropped route does): forms are still accepted and emailed, and both
+    processes still stop on SIGTERM, each giving up on its last spans after a few seconds."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing, keep the connection open
+
+    black_hole = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = black_hole.sockets[0].getsockname()[1]
+    try:
+        traced = {
+            "OTEL_ENABLED": "true",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+        api, worker = stack.start_api(**traced), stack.start_worker(**traced)
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+            assert (await client.post("/workflows", json=example_workflow())).status_code == 201
+            for _ in range(5):
+                assert (await client.post("/submit", json=EXAMPLE_FORM)).status_code == 202
+        await eventually(lambda: len(smtp.received) >= 5, what="five emails", timeout=30)
+        await eventually(lambda: held, what="an export to the collector", timeout=10)
+
+        started = asyncio.get_running_loop().time()
+        for service in (api, worker):
+            service.signal(signal.SIGTERM)
+        for service in (api, worker):
+            assert await asyncio.to_thread(service.process.wait, 30) == 0, service.log()[-2000:]
+        assert asyncio.get_running_loop().time() - started < 15
+        assert len(smtp.received) == 5
+    finally:
+        for writer in held:
+            writer.close()
+        black_hole.close()
