@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from tests.conftest import Stack
 from tests.e2e.test_faults import report, submit_many, tally
@@ -184,3 +185,54 @@ async def test_redis_restarted_empty_loses_no_accepted_submission(
     assert report("redis restarted empty", 5, smtp) == (5, 0, 0), stack.logs()
     assert tally(smtp, 5, "later") == (5, 0, 0), stack.logs()
     assert "redis_lost_its_data" in worker.log()
+
+
+async def test_redis_restarted_empty_loses_no_accepted_event(
+    stack: Stack, smtp: SmtpServer, client: httpx.AsyncClient, forgetful_redis: RedisServer
+) -> None:
+    """POST /events keeps the promise of /submit: three events accepted and published while
+    no worker runs, then Redis restarts without its data. The outbox knows they were never
+    taken: published again, each starts its run and its email arrives once."""
+    redis_port = {"REDIS_PORT": forgetful_redis.port}
+    sweep = {"EVENT_RECONCILE_SECONDS": 2}
+    stack.start_api(**redis_port, **sweep)
+    thanks = {
+        "name": "Thank for a paid order",
+        "definition": {
+            "trigger": {"type": "order.paid"},
+            "initial_step_id": "thank",
+            "steps": [
+                {
+                    "id": "thank",
+                    "type": "auto_action",
+                    "actions": [
+                        {
+                            "type": "send_email",
+                            "config": {"to_path": "data.email", "subject": "Paid", "body": "x"},
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+    assert (await client.post("/workflows", json=thanks)).status_code == 201
+    buyers = [unique_email() for _ in range(3)]
+    for buyer in buyers:
+        event = {"type": "order.paid", "data": {"email": buyer}, "org_id": "org_123"}
+        assert (await client.post("/events", json=event)).status_code == 202
+    stream = aioredis.Redis(host="127.0.0.1", port=int(forgetful_redis.port))
+    try:
+        name = stack.settings.redis_stream_name
+        await eventually(lambda: _length_is(stream, name, 3), timeout=15, what="published")
+    finally:
+        await stream.aclose()
+    forgetful_redis.restart_empty()
+    stack.start_worker("worker", **redis_port, **sweep, **QUICK)
+    for buyer in buyers:
+        await eventually(lambda b=buyer: smtp.to(b), timeout=60, what=f"the email to {buyer}")  # type: ignore[misc]
+    await asyncio.sleep(3)  # a repeat from the sweep would show now
+    assert [len(smtp.to(buyer)) for buyer in buyers] == [1, 1, 1], stack.logs()
+
+
+async def _length_is(stream: aioredis.Redis, name: str, length: int) -> bool:
+    return bool(await stream.xlen(name) == length)
