@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import socket
+import tempfile
 from email.utils import parseaddr
 from functools import cached_property
 from typing import Annotated, Literal
@@ -111,6 +112,10 @@ class Settings(BaseSettings):
     # A file the worker touches at each heartbeat while it runs, for a container's health check
     # (python -m services.worker.healthcheck); empty: none.
     worker_health_file: str = ""
+    # Where a worker notes the emails it sent while neither PostgreSQL nor Redis could take
+    # the record (adapters/sent_spool.py); a restarted worker reads it. Empty: a directory
+    # `flowline-spool` in the system's temporary directory.
+    worker_spool_dir: str = ""
     run_step_budget: PositiveInt = 100
 
     # Limits against amplification (engine/limits.py): what one submission can make happen.
@@ -316,11 +321,21 @@ class Settings(BaseSettings):
         return f"postgresql://{rest}"
 
     @property
+    def database_name(self) -> str:
+        """The database's name, from DATABASE_URL."""
+        return urlsplit(self.postgres_dsn).path.lstrip("/")
+
+    @property
     def sqlalchemy_url(self) -> str:
         """The URL for SQLAlchemy's engine (Alembic's migrations only), with its asyncpg
         driver."""
         _, rest = self.database_url.split("://", 1)
         return f"postgresql+asyncpg://{rest}"
+
+    @property
+    def spool_dir(self) -> str:
+        """WORKER_SPOOL_DIR, or its default under the system's temporary directory."""
+        return self.worker_spool_dir or os.path.join(tempfile.gettempdir(), "flowline-spool")
 
     @property
     def consumer_name(self) -> str:

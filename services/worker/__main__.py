@@ -26,7 +26,7 @@ from services.worker.stretch import Stretches
 from services.worker.worker import Worker
 from workflow_core import events, metrics, tracing
 from workflow_core.actions.base import ActionDeps
-from workflow_core.adapters import streams
+from workflow_core.adapters import sent_spool, streams
 from workflow_core.adapters.http import HttpxClient
 from workflow_core.adapters.smtp import SmtpMailer
 from workflow_core.adapters.streams import Entry, StreamKeys
@@ -134,15 +134,7 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
         json_max_bytes=settings.webhook_response_max_bytes,
     )
     resources.push_async_callback(http.close)
-    # A restarted worker is a new owner: what its previous life held is taken over once that
-    # life's heartbeat is old.
-    ledger = DbEffectLedger(
-        pool,
-        owner=f"{settings.consumer_name}/{uuid.uuid4().hex[:8]}",
-        dead_after=settings.worker_dead_after_seconds,
-        eager_pool=eager_pool,
-        notes=streams.SentNotes(redis, StreamKeys.from_settings(settings)),
-    )
+    ledger = _ledger(settings, pool, eager_pool, redis)
     deps = ActionDeps(
         mailer=mailer,
         http=http,
@@ -159,6 +151,31 @@ async def _open(settings: Settings, resources: contextlib.AsyncExitStack) -> _Pa
     return _Parts(pool, eager_pool, listener, redis, reader_redis, keys, deps, ledger)
 
 
+def _ledger(
+    settings: Settings, pool: Pool, eager_pool: Pool, redis: aioredis.Redis
+) -> DbEffectLedger:
+    """The effect ledger of this process, with the two places it notes a 250 in when
+    PostgreSQL cannot take its record: Redis, and a file of its own in WORKER_SPOOL_DIR."""
+    # A restarted worker is a new owner: what its previous life held is taken over once that
+    # life's heartbeat is old.
+    owner = f"{settings.consumer_name}/{uuid.uuid4().hex[:8]}"
+    spool_dir = sent_spool.directory_for(
+        settings.spool_dir, settings.database_name, settings.redis_stream_name
+    )
+    try:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a warning, not a stop: Redis still takes the notes
+        log.warning("worker_spool_unavailable", path=str(spool_dir), error=str(error))
+    return DbEffectLedger(
+        pool,
+        owner=owner,
+        dead_after=settings.worker_dead_after_seconds,
+        eager_pool=eager_pool,
+        notes=streams.SentNotes(redis, StreamKeys.from_settings(settings)),
+        spool=sent_spool.SentSpool(spool_dir, owner),
+    )
+
+
 async def _consume(
     settings: Settings, parts: _Parts, stop: asyncio.Event, *, burst: bool
 ) -> Worker:
@@ -171,6 +188,9 @@ async def _consume(
         liveness=liveness,
     )
     await heartbeat.beat()  # alive before anything is reserved in its name
+    # What a previous life of this worker (a restarted container keeps its files) sent and
+    # could only note locally is recorded before another worker may take it over.
+    await parts.ledger.settle_spooled()
     liveness.touch()
     driver = _run_driver(settings, parts)
     relay = OutboxRelay.from_settings(parts.pool, parts.redis, parts.listener, settings)
@@ -206,6 +226,7 @@ async def _consume(
         liveness.remove()
         await relay.drain(timeout=2.0)
         await heartbeat.retire()
+        parts.ledger.close_spool()
     return worker
 
 

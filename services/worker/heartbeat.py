@@ -85,6 +85,8 @@ class Heartbeat:
             try:
                 async with asyncio.timeout(self._interval):
                     await self._ledger.settle_pending()
+                    # a worker of this host that died (its local notes of sent emails)
+                    await self._ledger.settle_spooled()
             except Exception as error:  # the next beat tries again
                 log.warning("ledger_not_settled", error=f"{type(error).__name__}: {error}")
 

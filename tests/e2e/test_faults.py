@@ -11,7 +11,6 @@ import collections
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,14 +19,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import func, insert, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import Stack
+from tests.e2e.conftest import ProxiedDatabase
 from tests.support.examples import EXAMPLE_WORKFLOW, example_form
 from tests.support.redis_server import RedisServer
 from tests.support.smtp import SmtpServer, duplicates_outside_the_window
-from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 from workflow_core import events
 from workflow_core.ids import new_id
@@ -196,23 +194,6 @@ async def test_redis_stopped_and_started_again(
         f"duplicated={sum(f[1] for f in figures)} lost={sum(f[2] for f in figures)}"
     )
     assert figures == [(40, 0, 0)] * 3, stack.logs()
-
-
-@dataclass
-class ProxiedDatabase:
-    """The test's database behind a TCP proxy the test can cut and restore."""
-
-    proxy: TcpProxy
-    url: str  # DATABASE_URL through the proxy
-
-
-@pytest.fixture
-def proxied_database(settings: Any) -> Iterator[ProxiedDatabase]:
-    database = make_url(settings.database_url)
-    proxy = TcpProxy(database.host or "127.0.0.1", database.port or 5432).start()
-    through_proxy = database.set(host="127.0.0.1", port=proxy.port)
-    yield ProxiedDatabase(proxy, through_proxy.render_as_string(hide_password=False))
-    proxy.stop()
 
 
 async def test_postgres_cut_off_from_the_api_gives_503_then_recovers(

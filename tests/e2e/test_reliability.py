@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import Stack
+from tests.e2e.conftest import ProxiedDatabase
 from tests.e2e.test_faults import report, submit_many, tally
 from tests.support.examples import EXAMPLE_WORKFLOW, example_form, unique_email
 from tests.support.http_receiver import Answer, http_receiver
@@ -236,3 +237,47 @@ async def test_redis_restarted_empty_loses_no_accepted_event(
 
 async def _length_is(stream: aioredis.Redis, name: str, length: int) -> bool:
     return bool(await stream.xlen(name) == length)
+
+
+async def test_a_250_noted_while_postgres_is_cut_survives_redis_emptied_and_a_kill(
+    proxied_database: ProxiedDatabase,  # first, so torn down last (test_faults.py)
+    stack: Stack,
+    smtp: SmtpServer,
+    client: httpx.AsyncClient,
+    forgetful_redis: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Three faults within seconds, as the chaos soak once drew them: the server answers the
+    end of DATA while PostgreSQL is cut off from the worker, so those 250s cannot be recorded;
+    Redis, where they are noted, restarts empty; the worker is killed before either is back.
+    Its local spool (WORKER_SPOOL_DIR) still holds them: the next worker records them done
+    and sends none of them again, and every other email arrives once."""
+    smtp.behaviour.data_delay = 2.0
+    smtp.behaviour.accept_at_reply = True  # kept only if its 250 reached the worker
+    same = {
+        "REDIS_PORT": forgetful_redis.port,
+        "EVENT_RECONCILE_SECONDS": 2,
+        "WORKER_SPOOL_DIR": str(tmp_path / "spool"),
+        **QUICK,
+    }
+    stack.start_api(REDIS_PORT=forgetful_redis.port, EVENT_RECONCILE_SECONDS=2)
+    assert (await client.post("/workflows", json=EXAMPLE_WORKFLOW)).status_code == 201
+    victim = stack.start_worker("victim", DATABASE_URL=proxied_database.url, **same)
+    await submit_many(client, 10)
+    await eventually(lambda: smtp.handler.judging > 0, timeout=30, what="an email in judgement")
+    before_cut = len(smtp.received)
+    proxied_database.proxy.cut()
+    await eventually(lambda: smtp.handler.judging == 0, timeout=30, what="the 250s")
+    await asyncio.sleep(0.5)  # the records fail; the 250s are noted
+    answered_in_the_cut = len(smtp.received) - before_cut
+    forgetful_redis.restart_empty()
+    victim.kill()
+    proxied_database.proxy.restore()
+
+    survivor = stack.start_worker("survivor", **same)
+    await eventually(lambda: tally(smtp, 10)[0] == 10, timeout=90, what="10 emails")
+    await asyncio.sleep(3)  # room for a wrong repeat to show
+    print(f"\n[250 in a cut, Redis emptied, kill] answered in the cut: {answered_in_the_cut}")
+    assert answered_in_the_cut > 0
+    assert report("250 in a cut, Redis emptied, kill", 10, smtp) == (10, 0, 0), stack.logs()
+    assert "sent_emails_recovered_from_spool" in survivor.log(), stack.logs()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -20,6 +22,7 @@ from tests.support.flows import create_workflow, submit
 from tests.support.waiting import eventually
 from workflow_core.actions.base import ActionCall
 from workflow_core.adapters import streams
+from workflow_core.adapters.sent_spool import SentSpool
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.definitions import StepSpec
 from workflow_core.errors import EffectBusy, Unavailable
@@ -170,9 +173,10 @@ async def _live_ledger(
     dead_after: float = 60,
     eager_pool: Pool | None = None,
     notes: streams.SentNotes | None = None,
+    spool: Path | None = None,
 ) -> DbEffectLedger:
     """A ledger whose owner has been beating for longer than `dead_after` (it may take over
-    the reservations of dead owners)."""
+    the reservations of dead owners); `spool`: the directory of its local notes."""
     clock = [1000.0]
     ledger = DbEffectLedger(
         pool,
@@ -180,6 +184,7 @@ async def _live_ledger(
         dead_after=dead_after,
         eager_pool=eager_pool,
         notes=notes,
+        spool=SentSpool(spool, owner) if spool else None,
         clock=lambda: clock[0],
     )
     await workers.beat(pool, owner, owner)
@@ -267,6 +272,71 @@ async def test_a_250_the_database_could_not_take_is_noted_and_not_sent_again_by_
     assert await taking_over.reserve(call) == {"message_id": "<m@x>"}
     state = await pool.fetchval("SELECT state FROM effects WHERE key = $1", call.key)
     assert state == effects.DONE
+
+
+async def _sent_in_a_cut_then_killed(
+    pool: Pool, settings: Settings, spool: Path, notes: streams.SentNotes | None
+) -> ActionCall:
+    """A worker reads a 250 while PostgreSQL is away and dies before it could record it."""
+    call = _call()
+    gone = await create_pool(settings, application_name="flowline-tests", size=1)
+    await gone.close()
+    dying = await _live_ledger(pool, "dying/1", eager_pool=gone, notes=notes, spool=spool)
+    assert await dying.reserve(call) is None
+    with pytest.raises(Unavailable):
+        await dying.sent(call, {"message_id": "<m@x>"})
+    dying.close_spool()  # it died: its file stays, and its lock goes with the process
+    await pool.execute("DELETE FROM workers WHERE owner = 'dying/1'")
+    return call
+
+
+async def test_a_250_noted_while_redis_lost_its_data_is_found_in_the_local_spool(
+    pool: Pool, settings: Settings, redis: aioredis.Redis, keys: StreamKeys, tmp_path: Path
+) -> None:
+    """The 250 came while PostgreSQL was away, and Redis restarted empty before the worker
+    died: the note in Redis is gone, the one in the local spool is not. The worker taking the
+    reservation over finds it there and records the email done instead of sending it again."""
+    notes = streams.SentNotes(redis, keys)
+    call = await _sent_in_a_cut_then_killed(pool, settings, tmp_path, notes)
+    await redis.delete(keys.sent(call.key))  # Redis lost its data
+
+    taking_over = await _live_ledger(pool, "next/1", notes=notes, spool=tmp_path)
+    assert await taking_over.reserve(call) == {"message_id": "<m@x>"}
+    state = await pool.fetchval("SELECT state FROM effects WHERE key = $1", call.key)
+    assert state == effects.DONE
+
+
+async def test_a_worker_records_what_a_dead_worker_of_its_host_could_only_spool(
+    pool: Pool, settings: Settings, tmp_path: Path
+) -> None:
+    """A starting worker (and every heartbeat) records done the lines of the spool files
+    whose process is gone, and deletes them; a live process's file is left alone."""
+    call = await _sent_in_a_cut_then_killed(pool, settings, tmp_path, notes=None)
+    alive = SentSpool(tmp_path, "alive/1")
+    other = _call()
+    alive.note(other.key, str(other.run_id), {"message_id": "<n@x>"})
+
+    starting = await _live_ledger(pool, "next/1", spool=tmp_path)
+    assert await starting.settle_spooled() == 1
+    done = await pool.fetchrow("SELECT state, result FROM effects WHERE key = $1", call.key)
+    assert (done["state"], done["result"]) == (effects.DONE, {"message_id": "<m@x>"})
+    assert await pool.fetchval("SELECT count(*) FROM effects WHERE key = $1", other.key) == 0
+    assert sorted(os.listdir(tmp_path)) == [alive.path.name]
+    assert await starting.settle_spooled() == 0  # nothing twice
+    alive.close(remove=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_spool_line_cut_short_is_skipped_and_the_others_are_read(tmp_path: Path) -> None:
+    """A file whose last line was cut short (a full disk): the whole lines still count."""
+    spool = SentSpool(tmp_path, "w/1")
+    spool.note("k1", "r1", {"message_id": "<a@x>"})
+    spool.close(remove=False)
+    with spool.path.open("ab") as file:
+        file.write(b'{"key": "k2", "run')
+    reader = SentSpool(tmp_path, "w/2")
+    assert reader.recall("k1") == {"message_id": "<a@x>"}
+    assert reader.recall("k2") is None
 
 
 @pytest.mark.parametrize("heartbeat", ["stale", "none"])

@@ -24,9 +24,11 @@ writes it again, had not committed either).
 Within a process the ledger remembers what it holds and what it sent but could not record yet
 (the database away), so a run that goes round again after an outage never sends an email twice.
 So that a worker killed during such an outage does not leave the next one to send it again,
-the 250 is also noted outside PostgreSQL (`SentNotes`: in Redis) when its record fails or has
-not gone through within NOTE_AFTER_SECONDS, and a worker that takes a dead owner's reservation
-over looks there first. A reservation whose release failed stays this live owner's: it is
+the 250 is also noted outside PostgreSQL when its record fails or has not gone through within
+NOTE_AFTER_SECONDS: in a local file of this process (`SentSpool`, which outlives Redis losing
+its data) and in Redis (`SentNotes`, which a worker on another host can read). A worker that
+takes a dead owner's reservation over looks in both first, and every worker records what dead
+processes of its host left in their files (`settle_spooled`). A reservation whose release failed stays this live owner's: it is
 given up after the next heartbeat that goes through (`settle_pending`), so that no other
 worker waits for it for as long as this one lives; so is the record of a 250 that failed.
 For a run's first step the reservations are taken with the run's creation (runs.start_events):
@@ -36,7 +38,7 @@ For a run's first step the reservations are taken with the run's creation (runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any, Protocol
@@ -107,6 +109,24 @@ class SentNotes(Protocol):
     async def recall(self, key: str) -> dict[str, Any] | None: ...
 
 
+SpooledSent = tuple[str, str, dict[str, Any]]  # key, run id, result
+
+
+class SentSpool(Protocol):
+    """A local file where a 250 is noted too, for when Redis is away as well
+    (adapters.sent_spool)."""
+
+    def note(self, key: str, run_id: str, result: Mapping[str, Any]) -> None: ...
+
+    def recall(self, key: str) -> dict[str, Any] | None: ...
+
+    async def settle_orphans(
+        self, record: Callable[[list[SpooledSent]], Awaitable[None]]
+    ) -> int: ...
+
+    def close(self, *, remove: bool) -> None: ...
+
+
 _HOLDER = """
     SELECT e.state, e.result,
            GREATEST(0, $2 - extract(epoch FROM now() - w.heartbeat_at)) AS wait
@@ -137,12 +157,14 @@ class DbEffectLedger:
         dead_after: float,
         eager_pool: Pool | None = None,
         notes: SentNotes | None = None,
+        spool: SentSpool | None = None,
         clock: Callable[[], float] = monotonic,
     ) -> None:
         """`eager_pool`: where `sent` records go (a pool whose commits do not wait for the
-        disk, see pool.create_pool); `pool` by default."""
+        disk, see pool.create_pool); `pool` by default. `notes` and `spool`: where a 250 is
+        noted when its record is late (Redis, and a local file for when Redis is away too)."""
         self._pool, self._owner, self._dead_after = pool, owner, dead_after
-        self._notes = notes
+        self._notes, self._spool = notes, spool
         self._clock = clock
         self._held: set[str] = set()
         self._unreleased: set[str] = set()
@@ -211,13 +233,12 @@ class DbEffectLedger:
     async def _noted(self, call: ActionCall) -> dict[str, Any] | None:
         """A reservation taken from another owner: whether it sent the email and could only
         note it (the database was away when its 250 came). If so, it is recorded done now."""
-        if self._notes is None:
-            return None
-        try:
-            result = await self._notes.recall(call.key)
-        except Exception as error:  # the note may be gone with Redis: we cannot know better
-            log.warning("sent_notes_unreadable", key=call.key, error=str(error))
-            return None
+        result = self._spool.recall(call.key) if self._spool is not None else None
+        if result is None and self._notes is not None:
+            try:
+                result = await self._notes.recall(call.key)
+            except Exception as error:  # the note may be gone with Redis: we cannot know better
+                log.warning("sent_notes_unreadable", key=call.key, error=str(error))
         if result is not None:
             log.warning("sent_email_recovered_from_note", key=call.key)
             await self.sent(call, result)
@@ -234,12 +255,12 @@ class DbEffectLedger:
         done, _ = await asyncio.wait({record}, timeout=NOTE_AFTER_SECONDS)
         noted = not done
         if noted:
-            await self._note(call.key, result)
+            await self._note(call, result)
         try:
             await record
         except Unavailable:
             if not noted:
-                await self._note(call.key, result)
+                await self._note(call, result)
             raise
         self._unrecorded.pop(call.key, None)
 
@@ -247,12 +268,42 @@ class DbEffectLedger:
         async with translate_errors():
             await self._marks((call, result))
 
-    async def _note(self, key: str, result: Mapping[str, Any]) -> None:
+    async def _note(self, call: ActionCall, result: Mapping[str, Any]) -> None:
+        """The local file first: it answers in microseconds and outlives Redis losing its
+        data; Redis next, which another host's worker can read."""
+        if self._spool is not None:
+            try:
+                self._spool.note(call.key, str(call.run_id), result)
+            except OSError as error:
+                log.warning("sent_spool_failed", key=call.key, error=str(error))
         if self._notes is not None:
             try:
-                await self._notes.note(key, result)
+                await self._notes.note(call.key, result)
             except Exception as error:
-                log.warning("sent_note_failed", key=key, error=str(error))
+                log.warning("sent_note_failed", key=call.key, error=str(error))
+
+    async def settle_spooled(self) -> int:
+        """Record done the 250s that dead processes of this host could only note in their
+        local files (see adapters/sent_spool.py); returns how many."""
+        if self._spool is None:
+            return 0
+
+        async def record(entries: list[SpooledSent]) -> None:
+            rows = [
+                {"key": key, "run_id": run_id, "result": result} for key, run_id, result in entries
+            ]
+            async with translate_errors():
+                await self._pool.execute(_SENT, json_text(rows), self._owner)
+
+        settled = await self._spool.settle_orphans(record)
+        if settled:
+            log.warning("sent_emails_recovered_from_spool", count=settled)
+        return settled
+
+    def close_spool(self) -> None:
+        """The process retires: its spool file goes if everything in it is recorded."""
+        if self._spool is not None:
+            self._spool.close(remove=not self._unrecorded)
 
     async def _mark(self, pool: Pool, items: list[tuple[ActionCall, dict[str, Any]]]) -> list[None]:
         rows = [{"key": c.key, "run_id": c.run_id, "result": result} for c, result in items]
