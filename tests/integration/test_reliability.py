@@ -33,6 +33,8 @@ from workflow_core.actions.registry import ActionType
 from workflow_core.adapters import dead_letter_stream, streams
 from workflow_core.adapters.streams import Entry, StreamKeys
 from workflow_core.ids import run_id_for
+from workflow_core.persistence import timers as timers_store
+from workflow_core.persistence.pool import Pool
 from workflow_core.persistence.tables import outbox, run_actions, runs, timers
 from workflow_core.settings import Settings
 
@@ -227,3 +229,33 @@ async def test_a_wait_is_due_by_the_database_clock(
             await conn.execute(select(func.extract("epoch", timers.c.due_at - timers.c.created_at)))
         ).scalar_one()
     assert abs(float(lag) - 3600) < 1
+
+
+async def test_a_timer_with_an_unreadable_payload_does_not_stall_the_others(
+    engine: AsyncEngine, settings: Settings, pool: Pool, smtp: SmtpServer
+) -> None:
+    """A timer row whose payload is not an object, or names the resume event's own fields
+    (a bug, or a hand-edited row), is fired without it: the timers due beside it fire too."""
+    definition = copy.deepcopy(EXAMPLE_WORKFLOW["definition"])
+    definition["steps"][0] = {"id": "step1", "type": "wait", "config": {"for": "PT1H"}}
+    await create_workflow(engine, definition)
+    await submit(engine, {"email": unique_email()})
+    await publish_all(engine, settings)
+    await run_worker_until_drained(settings)
+    run_id = await pool.fetchval("SELECT run_id FROM timers")
+    for payload in ("[1]", '{"cause": "forged", "attempt": 2}', '{"attempt": 3}'):
+        await pool.execute(
+            "INSERT INTO timers (id, run_id, kind, due_at, payload) "
+            "VALUES (gen_random_uuid(), $1, 'retry', now() - interval '1 second', $2::jsonb)",
+            run_id,
+            payload,
+        )
+
+    async with pool.acquire() as conn, conn.transaction():
+        fired = await timers_store.fire_due(conn, 10)
+    assert len(fired) == 3
+    resumes = await pool.fetch(
+        "SELECT payload FROM outbox WHERE payload->>'event_type' = 'run.resume'"
+    )
+    details = sorted((r["payload"]["cause"], r["payload"].get("attempt", 0)) for r in resumes)
+    assert details == [("retry", 0), ("retry", 2), ("retry", 3)]

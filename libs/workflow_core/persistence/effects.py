@@ -28,9 +28,10 @@ the 250 is also noted outside PostgreSQL when its record fails or has not gone t
 NOTE_AFTER_SECONDS: in a local file of this process (`SentSpool`, which outlives Redis losing
 its data) and in Redis (`SentNotes`, which a worker on another host can read). A worker that
 takes a dead owner's reservation over looks in both first, and every worker records what dead
-processes of its host left in their files (`settle_spooled`). A reservation whose release failed stays this live owner's: it is
-given up after the next heartbeat that goes through (`settle_pending`), so that no other
-worker waits for it for as long as this one lives; so is the record of a 250 that failed.
+processes of its host left in their files (`settle_spooled`). A reservation whose release
+failed stays this live owner's: it is given up after the next heartbeat that goes through
+(`settle_pending`), so that no other worker waits for it for as long as this one lives; so is
+the record of a 250 that failed.
 For a run's first step the reservations are taken with the run's creation (runs.start_events):
 `hold` tells the ledger so, and `reserve` then costs no round trip.
 """
