@@ -3,14 +3,15 @@ applied to the database, as a CI step would. The operator's tool, like `keys`: i
 database (DATABASE_URL) directly.
 
     python -m services.api workflows apply DIR|FILE... [--dry-run]
-    python -m services.api workflows diff DIR|FILE...
+    python -m services.api workflows diff DIR|FILE... [--exit-code]
     python -m services.api workflows export DIR [--org ORG]
 
 `apply` creates the workflows whose key is new (in its organisation) and stores a new version
 of those whose name or definition changed; the others are left alone. A deactivated workflow
 is activated again. Every file is checked first: one problem anywhere and nothing is applied
 (exit 1, one `file: json.path: message` line per problem). `diff` (or `apply --dry-run`)
-prints what `apply` would change as a unified diff of the normalized JSON. `export` writes one
+prints what `apply` would change as a unified diff of the normalized JSON; with `--exit-code`
+it exits 2 when there is something to apply (for a CI check). `export` writes one
 YAML file per active workflow (secrets never), giving a key to each workflow that has none.
 """
 
@@ -50,6 +51,11 @@ def parser() -> argparse.ArgumentParser:
     apply.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
     diff = commands.add_parser("diff", help="what apply would change, as a unified diff")
     diff.add_argument("paths", nargs="+", metavar="DIR|FILE")
+    diff.add_argument(
+        "--exit-code",
+        action="store_true",
+        help="exit 2 when apply would change something, 0 when nothing (1: a problem)",
+    )
     export = commands.add_parser("export", help="write one YAML file per active workflow")
     export.add_argument("directory", metavar="DIR")
     export.add_argument("--org", help="only this organisation's workflows")
@@ -60,14 +66,18 @@ def main(argv: list[str]) -> None:
     arguments = parser().parse_args(argv)
     settings = load_settings()
     try:
-        asyncio.run(_run(arguments, settings))
+        changes = asyncio.run(_run(arguments, settings))
     except FileProblems as problems:
         print("\n".join(problems.lines), file=sys.stderr)
         raise SystemExit(1) from None
+    if changes and getattr(arguments, "exit_code", False):
+        raise SystemExit(2)
 
 
-async def _run(arguments: argparse.Namespace, settings: Settings) -> None:
+async def _run(arguments: argparse.Namespace, settings: Settings) -> int:
+    """Runs the command; for `diff`, how many workflows apply would change."""
     files = []
+    changes = 0
     if arguments.command != "export":
         files = load_all(expand(arguments.paths), settings.allowed_webhook_hosts)
     await migrate_at_start(settings)
@@ -78,31 +88,35 @@ async def _run(arguments: argparse.Namespace, settings: Settings) -> None:
                 await _export(conn, Path(arguments.directory), arguments.org)
             elif arguments.command == "diff" or arguments.dry_run:
                 for item in files:
-                    await _diff(conn, item)
+                    changes += await _diff(conn, item)
             else:
                 for item in files:
                     await _apply(conn, item, settings)
     finally:
         await pool.close()
+    return changes
 
 
-async def _diff(conn: Connection, item: WorkflowFile) -> None:
+async def _diff(conn: Connection, item: WorkflowFile) -> bool:
+    """Prints what apply would do with one file; whether it would change anything."""
     current = await workflows.by_key(conn, item.org_id, item.key)
     after = normalized(item.name, item.definition)
     if current is None:
         print(unified_diff(None, after, old_label="", new_label=str(item.path)), end="")
-        return
+        return True
     before = normalized(current.name, current.definition)
     label = f"{item.key} (version {current.version}{'' if current.active else ', inactive'})"
     text = unified_diff(before, after, old_label=label, new_label=str(item.path))
+    secret_differs = secrets.carried_over(item.definition, current.definition) != current.definition
     if text:
         print(text, end="")
-    elif secrets.carried_over(item.definition, current.definition) != current.definition:
+    elif secret_differs:
         print(f"# {item.path}: {item.key}: a secret differs (secrets are never shown)")
     else:
         print(f"# {item.path}: {item.key} unchanged")
     if not current.active:
         print(f"# {item.path}: {item.key} would be activated again")
+    return bool(text) or secret_differs or not current.active
 
 
 async def _apply(conn: Connection, item: WorkflowFile, settings: Settings) -> None:

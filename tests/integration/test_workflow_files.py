@@ -61,6 +61,8 @@ async def test_apply_diff_export_round_trip(settings: Settings, pool: Pool, tmp_
 
     planned = await cli(settings, "diff", str(source))
     assert planned.returncode == 0, planned.stderr
+    checked = await cli(settings, "diff", "--exit-code", str(source))
+    assert checked.returncode == 2, checked.stderr  # something to apply
     assert "--- /dev/null" in planned.stdout
     assert '+    "initial_step_id": "notify",' in planned.stdout
     assert SECRET not in planned.stdout
@@ -75,6 +77,8 @@ async def test_apply_diff_export_round_trip(settings: Settings, pool: Pool, tmp_
 
     again = await cli(settings, "apply", str(source))
     assert "unchanged" in again.stdout
+    in_step = await cli(settings, "diff", "--exit-code", str(source))
+    assert in_step.returncode == 0, in_step.stdout  # nothing to apply
     assert (await workflows.get(pool, record.id)).version == 1  # type: ignore[union-attr]
 
     exported = tmp_path / "exported"
