@@ -20,7 +20,7 @@ from tests.support.flows import create_workflow, publish_all, run_rows, running_
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 from workflow_core.engine.gates import Gate, GateKeys, stored_key
-from workflow_core.persistence import gates, runs
+from workflow_core.persistence import control, gates, runs
 from workflow_core.persistence.pool import Pool, create_pool
 from workflow_core.persistence.tables import outbox, timers
 from workflow_core.settings import Settings
@@ -210,6 +210,37 @@ async def test_a_failed_run_frees_its_slot(engine: AsyncEngine, settings: Settin
         await eventually(all_failed, what="the three runs failed one after another")
     rows = await run_rows(engine)
     assert all(row.queued_for is None and row.admitted_at is not None for row in rows)
+
+
+async def test_a_cancelled_run_frees_its_slot_at_once(
+    engine: AsyncEngine, settings: Settings, pool: Pool
+) -> None:
+    """The run holding the key's only slot waits an hour; it is cancelled: the run queued
+    behind it is let in within seconds, not at the reconcile sweep's next look (60 s)."""
+    pause = {"id": "pause", "type": "wait", "config": {"for": "PT1H"}}
+    await create_workflow(engine, one_at_a_time("held", pause))
+    email = unique_email()
+    for _ in range(2):
+        await submit(engine, {"email": email}, template_id="held")
+    await publish_all(engine, settings)
+
+    async def queued_ones() -> list[str | None]:
+        return sorted((row.queued_for or "-") for row in await run_rows(engine))
+
+    async with running_worker(settings):
+        await eventually(lambda: _is(queued_ones(), ["-", "concurrency"]), what="one queued")
+        holder = await pool.fetchval("SELECT id FROM runs WHERE queued_for IS NULL")
+        async with pool.acquire() as conn, conn.transaction():
+            run = await runs.get(conn, holder, for_update=True)
+            assert run is not None
+            await control.cancel(conn, run, "no longer needed")
+        await publish_all(engine, settings)
+        await eventually(lambda: _is(queued_ones(), ["-", "-"]), timeout=10, what="let in")
+    assert sorted(row.status for row in await run_rows(engine)) == ["cancelled", "waiting"]
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
 
 
 async def test_a_queue_whose_wake_up_was_lost_drains_after_the_sweep(
