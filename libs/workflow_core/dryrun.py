@@ -1,10 +1,11 @@
-"""A dry run: walk a workflow for a sample form without doing anything. Evaluates the trigger
+"""A dry run: walk a workflow for a sample form (or a sample event, as POST /events takes
+it) without doing anything. Evaluates the trigger
 (and says why it does not match), renders every action as it would be carried out (emails,
 webhook requests, tickets), follows the transitions, and stops where a real run would wait
 for a person unless the caller says how that task ends. Time is skipped, never waited for.
 
 Pure: it uses the action types' `preview`, which renders and never sends. A schedule trigger
-is walked from its next tick (the form is not used), and `next_fire_times` lists three.
+is walked from its next tick (the sample is not used), and `next_fire_times` lists three.
 
 Bounded like a real run (engine/limits.py): an email over MAX_RECIPIENTS_PER_EMAIL, or one past
 MAX_EMAILS_PER_RUN, fails the dry run with the reason, as it would fail the run. A rendered
@@ -25,7 +26,7 @@ from workflow_core import actions, events
 from workflow_core.definitions import StepSpec, WorkflowDefinition
 from workflow_core.engine import machine, parallel
 from workflow_core.engine.conditions import evaluate
-from workflow_core.engine.context import initial_context
+from workflow_core.engine.context import initial_context, posted_event_context
 from workflow_core.engine.gates import gate_of, render_key
 from workflow_core.engine.limits import DEFAULT_LIMITS, Limits
 from workflow_core.engine.schedule import SCHEDULE, upcoming
@@ -39,18 +40,23 @@ def trigger_verdict(
     definition: WorkflowDefinition, workflow_org_id: str | None, event: Mapping[str, Any]
 ) -> tuple[bool, str]:
     """Whether the workflow starts for `event`, and why (or why not)."""
+    sample = "form" if event.get("event_type") == events.FORM_SUBMITTED else "event"
     if definition.trigger.type != event.get("event_type"):
         return False, (
-            f"trigger.type is {definition.trigger.type!r}; a submission is "
-            f"{events.FORM_SUBMITTED!r}"
+            f"trigger.type is {definition.trigger.type!r}; "
+            + (
+                f"a submission is {events.FORM_SUBMITTED!r}"
+                if sample == "form"
+                else f"this event is {event.get('event_type')!r}"
+            )
         )
     if workflow_org_id is not None and workflow_org_id != event.get("org_id"):
         return False, (
-            f"the workflow belongs to organisation {workflow_org_id!r}; the form "
+            f"the workflow belongs to organisation {workflow_org_id!r}; the {sample} "
             f"comes from {event.get('org_id')!r}"
         )
     if not evaluate(definition.trigger.conditions, event):
-        return False, "trigger.conditions do not hold for this form"
+        return False, f"trigger.conditions do not hold for this {sample}"
     return True, "the trigger matches"
 
 
@@ -65,12 +71,14 @@ def schedule_preview(definition: WorkflowDefinition, now: datetime) -> dict[str,
 
 def _event(
     definition: WorkflowDefinition,
-    form: Mapping[str, Any],
+    form: Mapping[str, Any] | None,
+    posted: Mapping[str, Any] | None,
     workflow_org_id: str | None,
     now: datetime,
 ) -> dict[str, Any]:
-    """The event the dry run starts from: the form, or for a schedule trigger its next tick
-    (the form's data is not used: a scheduled run's `data` says when it was due)."""
+    """The event the dry run starts from: the sample form or posted event (`type`, `data`,
+    `org_id`, as POST /events takes it), or for a schedule trigger its next tick (the sample's
+    data is not used: a scheduled run's `data` says when it was due)."""
     trigger = definition.trigger
     if trigger.type == SCHEDULE and trigger.cron is not None:
         tick = upcoming(trigger.cron, trigger.timezone, now, 1)[0]
@@ -79,8 +87,12 @@ def _event(
             missed=0,
         )  # fmt: skip
         return tick_event.payload
+    if posted is not None:
+        return events.posted(
+            UUID(int=0), posted["type"], posted.get("org_id") or "", posted["data"], now
+        ).payload
     return {
-        **form,
+        **(form or {}),
         "event_type": events.FORM_SUBMITTED,
         "submission_id": DRY_RUN_ID,
         "submitted_at": now.isoformat(),
@@ -90,7 +102,8 @@ def _event(
 def dry_run(
     definition: WorkflowDefinition,
     *,
-    form: Mapping[str, Any],
+    form: Mapping[str, Any] | None = None,
+    posted: Mapping[str, Any] | None = None,
     workflow_org_id: str | None = None,
     workflow_id: str = DRY_RUN_ID,
     task_outcomes: Mapping[str, Mapping[str, Any]] | None = None,
@@ -98,7 +111,8 @@ def dry_run(
     step_budget: int = 100,
     limits: Limits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
-    event = _event(definition, form, workflow_org_id, now)
+    """Walk `definition` for the sample `form` or the sample `posted` event (one of them)."""
+    event = _event(definition, form, posted, workflow_org_id, now)
     matched, reason = trigger_verdict(definition, workflow_org_id, event)
     report: dict[str, Any] = {
         "matched": matched,
@@ -110,8 +124,15 @@ def dry_run(
     }
     if not matched:
         return report
-    context: dict[str, Any] = initial_context(
-        submission=event, workflow_id=workflow_id, run_id=DRY_RUN_ID, event_type=event["event_type"]
+    context: dict[str, Any] = (
+        posted_event_context(event=event, workflow_id=workflow_id, run_id=DRY_RUN_ID)
+        if posted is not None
+        else initial_context(
+            submission=event,
+            workflow_id=workflow_id,
+            run_id=DRY_RUN_ID,
+            event_type=event["event_type"],
+        )
     )
     report.update(_gates(definition, context))
     walk = _Walk(definition, report, task_outcomes or {}, now, step_budget, limits)

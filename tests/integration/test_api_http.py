@@ -325,6 +325,57 @@ async def test_a_dry_run_of_a_saved_workflow_renders_without_sending(
     assert missing.status_code == 404
     bad = await client.post(f"/workflows/{created['id']}/test", json={"form": {"data": {}}})
     assert bad.status_code == 422
+    neither = await client.post(f"/workflows/{created['id']}/test", json={})
+    assert neither.status_code == 422 and "sample `form`" in neither.text, neither.text
+    both = await client.post(
+        f"/workflows/{created['id']}/test",
+        json={"form": EXAMPLE_FORM, "event": {"type": "order.paid", "data": {}}},
+    )
+    assert both.status_code == 422 and "not both" in both.text, both.text
+
+
+async def test_a_workflow_triggered_by_an_event_is_dry_run_with_a_sample_event(
+    client: httpx.AsyncClient,
+) -> None:
+    """POST /workflows/{id}/test and /workflows/validate take a sample `event` (as POST /events
+    takes it) for a workflow whose trigger is not a form."""
+    definition = {
+        "trigger": {"type": "order.paid"},
+        "initial_step_id": "thank",
+        "steps": [
+            {
+                "id": "thank",
+                "type": "auto_action",
+                "actions": [
+                    {
+                        "type": "send_email",
+                        "config": {"to_path": "data.email", "subject": "Paid", "body": "x"},
+                    }
+                ],
+            }
+        ],
+    }
+    created = (
+        await client.post(
+            "/workflows", json={"name": "paid", "definition": definition, "org_id": "org_ev"}
+        )
+    ).json()
+    sample = {"type": "order.paid", "data": {"email": "ada@example.com"}, "org_id": "org_ev"}
+    report = await client.post(f"/workflows/{created['id']}/test", json={"event": sample})
+    assert report.status_code == 200, report.text
+    body = report.json()
+    assert body["matched"] and body["status"] == "completed", body
+    assert body["steps"][0]["actions"][0]["would"]["to"] == ["ada@example.com"]
+    checked = await client.post(
+        "/workflows/validate",
+        json={"definition": definition, "org_id": "org_ev", "event": sample},
+    )
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["dry_run"]["matched"] is True
+    bad_type = await client.post(
+        f"/workflows/{created['id']}/test", json={"event": {**sample, "type": "run.resume"}}
+    )
+    assert bad_type.status_code == 422, bad_type.text
 
 
 async def test_validate_answers_errors_warnings_and_a_dry_run(client: httpx.AsyncClient) -> None:

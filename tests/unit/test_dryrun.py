@@ -165,3 +165,50 @@ def test_a_task_shows_its_outcomes_and_the_fields_its_assignee_sees() -> None:
     task = dry_run(definition, form=form, now=NOW)["steps"][0]["task"]
     assert task["outcomes"] == ["approved", "rejected"]
     assert task["fields"] == {"name": "Ada"}
+
+
+PAID = {
+    "trigger": {
+        "type": "order.paid",
+        "conditions": {"path": "data.total", "op": ">", "value": 100},
+    },
+    "initial_step_id": "thank",
+    "steps": [
+        {
+            "id": "thank",
+            "type": "auto_action",
+            "actions": [
+                {
+                    "type": "send_email",
+                    "config": {
+                        "to_path": "data.email",
+                        "subject": "Thanks for order {data.order}",
+                        "body": "{event_type} for {org_id}",
+                    },
+                }
+            ],
+        }
+    ],
+}
+ORDER = {"type": "order.paid", "data": {"email": "ada@example.com", "order": 7, "total": 120}}
+
+
+def test_an_event_triggered_workflow_is_walked_for_a_sample_event() -> None:
+    report = dry_run(_definition(PAID), posted={**ORDER, "org_id": "org_shop"}, now=NOW)
+    assert report["matched"] and report["status"] == "completed", report
+    email = report["steps"][0]["actions"][0]["would"]
+    assert email["to"] == ["ada@example.com"]
+    assert email["subject"] == "Thanks for order 7"
+    assert email["body"] == "order.paid for org_shop"
+    assert report["context"]["data"]["order"] == 7
+
+
+def test_a_sample_event_says_why_it_starts_nothing() -> None:
+    small = {**ORDER, "data": {**ORDER["data"], "total": 5}}  # type: ignore[dict-item]
+    report = dry_run(_definition(PAID), posted=small, now=NOW)
+    assert (report["matched"], report["status"]) == (False, "not started")
+    assert report["trigger"] == "trigger.conditions do not hold for this event"
+    other = dry_run(_definition(PAID), posted={**ORDER, "type": "order.refunded"}, now=NOW)
+    assert other["trigger"] == "trigger.type is 'order.paid'; this event is 'order.refunded'"
+    form = dry_run(_definition(PAID), form=EXAMPLE_FORM, now=NOW)
+    assert form["trigger"] == "trigger.type is 'order.paid'; a submission is 'form_submitted'"

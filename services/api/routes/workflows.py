@@ -13,7 +13,7 @@ from services.api.access import Caller, acting_for, needs, operator_only
 from services.api.deps import AppSettings, Db, Filter, Limit, Offset
 from services.api.keys import Principal
 from services.api.schemas.documents import MAX_INT4
-from services.api.schemas.submissions import SubmitRequest
+from services.api.schemas.submissions import EventPost, SubmitRequest
 from services.api.schemas.workflows import (
     DryRunRequest,
     TaskOutcome,
@@ -138,13 +138,14 @@ async def validate_workflow(
     body: ValidateRequest, settings: AppSettings, principal: Caller
 ) -> dict[str, Any]:
     """Check a definition without saving it: its errors and warnings (each naming its JSON
-    path), a schedule trigger's `next_fire_times` and, with a sample `form`, a dry run of what
-    it would do. 200 whether the definition
+    path), a schedule trigger's `next_fire_times` and, with a sample `form` or `event`, a dry
+    run of what it would do. 200 whether the definition
     is valid or not; 422 when the dry run would render more than the limits allow."""
     needs(principal, "admin")
     acting_for(principal, body.org_id)
-    if body.form is not None:
-        acting_for(principal, body.form.org_id)
+    sample = body.form or body.event
+    if sample is not None:
+        acting_for(principal, sample.org_id)
     result = validate_definition(body.definition, allowed_hosts=settings.allowed_webhook_hosts)
     answer: dict[str, Any] = {
         "valid": result.ok,
@@ -153,9 +154,9 @@ async def validate_workflow(
     }
     if result.definition is not None:
         answer.update(schedule_preview(result.definition, datetime.now(UTC)))
-    if result.definition is not None and body.form is not None:
+    if result.definition is not None and sample is not None:
         answer["dry_run"] = walk(
-            result.definition, body.form, body.task_outcomes, body.org_id, settings
+            result.definition, sample, body.task_outcomes, body.org_id, settings
         )
     return answer
 
@@ -166,9 +167,12 @@ async def test_workflow(
 ) -> dict[str, Any]:
     """A dry run of a saved workflow for a sample form: whether the trigger matches (and why
     not), the path taken, and every email, webhook request, ticket and task it would create,
-    rendered. Nothing is sent or stored."""
+    rendered. Nothing is sent or stored. A workflow triggered by another event type takes a
+    sample `event` (`type`, `data`) instead of the form."""
     needs(principal, "admin")
-    acting_for(principal, body.form.org_id)
+    sample = body.form or body.event
+    assert sample is not None  # DryRunRequest asks for one
+    acting_for(principal, sample.org_id)
     async with db.reading() as conn:
         await _visible(conn, principal, workflow_id)
         record = (
@@ -185,7 +189,7 @@ async def test_workflow(
     assert definition is not None
     report = walk(
         definition,
-        body.form,
+        sample,
         body.task_outcomes,
         record.org_id,
         settings,
@@ -196,15 +200,19 @@ async def test_workflow(
 
 def walk(
     definition: WorkflowDefinition,
-    form: SubmitRequest,
+    sample: SubmitRequest | EventPost,
     outcomes: dict[str, TaskOutcome],
     org_id: str | None,
     settings: AppSettings,
     workflow_id: str = DRY_RUN_ID,
 ) -> dict[str, Any]:
+    """The dry run of `definition` for a sample form or event (from the workflow's
+    organisation when the sample names none)."""
+    given = {**sample.model_dump(), "org_id": sample.org_id or org_id or ""}
     return dry_run(
         definition,
-        form={**form.model_dump(), "org_id": form.org_id or org_id or ""},
+        form=given if isinstance(sample, SubmitRequest) else None,
+        posted=given if isinstance(sample, EventPost) else None,
         workflow_org_id=org_id,
         workflow_id=workflow_id,
         task_outcomes={step: o.model_dump() for step, o in outcomes.items()},

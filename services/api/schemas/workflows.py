@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     Field,
     WithJsonSchema,
+    model_validator,
 )
 
 from services.api.schemas.documents import (
@@ -22,7 +23,7 @@ from services.api.schemas.documents import (
     check_document,
     with_examples,
 )
-from services.api.schemas.submissions import EXAMPLE_FORM, SubmitRequest
+from services.api.schemas.submissions import EXAMPLE_FORM, EventPost, SubmitRequest
 from workflow_core.definitions import WorkflowDefinition
 
 # The original design's example workflow: what the docs pages offer to send.
@@ -133,10 +134,27 @@ class TaskOutcome(BaseModel):
     data: Document = Field(default_factory=dict)
 
 
+def _one_sample(form: SubmitRequest | None, event: EventPost | None, *, required: bool) -> None:
+    if form is not None and event is not None:
+        raise ValueError("give a sample `form` or a sample `event`, not both")
+    if required and form is None and event is None:
+        raise ValueError(
+            "give a sample `form` (for a form_submitted trigger) or a sample `event` "
+            "(`type`, `data`, as POST /events takes it)"
+        )
+
+
+_FORM_SAMPLE = "a sample submission, as POST /submit takes it (a form_submitted trigger)"
+_EVENT_SAMPLE = (
+    "a sample event, as POST /events takes it (a trigger of another type); give `form` or `event`"
+)
+
+
 class DryRunRequest(BaseModel):
     model_config = with_examples({"form": EXAMPLE_FORM})
 
-    form: SubmitRequest
+    form: SubmitRequest | None = Field(default=None, description=_FORM_SAMPLE)
+    event: EventPost | None = Field(default=None, description=_EVENT_SAMPLE)
     task_outcomes: dict[str, TaskOutcome] = Field(
         default_factory=dict,
         description="per human_task step id, how its task ends; without it the walk stops there",
@@ -145,6 +163,11 @@ class DryRunRequest(BaseModel):
         default=None, ge=1, le=MAX_INT4, description="default: the current version"
     )
 
+    @model_validator(mode="after")
+    def _a_sample(self) -> DryRunRequest:
+        _one_sample(self.form, self.event, required=True)
+        return self
+
 
 class ValidateRequest(BaseModel):
     model_config = with_examples({"definition": EXAMPLE_DEFINITION, "form": EXAMPLE_FORM})
@@ -152,4 +175,12 @@ class ValidateRequest(BaseModel):
     definition: DefinitionDocument
     org_id: OptionalText = None
     form: SubmitRequest | None = Field(default=None, description="when given, a dry run too")
+    event: EventPost | None = Field(
+        default=None, description="a sample event instead of `form`: a dry run too"
+    )
     task_outcomes: dict[str, TaskOutcome] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _at_most_one_sample(self) -> ValidateRequest:
+        _one_sample(self.form, self.event, required=False)
+        return self
