@@ -127,7 +127,7 @@ TEST_LINK_SECRET = "test-task-link-secret-" + "0123456789" * 2
 
 @pytest.fixture
 def make_settings(
-    servers: Servers, database_url: str, stream_name: str, smtp: SmtpServer
+    servers: Servers, database_url: str, stream_name: str, smtp: SmtpServer, tmp_path: Path
 ) -> SettingsFactory:
     """Settings for this test's database, stream and SMTP server; keywords override."""
 
@@ -152,6 +152,8 @@ def make_settings(
             # Tests run side by side: a worker serves metrics only where a test gives a port.
             "worker_metrics_port": 0,
             "task_link_secret": TEST_LINK_SECRET,
+            # A worker's notes of sent emails stay with the test, not in the machine's /tmp.
+            "worker_spool_dir": str(tmp_path / "spool"),
         }
         values.update(overrides)
         return load_settings(_env_file=None, **values)
@@ -287,6 +289,7 @@ async def module_stack(
         **{
             "webhook_allowed_hosts": RECEIVER_HOST,
             "task_link_secret": TEST_LINK_SECRET,
+            "worker_spool_dir": str(log_dir / "spool"),
             **settings_values,
         },
     )
