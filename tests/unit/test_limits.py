@@ -1,7 +1,7 @@
 """The limits against amplification, in the pure core: rendering is refused before a text over
 MAX_RENDERED_BYTES is built, recipients and emails per run are counted, values are escaped in
 HTML, and a dry run's answer is bounded (engine/templates.py, engine/limits.py, the actions'
-previews, dryrun.py)."""
+previews, dryrun/)."""
 
 from __future__ import annotations
 

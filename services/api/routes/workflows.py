@@ -24,7 +24,8 @@ from services.api.schemas.workflows import (
     WorkflowVersionOut,
 )
 from workflow_core.definitions import WorkflowDefinition
-from workflow_core.dryrun import dry_run, schedule_preview
+from workflow_core.dryrun import dry_run
+from workflow_core.dryrun.sample import schedule_preview
 from workflow_core.errors import Conflict, DefinitionInvalid, NotFound
 from workflow_core.ids import DRY_RUN_ID
 from workflow_core.persistence import workflows
