@@ -63,6 +63,7 @@ async def test_apply_diff_export_round_trip(settings: Settings, pool: Pool, tmp_
     assert planned.returncode == 0, planned.stderr
     checked = await cli(settings, "diff", "--exit-code", str(source))
     assert checked.returncode == 2, checked.stderr  # something to apply
+    assert checked.stdout == planned.stdout  # the same diff, not a usage error
     assert "--- /dev/null" in planned.stdout
     assert '+    "initial_step_id": "notify",' in planned.stdout
     assert SECRET not in planned.stdout
