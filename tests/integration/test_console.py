@@ -309,6 +309,38 @@ async def test_runs_pages_show_the_timeline_and_retry_a_failed_run(world: World)
     assert retried.status_code == 303 and retried.headers["location"].endswith("?retried=1")
 
 
+async def test_a_waiting_run_is_cancelled_from_its_page(world: World) -> None:
+    """The run waits for its task: its page offers to cancel it. Cancelled with a reason,
+    the run is `cancelled` with that reason, its task too, and the page offers it no more;
+    a second cancel is a 409 page, and a cancel without the CSRF token is refused."""
+    client = world.client
+    await sign_in(client, world.keys["admin"]["key"])
+    page = await client.get(f"/console/runs/{world.run}")
+    assert "Cancel this run" in page.text and 'for="reason"' in page.text
+    forged = await client.post(
+        f"/console/runs/{world.run}/cancel", data={"reason": "x"}, headers=ORIGIN
+    )
+    assert forged.status_code == 403
+    cancelled = await client.post(
+        f"/console/runs/{world.run}/cancel",
+        data={"csrf": csrf_of(page), "reason": "sent to the wrong team"},
+        headers=ORIGIN,
+    )
+    assert cancelled.status_code == 303, cancelled.text
+    assert cancelled.headers["location"].endswith("?cancelled=1")
+    admin = world.bearer("admin")
+    run = (await client.get(f"/runs/{world.run}", headers=admin)).json()
+    assert (run["status"], run["error"]) == ("cancelled", "cancelled: sent to the wrong team")
+    task = (await client.get(f"/tasks/{world.task}", headers=admin)).json()
+    assert task["status"] == "cancelled"
+    after = await client.get(f"/console/runs/{world.run}")
+    assert "Cancel this run" not in after.text and "sent to the wrong team" in after.text
+    again = await client.post(
+        f"/console/runs/{world.run}/cancel", data={"csrf": csrf_of(after)}, headers=ORIGIN
+    )
+    assert again.status_code == 409 and "already cancelled" in again.text
+
+
 async def test_runs_are_paged_with_a_cursor(world: World) -> None:
     client = world.client
     listing = {"workflow_id": world.workflow, "limit": 500}

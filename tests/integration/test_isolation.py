@@ -274,6 +274,10 @@ CONSOLE_MATRIX: dict[tuple[str, str], tuple[ConsoleCall, set[int]]] = {
         lambda b, w: b.client.get(f"/console/runs/{w.run}"), {403, 404}),
     ("POST", "/console/runs/{run_id}/retry"): (
         lambda b, w: b.client.post(f"/console/runs/{w.run}/retry", data=b.form()), {403, 404}),
+    ("POST", "/console/runs/{run_id}/cancel"): (
+        lambda b, w: b.client.post(
+            f"/console/runs/{w.run}/cancel", data=b.form(reason="by B")),
+        {403, 404}),
     ("GET", "/console/inbox"): (lambda b, w: b.client.get("/console/inbox"), {200}),
     ("POST", "/console/tasks/{task_id}/complete"): (
         lambda b, w: b.client.post(

@@ -1,5 +1,6 @@
 """Runs: a filtered, paged list, and each run's timeline (steps, every action attempt with its
-error, timers, tasks and who completed them), with a retry button for a failed run."""
+error, timers, tasks and who completed them), with a retry button for a failed run and a
+cancel button for a running or waiting one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import ValidationError
 
 from services.api.access import acting_for, needs
 from services.api.console.identity import Looker
@@ -15,6 +17,7 @@ from services.api.console.web import ConsoleRoute, posted, render, see_other
 from services.api.deps import Db, Filter
 from services.api.routes import runs as run_routes
 from services.api.routes import workflows as workflow_routes
+from services.api.schemas.runs import RunCancel
 from workflow_core.errors import Unprocessable
 from workflow_core.persistence import records, runs
 from workflow_core.statuses import RunStatus
@@ -141,3 +144,16 @@ async def retry(request: Request, run_id: UUID, viewer: Looker, db: Db) -> Respo
     await posted(request, viewer)
     await run_routes.retry_run(run_id, db, viewer.principal)
     return see_other(f"/console/runs/{run_id}?retried=1")
+
+
+@router.post("/{run_id}/cancel")
+async def cancel(request: Request, run_id: UUID, viewer: Looker, db: Db) -> Response:
+    """`POST /runs/{id}/cancel` from the run's page, with the reason typed there (if any)."""
+    fields = await posted(request, viewer)
+    try:
+        body = RunCancel(reason=fields.get("reason", "").strip() or None)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise Unprocessable("reason", str(problem["msg"])) from None
+    await run_routes.cancel_run(run_id, db, viewer.principal, body)
+    return see_other(f"/console/runs/{run_id}?cancelled=1")
