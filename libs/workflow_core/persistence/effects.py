@@ -290,11 +290,8 @@ class DbEffectLedger:
             return 0
 
         async def record(entries: list[SpooledSent]) -> None:
-            rows = [
-                {"key": key, "run_id": run_id, "result": result} for key, run_id, result in entries
-            ]
             async with translate_errors():
-                await self._pool.execute(_SENT, json_text(rows), self._owner)
+                await self._write_done(self._pool, entries)
 
         settled = await self._spool.settle_orphans(record)
         if settled:
@@ -307,9 +304,15 @@ class DbEffectLedger:
             self._spool.close(remove=not self._unrecorded)
 
     async def _mark(self, pool: Pool, items: list[tuple[ActionCall, dict[str, Any]]]) -> list[None]:
-        rows = [{"key": c.key, "run_id": c.run_id, "result": result} for c, result in items]
-        await pool.execute(_SENT, json_text(rows), self._owner)
+        await self._write_done(pool, [(c.key, c.run_id, result) for c, result in items])
         return [None] * len(items)
+
+    async def _write_done(
+        self, pool: Pool, sent: Iterable[tuple[str, UUID | str, dict[str, Any]]]
+    ) -> None:
+        """The one statement that records emails done: (key, run id, result) each."""
+        rows = [{"key": key, "run_id": run_id, "result": result} for key, run_id, result in sent]
+        await pool.execute(_SENT, json_text(rows), self._owner)
 
     async def _mark_one(self, pool: Pool, item: tuple[ActionCall, dict[str, Any]]) -> None:
         await self._mark(pool, [item])
