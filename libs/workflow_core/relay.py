@@ -160,9 +160,7 @@ class OutboxRelay:
             conn, quiet_for=self._reconcile_seconds, limit=self._batch_size
         )
         if heads:
-            await outbox.add_events(
-                conn, [events.run_resume(new_id(), run_id, "admit") for run_id in heads]
-            )
+            await gates.wake(conn, heads)
             log.info("queued_runs_woken", runs=len(heads))
 
     def reconcile_soon(self) -> None:

@@ -16,10 +16,8 @@ from uuid import UUID
 
 from sqlalchemy import and_, func, select
 
-from workflow_core import events
 from workflow_core.errors import Conflict
-from workflow_core.ids import new_id
-from workflow_core.persistence import outbox, sql
+from workflow_core.persistence import gates, sql
 from workflow_core.persistence import runs as run_records
 from workflow_core.persistence.pool import Connection, Executor
 from workflow_core.persistence.tables import runs, tasks
@@ -80,21 +78,13 @@ async def cancel(conn: Connection, run: run_records.RunRecord, reason: str | Non
     return Cancelled(run.id, written, int(row["tasks"]), int(row["timers"]))
 
 
-_QUEUE_HEAD = """
-    SELECT id FROM runs
-    WHERE workflow_id = $1 AND queued_for IS NOT NULL AND status = 'waiting'
-      AND (concurrency_key = $2 OR throttle_key = $3)
-    ORDER BY queued_at, id LIMIT 1
-"""
-
-
 async def _wake_its_queue(conn: Connection, run: run_records.RunRecord) -> None:
     """The cancelled run held a slot of its concurrency key (or counted for its throttle): the
     first run queued behind it gets an `admit` wake-up in the same transaction, so the queue
     moves at once rather than at the reconcile sweep's next look."""
-    head = await conn.fetchval(_QUEUE_HEAD, run.workflow_id, run.concurrency_key, run.throttle_key)
+    head = await gates.queue_head(conn, run.workflow_id, run.concurrency_key, run.throttle_key)
     if head is not None:
-        await outbox.add_events(conn, [events.run_resume(new_id(), head, "admit")])
+        await gates.wake(conn, [head])
 
 
 async def _refuse_if_resuming(conn: Connection, run: run_records.RunRecord) -> None:

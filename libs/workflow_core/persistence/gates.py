@@ -149,6 +149,22 @@ _STUCK = """
 """
 
 
+async def queue_head(
+    conn: Connection, workflow_id: UUID, concurrency_key: str | None, throttle_key: str | None
+) -> UUID | None:
+    """The run first in line in the queue of these keys (of this workflow), if any."""
+    rows = await conn.fetch(_QUEUED, workflow_id, concurrency_key, throttle_key, 1)
+    return rows[0]["id"] if rows else None
+
+
+async def wake(conn: Connection, run_ids: list[UUID]) -> None:
+    """Queue an `admit` wake-up for each of these queued runs, in the caller's transaction:
+    the worker that takes it lets in what fits of the run's queue."""
+    await outbox.add_events(
+        conn, [events.run_resume(new_id(), run_id, "admit") for run_id in run_ids]
+    )
+
+
 async def stuck_queues(conn: Connection, *, quiet_for: float, limit: int) -> list[UUID]:
     """The first queued run of each queue untouched for `quiet_for` seconds: its queue may
     have lost its wake-up (the run that ended before it crashed before admitting the next).
