@@ -8,15 +8,13 @@ from typing import Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
-from pydantic import ValidationError
 
 from services.api.access import acting_for, needs
 from services.api.console.identity import Looker
-from services.api.console.web import ConsoleRoute, posted, render, see_other
+from services.api.console.web import ConsoleRoute, built, posted, render, see_other
 from services.api.deps import Db
 from services.api.routes import tasks as task_routes
 from services.api.schemas.tasks import TaskCompletion
-from workflow_core.errors import Unprocessable
 from workflow_core.persistence import records
 from workflow_core.statuses import TaskStatus
 
@@ -55,15 +53,12 @@ async def complete(request: Request, task_id: UUID, viewer: Looker, db: Db) -> R
     (`{"comment": ...}` when one is given); `completed_by` is who signed in."""
     fields = await posted(request, viewer)
     comment = fields.get("comment", "").strip()
-    try:
-        completion = TaskCompletion(
-            outcome=fields.get("outcome", "").strip() or None,
-            data={"comment": comment} if comment else None,
-            completed_by=viewer.who[:500] or None,
-        )
-    except ValidationError as error:
-        problem = error.errors()[0]
-        raise Unprocessable(str(problem["loc"][0]), str(problem["msg"])) from None
+    completion = built(
+        TaskCompletion,
+        outcome=fields.get("outcome", "").strip() or None,
+        data={"comment": comment} if comment else None,
+        completed_by=viewer.who[:500] or None,
+    )
     await task_routes.complete_task(task_id, db, viewer.principal, completion)
     view = fields.get("view", "pending")
     back = view if view in ("pending", "mine", "overdue") else "pending"

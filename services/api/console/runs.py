@@ -9,11 +9,10 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import ValidationError
 
 from services.api.access import acting_for, needs
 from services.api.console.identity import Looker
-from services.api.console.web import ConsoleRoute, posted, render, see_other
+from services.api.console.web import ConsoleRoute, built, posted, render, see_other
 from services.api.deps import Db, Filter
 from services.api.routes import runs as run_routes
 from services.api.routes import workflows as workflow_routes
@@ -150,10 +149,6 @@ async def retry(request: Request, run_id: UUID, viewer: Looker, db: Db) -> Respo
 async def cancel(request: Request, run_id: UUID, viewer: Looker, db: Db) -> Response:
     """`POST /runs/{id}/cancel` from the run's page, with the reason typed there (if any)."""
     fields = await posted(request, viewer)
-    try:
-        body = RunCancel(reason=fields.get("reason", "").strip() or None)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        raise Unprocessable("reason", str(problem["msg"])) from None
+    body = built(RunCancel, reason=fields.get("reason", "").strip() or None)
     await run_routes.cancel_run(run_id, db, viewer.principal, body)
     return see_other(f"/console/runs/{run_id}?cancelled=1")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from fastapi import Request, Response
@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import BaseModel, ValidationError
 
 from services.api.console.identity import SignInNeeded, Viewer
 from services.api.console.session import csrf_matches
@@ -100,6 +101,19 @@ async def form_of(request: Request) -> dict[str, str]:
         return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
     except (UnicodeDecodeError, ValueError):
         raise Unprocessable("body", "the form is not URL-encoded UTF-8 text") from None
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def built(model: type[_Model], **fields: Any) -> _Model:
+    """The API's request model from a form's fields; the first problem is a 422 naming its
+    field, as the JSON route would answer."""
+    try:
+        return model(**fields)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise Unprocessable(str(problem["loc"][0]), str(problem["msg"])) from None
 
 
 async def posted(request: Request, viewer: Viewer) -> dict[str, str]:
