@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from tests.conftest import Stack
 from tests.e2e.conftest import ProxiedDatabase
 from tests.e2e.test_faults import report, submit_many, tally
-from tests.support.examples import EXAMPLE_WORKFLOW, example_form, unique_email
+from tests.support.examples import EXAMPLE_WORKFLOW, email_step, example_form, unique_email
 from tests.support.http_receiver import Answer, http_receiver
 from tests.support.redis_server import RedisServer
 from tests.support.smtp import SmtpServer
@@ -202,18 +202,7 @@ async def test_redis_restarted_empty_loses_no_accepted_event(
         "definition": {
             "trigger": {"type": "order.paid"},
             "initial_step_id": "thank",
-            "steps": [
-                {
-                    "id": "thank",
-                    "type": "auto_action",
-                    "actions": [
-                        {
-                            "type": "send_email",
-                            "config": {"to_path": "data.email", "subject": "Paid", "body": "x"},
-                        }
-                    ],
-                }
-            ],
+            "steps": [email_step("thank", "Paid", body="x")],
         },
     }
     assert (await client.post("/workflows", json=thanks)).status_code == 201

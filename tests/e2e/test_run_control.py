@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import Stack
-from tests.support.examples import unique_email
+from tests.support.examples import email_step, unique_email
 from tests.support.http_receiver import Answer, HttpReceiver, http_receiver
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
@@ -21,19 +21,6 @@ pytestmark = pytest.mark.e2e
 
 ROUNDS = 5
 DECISION = "steps.ask.response.json.decision"  # the webhook's JSON answer, as data
-
-
-def _email(step_id: str, subject: str) -> dict[str, Any]:
-    return {
-        "id": step_id,
-        "type": "auto_action",
-        "actions": [
-            {
-                "type": "send_email",
-                "config": {"to_path": "data.email", "subject": subject, "body": "."},
-            }
-        ],
-    }
 
 
 def _trigger(template_id: str) -> dict[str, Any]:
@@ -50,7 +37,10 @@ def review_then_email() -> dict[str, Any]:
         "definition": {
             "trigger": _trigger("review"),
             "initial_step_id": "review",
-            "steps": [{**review, "transitions": [{"to": "tell"}]}, _email("tell", "Reviewed")],
+            "steps": [
+                {**review, "transitions": [{"to": "tell"}]},
+                email_step("tell", "Reviewed", body="."),
+            ],
         },
     }
 
@@ -77,7 +67,7 @@ def ask_then_answer(url: str) -> dict[str, Any]:
         "definition": {
             "trigger": _trigger("ask"),
             "initial_step_id": "ask",
-            "steps": [ask, _email("yes", "Yes"), _email("no", "No")],
+            "steps": [ask, email_step("yes", "Yes", body="."), email_step("no", "No", body=".")],
         },
     }
 

@@ -12,24 +12,11 @@ import httpx
 import pytest
 
 from tests.conftest import Stack
-from tests.support.examples import unique_email
+from tests.support.examples import email_step, unique_email
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-def email_step(step_id: str, subject: str) -> dict[str, Any]:
-    return {
-        "id": step_id,
-        "type": "auto_action",
-        "actions": [
-            {
-                "type": "send_email",
-                "config": {"to_path": "data.email", "subject": subject, "body": "{data.email}"},
-            }
-        ],
-    }
 
 
 def signup_flow(template_id: str, timeout: str) -> dict[str, Any]:

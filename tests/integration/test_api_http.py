@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import Stack
-from tests.support.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW, example_workflow
+from tests.support.examples import EXAMPLE_FORM, EXAMPLE_WORKFLOW, email_step, example_workflow
 from workflow_core import events
 from workflow_core.adapters.streams import StreamKeys
 from workflow_core.ids import new_id
@@ -342,18 +342,7 @@ async def test_a_workflow_triggered_by_an_event_is_dry_run_with_a_sample_event(
     definition = {
         "trigger": {"type": "order.paid"},
         "initial_step_id": "thank",
-        "steps": [
-            {
-                "id": "thank",
-                "type": "auto_action",
-                "actions": [
-                    {
-                        "type": "send_email",
-                        "config": {"to_path": "data.email", "subject": "Paid", "body": "x"},
-                    }
-                ],
-            }
-        ],
+        "steps": [email_step("thank", "Paid", body="x")],
     }
     created = (
         await client.post(

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import SettingsFactory
-from tests.support.examples import unique_email
+from tests.support.examples import email_step, unique_email
 from tests.support.flows import (
     create_workflow,
     flowline_connection,
@@ -42,19 +42,6 @@ async def api(make_settings: SettingsFactory) -> AsyncIterator[InProcessApi]:
     async with in_process_api(make_settings(api_admin_key=ADMIN)) as started:
         started.client.headers["Authorization"] = f"Bearer {ADMIN}"
         yield started
-
-
-def email_step(step_id: str, subject: str) -> dict[str, Any]:
-    return {
-        "id": step_id,
-        "type": "auto_action",
-        "actions": [
-            {
-                "type": "send_email",
-                "config": {"to_path": "data.email", "subject": subject, "body": "{data.email}"},
-            }
-        ],
-    }
 
 
 def confirmation_flow(timeout: str = "P3D") -> dict[str, Any]:

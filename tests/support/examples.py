@@ -58,8 +58,33 @@ def example_form(**data: Any) -> dict[str, Any]:
     return form
 
 
+def email_step(
+    step_id: str, subject: str, body: str = "{data.email}", **fields: Any
+) -> dict[str, Any]:
+    """An `auto_action` step that emails the run's `data.email`; `fields` go on the step
+    (`transitions` ...)."""
+    return {
+        "id": step_id,
+        "type": "auto_action",
+        "actions": [
+            {
+                "type": "send_email",
+                "config": {"to_path": "data.email", "subject": subject, "body": body},
+            }
+        ],
+        **fields,
+    }
+
+
 def unique_email() -> str:
     return f"user-{uuid.uuid4().hex[:10]}@example.com"
 
 
-__all__ = ["EXAMPLE_FORM", "EXAMPLE_WORKFLOW", "example_form", "example_workflow", "unique_email"]
+__all__ = [
+    "EXAMPLE_FORM",
+    "EXAMPLE_WORKFLOW",
+    "email_step",
+    "example_form",
+    "example_workflow",
+    "unique_email",
+]

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.support import examples
+
 
 def email_step(step_id: str, subject: str, **fields: Any) -> dict[str, Any]:
-    return {
-        "id": step_id,
-        "type": "auto_action",
-        "actions": [
-            {
-                "type": "send_email",
-                "config": {"to_path": "data.email", "subject": subject, "body": "{data.name}"},
-            }
-        ],
-        **fields,
-    }
+    """An email step whose body is the person's name."""
+    return examples.email_step(step_id, subject, body="{data.name}", **fields)
 
 
 def review_step(step_id: str, **fields: Any) -> dict[str, Any]:
