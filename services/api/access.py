@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from services.api.keys import Principal
-from workflow_core.errors import Forbidden, NotFound
+from workflow_core.errors import Forbidden, NotFound, Unprocessable
 
 
 def caller(request: Request) -> Principal:
@@ -51,6 +51,15 @@ def acting_for(principal: Principal, asked: str | None) -> str | None:
     if asked is not None and asked != principal.org_id:
         raise Forbidden(f"this key belongs to organisation {principal.org_id!r}, not {asked!r}")
     return principal.org_id
+
+
+def organisation_of(principal: Principal, asked: str | None) -> str:
+    """The organisation something is stored for (a submission, an event): as `acting_for`,
+    and the operator's key, which belongs to none, must name one (422)."""
+    org_id = acting_for(principal, asked)
+    if org_id is None:
+        raise Unprocessable("org_id", "the operator's key must name the organisation")
+    return org_id
 
 
 def from_allowed_origin(principal: Principal, origin: str | None) -> None:

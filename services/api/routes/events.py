@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from structlog.contextvars import bind_contextvars
 
-from services.api.access import acting_for, caller, needs
+from services.api.access import caller, needs, organisation_of
 from services.api.deps import Database, IdempotencyKey
+from services.api.routes.submissions import replayable_202
 from services.api.schemas.submissions import EventAccepted, EventPost
 from workflow_core import events, metrics, tracing
 from workflow_core.adapters.ratelimit import SubmitRate
@@ -56,9 +56,7 @@ async def post_event(
     Needs the `admin` scope. The same `id` (or Idempotency-Key) again gets the first answer."""
     principal = caller(request)
     needs(principal, "admin")
-    org_id = acting_for(principal, body.org_id)
-    if org_id is None:
-        raise Unprocessable("org_id", "the operator's key must name the organisation")
+    org_id = organisation_of(principal, body.org_id)
     if body.id is not None and idempotency_key is not None and body.id != idempotency_key:
         raise Unprocessable("id", "the body's id and the Idempotency-Key header differ")
     submit_rate: SubmitRate = request.app.state.submit_rate
@@ -76,8 +74,4 @@ def _accepted(stored: StoredEvent) -> Response:
     bind_contextvars(event_id=str(stored.event_id))
     if not stored.replayed:
         metrics.EVENTS_ACCEPTED.inc()
-    content = orjson.dumps({"event_id": stored.event_id, "status": "accepted"})
-    response = Response(content, status_code=202, media_type="application/json")
-    if stored.replayed:
-        response.headers["idempotent-replayed"] = "true"
-    return response
+    return replayable_202({"event_id": stored.event_id, "status": "accepted"}, stored.replayed)

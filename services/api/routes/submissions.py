@@ -12,18 +12,18 @@ from structlog.contextvars import bind_contextvars
 
 from services.api.access import (
     Caller,
-    acting_for,
     caller,
     from_allowed_origin,
     must_see,
     needs,
+    organisation_of,
 )
 from services.api.deps import Database, Db, IdempotencyKey
 from services.api.presenters import run_summary
 from services.api.schemas.submissions import SubmissionOut, SubmitAccepted, SubmitRequest
 from workflow_core import metrics
 from workflow_core.adapters.ratelimit import SubmitRate
-from workflow_core.errors import NotFound, Unprocessable
+from workflow_core.errors import NotFound
 from workflow_core.persistence import runs, submissions
 from workflow_core.persistence.submissions import Accepted, NewSubmission
 
@@ -67,9 +67,7 @@ async def submit(
     principal = caller(request)
     needs(principal, "submit")
     from_allowed_origin(principal, request.headers.get("origin"))
-    org_id = acting_for(principal, body.org_id)
-    if org_id is None:
-        raise Unprocessable("org_id", "the operator's key must name the organisation")
+    org_id = organisation_of(principal, body.org_id)
     submit_rate: SubmitRate = request.app.state.submit_rate
     await submit_rate.check(org_id)  # the key's organisation: a body cannot spend another's
     db: Database = request.app.state.database
@@ -85,15 +83,21 @@ def accepted_response(accepted: Accepted) -> Response:
     bind_contextvars(submission_id=str(accepted.submission_id), event_id=str(accepted.event_id))
     if not accepted.replayed:
         _ACCEPTED.inc()
-    content = orjson.dumps(
+    return replayable_202(
         {
             "submission_id": accepted.submission_id,
             "event_id": accepted.event_id,
             "status": "accepted",
-        }
+        },
+        accepted.replayed,
     )
-    response = Response(content, status_code=202, media_type="application/json")
-    if accepted.replayed:
+
+
+def replayable_202(answer: dict[str, Any], replayed: bool) -> Response:
+    """202 with `answer` as JSON; `Idempotent-Replayed: true` when it is the first answer
+    again (a repeated idempotency key: nothing new was stored)."""
+    response = Response(orjson.dumps(answer), status_code=202, media_type="application/json")
+    if replayed:
         response.headers["idempotent-replayed"] = "true"
     return response
 
