@@ -195,9 +195,9 @@ class HttpxClient:
         content: bytes | None,
         timeout: float,
     ) -> HttpResponse:
-        where = f"{method} {_shown(url)}"
         if tracing.ENABLED:
             return await self._traced(method, url, headers, content, timeout)
+        where = f"{method} {_shown(url)}"
         return await self._request(where, method, url, headers, content, timeout)
 
     async def _traced(
