@@ -312,7 +312,8 @@ async def test_runs_pages_show_the_timeline_and_retry_a_failed_run(world: World)
 async def test_a_waiting_run_is_cancelled_from_its_page(world: World) -> None:
     """The run waits for its task: its page offers to cancel it. Cancelled with a reason,
     the run is `cancelled` with that reason, its task too, and the page offers it no more;
-    a second cancel is a 409 page, and a cancel without the CSRF token is refused."""
+    a second cancel is a 409 page, a cancel without the CSRF token is refused, and a reason
+    longer than the API takes is a 422 naming it (the run left as it was)."""
     client = world.client
     await sign_in(client, world.keys["admin"]["key"])
     page = await client.get(f"/console/runs/{world.run}")
@@ -321,6 +322,12 @@ async def test_a_waiting_run_is_cancelled_from_its_page(world: World) -> None:
         f"/console/runs/{world.run}/cancel", data={"reason": "x"}, headers=ORIGIN
     )
     assert forged.status_code == 403
+    too_long = await client.post(
+        f"/console/runs/{world.run}/cancel",
+        data={"csrf": csrf_of(page), "reason": "x" * 501},
+        headers=ORIGIN,
+    )
+    assert too_long.status_code == 422 and "reason" in too_long.text, too_long.text
     cancelled = await client.post(
         f"/console/runs/{world.run}/cancel",
         data={"csrf": csrf_of(page), "reason": "sent to the wrong team"},
